@@ -1,0 +1,136 @@
+"""flowstone: asyncio-native, embeddable, asset-first data orchestration.
+
+``import flowstone as fs``; define assets with ``@fs.asset`` and ``await fs.materialize(...)``
+them inside any running event loop. Plugins live in ``flowstone.ext``; extension-point
+protocols in :mod:`flowstone.protocols`; lifecycle events in :mod:`flowstone.events`.
+"""
+
+from __future__ import annotations
+
+from ._core.api import backfill as backfill
+from ._core.api import exists as exists
+from ._core.api import invalidate as invalidate
+from ._core.api import load as load
+from ._core.api import materialize as materialize
+from ._core.api import materialize_sync as materialize_sync
+from ._core.api import status as status
+from ._core.assets import AssetDef as AssetDef
+from ._core.assets import AssetKind as AssetKind
+from ._core.assets import SkipAsset as SkipAsset
+from ._core.assets import asset as asset
+from ._core.backfill import BackfillResult as BackfillResult
+from ._core.backfill import PartitionOutcome as PartitionOutcome
+from ._core.context import Context as Context
+from ._core.context import Resources as Resources
+from ._core.context import current_context as current_context
+from ._core.errors import AssetExecutionError as AssetExecutionError
+from ._core.errors import AssetTimeoutError as AssetTimeoutError
+from ._core.errors import ConfigurationError as ConfigurationError
+from ._core.errors import CycleError as CycleError
+from ._core.errors import DefinitionError as DefinitionError
+from ._core.errors import DuplicateAssetError as DuplicateAssetError
+from ._core.errors import ExecutionError as ExecutionError
+from ._core.errors import FlowstoneError as FlowstoneError
+from ._core.errors import InvalidAssetError as InvalidAssetError
+from ._core.errors import MissingExtraError as MissingExtraError
+from ._core.errors import MissingInputError as MissingInputError
+from ._core.errors import PartitionError as PartitionError
+from ._core.errors import PluginNotFoundError as PluginNotFoundError
+from ._core.errors import RunFailedError as RunFailedError
+from ._core.errors import RuntimeStateError as RuntimeStateError
+from ._core.errors import SelectionError as SelectionError
+from ._core.errors import StorageError as StorageError
+from ._core.errors import UnknownDependencyError as UnknownDependencyError
+from ._core.errors import ValueNotFoundError as ValueNotFoundError
+from ._core.memory import LoggingSink as LoggingSink
+from ._core.memory import MemoryEventSink as MemoryEventSink
+from ._core.memory import MemoryGateStore as MemoryGateStore
+from ._core.memory import MemoryIOManager as MemoryIOManager
+from ._core.memory import MemoryStore as MemoryStore
+from ._core.partitions import DailyPartitions as DailyPartitions
+from ._core.partitions import HourlyPartitions as HourlyPartitions
+from ._core.partitions import MonthlyPartitions as MonthlyPartitions
+from ._core.partitions import PartitionsDefinition as PartitionsDefinition
+from ._core.partitions import StaticPartitions as StaticPartitions
+from ._core.partitions import TimeWindowPartitions as TimeWindowPartitions
+from ._core.pipeline import Pipeline as Pipeline
+from ._core.ratelimit import RateLimiter as RateLimiter
+from ._core.records import MaterializationRecord as MaterializationRecord
+from ._core.records import RunRecord as RunRecord
+from ._core.records import RunStatus as RunStatus
+from ._core.records import Status as Status
+from ._core.result import MaterializeResult as MaterializeResult
+from ._core.retry import Retry as Retry
+from ._core.runtime import AssetState as AssetState
+from ._core.runtime import Runtime as Runtime
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AssetDef",
+    "AssetExecutionError",
+    "AssetKind",
+    "AssetState",
+    "AssetTimeoutError",
+    "BackfillResult",
+    "ConfigurationError",
+    "Context",
+    "CycleError",
+    "DailyPartitions",
+    "DefinitionError",
+    "DuplicateAssetError",
+    "ExecutionError",
+    "FlowstoneError",
+    "HourlyPartitions",
+    "InvalidAssetError",
+    "LoggingSink",
+    "MaterializationRecord",
+    "MaterializeResult",
+    "MemoryEventSink",
+    "MemoryGateStore",
+    "MemoryIOManager",
+    "MemoryStore",
+    "MissingExtraError",
+    "MissingInputError",
+    "MonthlyPartitions",
+    "PartitionError",
+    "PartitionOutcome",
+    "PartitionsDefinition",
+    "Pipeline",
+    "PluginNotFoundError",
+    "RateLimiter",
+    "Resources",
+    "Retry",
+    "RunFailedError",
+    "RunRecord",
+    "RunStatus",
+    "Runtime",
+    "RuntimeStateError",
+    "SelectionError",
+    "SkipAsset",
+    "StaticPartitions",
+    "Status",
+    "StorageError",
+    "TimeWindowPartitions",
+    "UnknownDependencyError",
+    "ValueNotFoundError",
+    "asset",
+    "backfill",
+    "current_context",
+    "exists",
+    "invalidate",
+    "load",
+    "materialize",
+    "materialize_sync",
+    "status",
+)
+
+# Show the public path in reprs and docs (``flowstone.Pipeline``, not ``flowstone._core…``).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("flowstone._core"):
+        try:
+            _obj.__module__ = "flowstone"
+        except (AttributeError, TypeError):  # pragma: no cover - builtins refuse
+            pass
+del _name, _obj

@@ -1,0 +1,7 @@
+"""``python -m flowstone``: the command-line interface."""
+
+from __future__ import annotations
+
+from .cli import main
+
+raise SystemExit(main())

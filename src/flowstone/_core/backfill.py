@@ -1,0 +1,124 @@
+"""Backfills: materialize a selection for many partitions, past failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .errors import FlowstoneError
+from .partitions import PartitionsDefinition, partition_keys
+from .pipeline import as_pipeline
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from .result import MaterializeResult
+    from .runtime import Runtime
+
+__all__ = ["BackfillResult", "PartitionOutcome", "backfill_with"]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOutcome:
+    """How one partition of a backfill ended.
+
+    :ivar status: ``"succeeded"``, ``"failed"`` or ``"skipped"`` (already current)
+    """
+
+    partition: str
+    status: str
+    run_id: str | None = None
+    error: BaseException | None = None
+    result: MaterializeResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillResult:
+    """Counts and per-partition outcomes of a backfill."""
+
+    outcomes: Mapping[str, PartitionOutcome] = field(default_factory=dict)
+
+    def _count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes.values() if o.status == status)
+
+    @property
+    def succeeded(self) -> int:
+        """Partitions materialized successfully."""
+        return self._count("succeeded")
+
+    @property
+    def failed(self) -> int:
+        """Partitions with a failed asset."""
+        return self._count("failed")
+
+    @property
+    def skipped(self) -> int:
+        """Partitions whose selected assets were already current."""
+        return self._count("skipped")
+
+    @property
+    def ok(self) -> bool:
+        """Whether no partition failed."""
+        return self.failed == 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<BackfillResult {self.succeeded} succeeded, {self.failed} failed, "
+            f"{self.skipped} skipped>"
+        )
+
+
+async def backfill_with(
+    runtime: Runtime,
+    assets: Any,
+    select: Any = None,
+    *,
+    partitions: PartitionsDefinition | Iterable[str] | str,
+    max_concurrent: int = 4,
+    force: bool = False,
+    resources: Mapping[str, Any] | None = None,
+) -> BackfillResult:
+    """Materialize ``select`` for every partition in ``partitions`` (see ``fs.backfill``)."""
+    if max_concurrent < 1:
+        raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
+    pipeline = as_pipeline(assets)
+    names = pipeline.resolve(select)
+    keys = partition_keys(partitions)
+    for name in pipeline.upstream(names):
+        definition = pipeline[name].partitions
+        if definition is not None:
+            for key in keys:
+                definition.validate(key, asset=name)
+    outcomes: dict[str, PartitionOutcome] = {}
+    limiter = anyio.CapacityLimiter(max_concurrent)
+
+    async def one(key: str) -> None:
+        async with limiter:
+            if not force:
+                states = await runtime.status(pipeline.subset(names), partition=key)
+                if all(states[n].current for n in names):
+                    outcomes[key] = PartitionOutcome(key, "skipped")
+                    return
+            try:
+                result = await runtime.materialize(
+                    pipeline,
+                    names,
+                    partition=key,
+                    force=force,
+                    resources=resources,
+                    raise_on_error=False,
+                )
+            except FlowstoneError as exc:
+                outcomes[key] = PartitionOutcome(key, "failed", error=exc)
+                return
+            error = next(iter(result.errors.values()), None)
+            outcomes[key] = PartitionOutcome(
+                key, "succeeded" if result.ok else "failed", result.run_id, error, result
+            )
+
+    async with anyio.create_task_group() as tg:
+        for key in keys:
+            tg.start_soon(one, key)
+    return BackfillResult({k: outcomes[k] for k in keys})

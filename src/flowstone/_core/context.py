@@ -1,0 +1,182 @@
+"""The context an asset function receives: who, where, which attempt, and its resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["Context", "Resources", "current_context"]
+
+_logger = logging.getLogger("flowstone")
+
+
+class Resources(Mapping[str, Any]):
+    """Read-only mapping of resources, also readable as attributes: ``ctx.resources.shop``."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
+        self._items: dict[str, Any] = dict(items or {})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._items[name]
+        except KeyError:
+            available = ", ".join(sorted(self._items)) or "none"
+            raise AttributeError(
+                f"no resource named {name!r} (available: {available}); pass it with "
+                f"resources={{{name!r}: ...}} to materialize() or Runtime()"
+            ) from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Resources({sorted(self._items)})"
+
+    def merged(self, other: Mapping[str, Any] | None) -> Resources:
+        """A new mapping with ``other`` layered over these resources."""
+        if not other:
+            return self
+        return Resources({**self._items, **other})
+
+
+class Context:
+    """What an asset function knows about its invocation.
+
+    A parameter named ``ctx`` or ``context``, or annotated ``fs.Context``, receives it.
+
+    :ivar asset: the asset's name
+    :ivar partition: the partition key, or ``None`` for an unpartitioned asset
+    :ivar run_id: the run's id
+    :ivar attempt: the attempt number, from 1
+    :ivar resources: the resources, as ``ctx.resources.<name>``
+    :ivar log: a logger that tags records with the asset, partition and run
+    :ivar scatter_key: inside a scatter, the key of the item being processed
+    :ivar batch_index: inside a batched scatter, the batch's position (0-based)
+    :ivar batch_count: inside a batched scatter, how many batches there are (when known)
+    :ivar batch_input: inside a batched scatter, the batch's shared input
+    """
+
+    __slots__ = (
+        "_metadata",
+        "_runtime",
+        "asset",
+        "attempt",
+        "batch_count",
+        "batch_index",
+        "batch_input",
+        "log",
+        "partition",
+        "resources",
+        "run_id",
+        "scatter_key",
+    )
+
+    def __init__(
+        self,
+        *,
+        asset: str,
+        partition: str | None,
+        run_id: str,
+        attempt: int = 1,
+        resources: Resources | None = None,
+        runtime: Runtime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.asset = asset
+        self.partition = partition
+        self.run_id = run_id
+        self.attempt = attempt
+        self.resources = resources if resources is not None else Resources()
+        self._runtime = runtime
+        self._metadata: dict[str, Any] = metadata if metadata is not None else {}
+        self.log: logging.LoggerAdapter[logging.Logger] = logging.LoggerAdapter(
+            _logger, {"asset": asset, "partition": partition, "run_id": run_id}
+        )
+        self.scatter_key: str | None = None
+        self.batch_index: int | None = None
+        self.batch_count: int | None = None
+        self.batch_input: Any = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime executing this asset."""
+        if self._runtime is None:
+            from .errors import RuntimeStateError
+
+            raise RuntimeStateError("this context is not attached to a runtime")
+        return self._runtime
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """Metadata added so far; it is saved on the materialization record."""
+        return self._metadata
+
+    def add_metadata(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        """Add metadata (JSON-able values) to this asset's materialization record.
+
+        :param values: a mapping of names to values
+        :param more: further names and values
+        """
+        if values:
+            self._metadata.update(values)
+        if more:
+            self._metadata.update(more)
+
+    def for_item(self, key: str) -> Context:
+        """A copy for one scatter item: same asset, run and resources; its own ``scatter_key``.
+
+        Metadata added through the copy lands on the asset's record as well.
+        """
+        clone = Context.__new__(Context)
+        clone.asset = self.asset
+        clone.partition = self.partition
+        clone.run_id = self.run_id
+        clone.attempt = self.attempt
+        clone.resources = self.resources
+        clone._runtime = self._runtime
+        clone._metadata = self._metadata
+        clone.log = self.log
+        clone.scatter_key = key
+        clone.batch_index = self.batch_index
+        clone.batch_count = self.batch_count
+        clone.batch_input = self.batch_input
+        return clone
+
+    def __repr__(self) -> str:
+        parts = [f"asset={self.asset!r}", f"run_id={self.run_id!r}", f"attempt={self.attempt}"]
+        if self.partition is not None:
+            parts.insert(1, f"partition={self.partition!r}")
+        if self.scatter_key is not None:
+            parts.append(f"scatter_key={self.scatter_key!r}")
+        return f"Context({', '.join(parts)})"
+
+
+_current: ContextVar[Context | None] = ContextVar("flowstone_context", default=None)
+
+
+def current_context() -> Context:
+    """The context of the asset being executed in this task.
+
+    Useful in helpers called from an asset that do not take ``ctx`` themselves.
+
+    :raises RuntimeStateError: outside an asset
+    """
+    ctx = _current.get()
+    if ctx is None:
+        from .errors import RuntimeStateError
+
+        raise RuntimeStateError("current_context() is only available inside an asset")
+    return ctx

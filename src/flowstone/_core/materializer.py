@@ -1,0 +1,654 @@
+"""The materializer: executes one run of a pipeline selection.
+
+One execution path: a ready-queue scheduler on an anyio task group starts an asset when
+its last scheduled dependency is terminal. Plain assets are called here; every other
+kind goes to the coordinator registered for it. Retries, timeouts, versions, records,
+storage and events are applied the same way to every kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .assets import AssetDef, SkipAsset
+from .context import Context, Resources
+from .errors import (
+    AssetExecutionError,
+    AssetTimeoutError,
+    ExecutionError,
+    MissingInputError,
+    PartitionError,
+    StorageError,
+    ValueNotFoundError,
+)
+from .events import (
+    AssetFailed,
+    AssetRetried,
+    AssetSkipped,
+    AssetStarted,
+    AssetSucceeded,
+    Event,
+    RunFinished,
+    RunStarted,
+)
+from .invocation import AssetOutcome, Invocation
+from .protocols import IOContext
+from .records import MaterializationRecord, RunRecord, RunStatus, Status
+from .result import _NOT_LOADED, MaterializeResult
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from .pipeline import Pipeline
+    from .runtime import Runtime
+
+__all__ = ["Run", "data_version"]
+
+_cancelled = anyio.get_cancelled_exc_class
+
+
+def data_version(code_version: str, partition: str | None, inputs: Mapping[str, str]) -> str:
+    """The version of a value computed by ``code_version`` for ``partition`` from ``inputs``."""
+    digest = hashlib.blake2b(digest_size=10)
+    digest.update(code_version.encode())
+    digest.update(b"\x00" + (partition or "").encode())
+    for name in sorted(inputs):
+        digest.update(b"\x00" + name.encode() + b"=" + inputs[name].encode())
+    return digest.hexdigest()
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Run:
+    """One run of a pipeline selection: its state, scheduler and outcomes.
+
+    Implements :class:`~flowstone.protocols.RunHandle` for coordinators.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        pipeline: Pipeline,
+        *,
+        run_id: str,
+        partition: str | None,
+        selection: list[str],
+        force: bool,
+        with_deps: bool,
+        resources: Resources,
+        max_concurrent: int | None,
+    ) -> None:
+        self._runtime = runtime
+        self._pipeline = pipeline
+        self._run_id = run_id
+        self._partition = partition
+        self._selection = selection
+        self._selected = frozenset(selection)
+        self._force = force
+        self._with_deps = with_deps
+        self.resources = resources
+        self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
+        self._outcomes: dict[str, AssetOutcome] = {}
+        self._events: dict[str, anyio.Event] = {}
+        self._previous: dict[str, MaterializationRecord] = {}
+        self._sinks = runtime.has_sinks
+
+    # -- RunHandle -------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self._run_id
+
+    @property
+    def partition(self) -> str | None:
+        """The run's partition key."""
+        return self._partition
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime executing the run."""
+        return self._runtime
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline of the run."""
+        return self._pipeline
+
+    @property
+    def force(self) -> bool:
+        """Whether current values are recomputed and recorded decisions redone."""
+        return self._force
+
+    def outcome(self, name: str) -> AssetOutcome | None:
+        """The terminal outcome of ``name`` in this run, if any."""
+        return self._outcomes.get(name)
+
+    def emit(self, event: Event) -> None:
+        """Send ``event`` to the runtime's sinks."""
+        self._runtime.emit(event)
+
+    async def materialize(self, names: Iterable[str]) -> dict[str, AssetOutcome]:
+        """Materialize ``names`` with their upstream inside this run (see ``RunHandle``)."""
+        wanted = self._pipeline.resolve(list(names))
+        closure = self._pipeline.upstream(wanted, scheduled_only=True)
+        self._check_partitions(closure)
+        await self._schedule(closure)
+        return {n: self._outcomes[n] for n in wanted}
+
+    # -- execution -------------------------------------------------------------------
+
+    async def execute(self) -> MaterializeResult:
+        """Run the selection to the end and return the result (raising is the caller's)."""
+        runtime = self._runtime
+        if self._with_deps:
+            closure = self._pipeline.upstream(self._selection, scheduled_only=True)
+        else:
+            closure = list(self._selection)
+        self._check_partitions(closure)
+        started = perf_counter()
+        run, created = await runtime.store.create_run(
+            RunRecord(
+                run_id=self._run_id,
+                pipeline=self._pipeline.name,
+                selection=tuple(self._selection),
+                partition=self._partition,
+                status=RunStatus.RUNNING,
+                started_at=_now(),
+            )
+        )
+        resumed = not created
+        if resumed:
+            if run.partition != self._partition:
+                raise PartitionError(
+                    None,
+                    self._partition,
+                    f"run {self._run_id!r} was started for partition {run.partition!r}; "
+                    "a resumed run keeps its partition",
+                )
+            for record in await runtime.store.get_records(self._run_id):
+                if record.status is Status.SUCCEEDED:
+                    self._previous[record.asset] = record
+        if self._sinks:
+            self.emit(
+                RunStarted(
+                    run_id=self._run_id,
+                    selection=tuple(self._selection),
+                    partition=self._partition,
+                    resumed=resumed,
+                )
+            )
+        status = RunStatus.FAILED
+        try:
+            await self._schedule(closure)
+            for name in self._selection:
+                outcome = self._outcomes.get(name)
+                if outcome is not None and outcome.value is _NOT_LOADED:
+                    outcome.value = await self._load(self._pipeline[name], outcome)
+            failed = any(o.status is Status.FAILED for o in self._outcomes.values())
+            status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
+        except _cancelled():
+            status = RunStatus.CANCELLED
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runtime.store.finish_run(self._run_id, status, _now())
+                if self._sinks:
+                    self.emit(
+                        RunFinished(
+                            run_id=self._run_id,
+                            status=status.value,
+                            duration=perf_counter() - started,
+                            succeeded=self._names(Status.SUCCEEDED),
+                            failed=self._names(Status.FAILED),
+                            skipped=self._names(Status.SKIPPED),
+                        )
+                    )
+        return MaterializeResult(
+            run_id=self._run_id,
+            status=status,
+            selection=tuple(self._selection),
+            partition=self._partition,
+            duration=perf_counter() - started,
+            outcomes=dict(self._outcomes),
+            resumed=resumed,
+        )
+
+    def _names(self, status: Status) -> tuple[str, ...]:
+        return tuple(n for n, o in self._outcomes.items() if o.status is status)
+
+    def _check_partitions(self, names: Iterable[str]) -> None:
+        for name in names:
+            asset_def = self._pipeline[name]
+            definition = asset_def.partitions
+            if definition is None:
+                continue
+            if self._partition is None:
+                raise PartitionError(name, None, "the asset is partitioned; pass partition=...")
+            definition.validate(self._partition, asset=name)
+
+    def _partition_of(self, asset_def: AssetDef[..., Any]) -> str | None:
+        return self._partition if asset_def.partitions is not None else None
+
+    async def _schedule(self, closure: list[str]) -> None:
+        """Ready-queue: start each asset once its scheduled dependencies in ``closure`` are done."""
+        members = set(closure)
+        waiting: dict[str, int] = {}
+        children: dict[str, list[str]] = {name: [] for name in closure}
+        for name in closure:
+            deps = [d for d in self._pipeline[name].scheduled_deps if d in members]
+            waiting[name] = len(deps)
+            for dep in deps:
+                children[dep].append(name)
+        ready: deque[str] = deque(name for name in closure if waiting[name] == 0)
+
+        async with anyio.create_task_group() as tg:
+
+            def finished(name: str) -> None:
+                for child in children[name]:
+                    waiting[child] -= 1
+                    if waiting[child] == 0:
+                        ready.append(child)
+                drain()
+
+            def drain() -> None:
+                while ready:
+                    name = ready.popleft()
+                    if name in self._outcomes:
+                        for child in children[name]:
+                            waiting[child] -= 1
+                            if waiting[child] == 0:
+                                ready.append(child)
+                    elif name in self._events:
+                        tg.start_soon(self._await_other, name, finished)
+                    else:
+                        self._events[name] = anyio.Event()
+                        tg.start_soon(self._run_asset, name, finished)
+
+            drain()
+
+    async def _await_other(self, name: str, finished: Callable[[str], None]) -> None:
+        await self._events[name].wait()
+        finished(name)
+
+    async def _run_asset(self, name: str, finished: Callable[[str], None]) -> None:
+        asset_def = self._pipeline[name]
+        try:
+            if self._limiter is not None:
+                async with self._limiter:
+                    outcome = await self._materialize_asset(asset_def)
+            else:
+                outcome = await self._materialize_asset(asset_def)
+        except _cancelled():
+            outcome = AssetOutcome(name, Status.SKIPPED, reason="cancelled")
+            self._outcomes[name] = outcome
+            self._events[name].set()
+            raise
+        self._outcomes[name] = outcome
+        self._events[name].set()
+        finished(name)
+
+    # -- one asset -------------------------------------------------------------------
+
+    async def _materialize_asset(self, asset_def: AssetDef[..., Any]) -> AssetOutcome:
+        partition = self._partition_of(asset_def)
+        inputs: dict[str, Any] = {}
+        versions: dict[str, str] = {}
+        try:
+            for param, dep in asset_def.inputs.items():
+                present, value, version, reason = await self._input(asset_def, dep)
+                if present:
+                    inputs[param] = value
+                    versions[dep] = version
+                elif dep in asset_def.optional:
+                    inputs[param] = asset_def.defaults.get(param)
+                else:
+                    return await self._skip(asset_def, partition, reason)
+            for dep in asset_def.ordering_deps:
+                if dep not in self._pipeline:
+                    continue
+                outcome = self._outcomes.get(dep)
+                if outcome is None:
+                    present, _, version, reason = await self._input(asset_def, dep)
+                    if present:
+                        versions[dep] = version
+                    elif dep not in asset_def.optional:
+                        return await self._skip(asset_def, partition, reason)
+                elif outcome.status is not Status.SUCCEEDED and dep not in asset_def.optional:
+                    return await self._skip(
+                        asset_def, partition, f"input {dep!r} {outcome.status.value}"
+                    )
+                elif outcome.data_version is not None:
+                    versions[dep] = outcome.data_version
+        except MissingInputError as exc:
+            return await self._fail(asset_def, partition, exc, attempts=0, started=_now(), raw=exc)
+
+        version = data_version(asset_def.code_version, partition, versions)
+        reused = await self._reusable(asset_def, partition, version)
+        if reused is not None:
+            return reused
+        return await self._compute(asset_def, partition, inputs, versions, version)
+
+    async def _input(self, asset_def: AssetDef[..., Any], dep: str) -> tuple[bool, Any, str, str]:
+        """(present, value, version, reason-if-absent) of one input."""
+        outcome = self._outcomes.get(dep)
+        if outcome is not None:
+            if outcome.status is Status.SUCCEEDED:
+                if outcome.value is _NOT_LOADED:
+                    outcome.value = await self._load(self._pipeline[dep], outcome)
+                return True, outcome.value, outcome.data_version or "", ""
+            return False, None, "", f"input {dep!r} {outcome.status.value}"
+        # Not part of this run: take the current stored value.
+        if dep not in self._pipeline:
+            return False, None, "", f"input {dep!r} is not in the pipeline"
+        dep_def = self._pipeline[dep]
+        dep_partition = self._partition_of(dep_def)
+        record = await self._runtime.store.latest(dep, dep_partition)
+        if record is None:
+            if dep in asset_def.optional:
+                return False, None, "", f"input {dep!r} has no stored value"
+            raise MissingInputError(
+                asset_def.name,
+                dep,
+                dep_partition,
+                "it has never been materialized; materialize it first or use with_deps=True",
+            )
+        try:
+            value = await self._runtime.io_manager_for(dep_def).load(
+                IOContext(dep, dep_partition, self._run_id, dep_def.metadata, dep_def)
+            )
+        except ValueNotFoundError:
+            if dep in asset_def.optional:
+                return False, None, "", f"input {dep!r} has no stored value"
+            raise MissingInputError(
+                asset_def.name, dep, dep_partition, "its record exists but its value is gone"
+            ) from None
+        return True, value, record.data_version or "", ""
+
+    async def _load(self, asset_def: AssetDef[..., Any], outcome: AssetOutcome) -> Any:
+        return await self._runtime.io_manager_for(asset_def).load(
+            IOContext(
+                asset_def.name,
+                self._partition_of(asset_def),
+                self._run_id,
+                asset_def.metadata,
+                asset_def,
+            )
+        )
+
+    async def _reusable(
+        self, asset_def: AssetDef[..., Any], partition: str | None, version: str
+    ) -> AssetOutcome | None:
+        """A current stored value is reused: by a resumed run, or for an upstream asset."""
+        if self._force:
+            return None
+        previous = self._previous.get(asset_def.name)
+        if previous is None or previous.data_version != version:
+            if asset_def.name in self._selected:
+                return None
+            previous = await self._runtime.store.latest(asset_def.name, partition)
+            if previous is None or previous.data_version != version:
+                return None
+        io = self._runtime.io_manager_for(asset_def)
+        if not await io.exists(
+            IOContext(asset_def.name, partition, self._run_id, asset_def.metadata, asset_def)
+        ):
+            return None
+        now = _now()
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=asset_def.name,
+            partition=partition,
+            status=Status.SUCCEEDED,
+            attempts=0,
+            started_at=now,
+            ended_at=now,
+            metadata=previous.metadata,
+            code_version=asset_def.code_version,
+            data_version=version,
+            input_versions=previous.input_versions,
+            io_manager=previous.io_manager,
+            reused=True,
+        )
+        if previous.run_id != self._run_id:
+            await self._runtime.store.save_record(record)
+        else:
+            record = previous.replace(reused=True)
+        if self._sinks:
+            self.emit(
+                AssetSucceeded(
+                    run_id=self._run_id, asset=asset_def.name, partition=partition, reused=True
+                )
+            )
+        return AssetOutcome(
+            asset_def.name, Status.SUCCEEDED, _NOT_LOADED, record=record, data_version=version
+        )
+
+    async def _compute(
+        self,
+        asset_def: AssetDef[..., Any],
+        partition: str | None,
+        inputs: dict[str, Any],
+        versions: dict[str, str],
+        version: str,
+    ) -> AssetOutcome:
+        runtime = self._runtime
+        name = asset_def.name
+        kind = asset_def.kind
+        coordinator = None if kind == "asset" else runtime.coordinators.get(kind)
+        retry = asset_def.retry
+        timeout = asset_def.timeout
+        started = _now()
+        io_name = asset_def.io_manager or runtime.default_io_manager
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=name,
+            partition=partition,
+            status=Status.RUNNING,
+            attempts=1,
+            started_at=started,
+            code_version=asset_def.code_version,
+            data_version=version,
+            input_versions=versions,
+            io_manager=io_name,
+        )
+        await runtime.store.save_record(record)
+        metadata: dict[str, Any] = {}
+        attempt = 1
+        while True:
+            context = Context(
+                asset=name,
+                partition=partition,
+                run_id=self._run_id,
+                attempt=attempt,
+                resources=self.resources,
+                runtime=runtime,
+                metadata=metadata,
+            )
+            if self._sinks:
+                self.emit(
+                    AssetStarted(
+                        run_id=self._run_id,
+                        asset=name,
+                        partition=partition,
+                        attempt=attempt,
+                        kind=kind,
+                    )
+                )
+            invocation = Invocation(asset_def, context, inputs, self, versions)
+            try:
+                if timeout is None:
+                    if coordinator is None:
+                        value = await invocation.call()
+                    else:
+                        value = await coordinator.execute(invocation)
+                else:
+                    with anyio.move_on_after(timeout) as scope:
+                        if coordinator is None:
+                            value = await invocation.call()
+                        else:
+                            value = await coordinator.execute(invocation)
+                    if scope.cancelled_caught:
+                        raise AssetTimeoutError(name, partition, self._run_id, attempt, timeout)
+            except _cancelled():
+                with anyio.CancelScope(shield=True):
+                    await runtime.store.save_record(
+                        record.replace(
+                            status=Status.SKIPPED,
+                            attempts=attempt,
+                            ended_at=_now(),
+                            error="cancelled",
+                            metadata=dict(metadata),
+                        )
+                    )
+                raise
+            except SkipAsset as skip:
+                return await self._skip(
+                    asset_def, partition, skip.reason, record=record, metadata=metadata
+                )
+            except Exception as exc:
+                if retry.should_retry(exc, attempt):
+                    delay = retry.delay(attempt)
+                    if self._sinks:
+                        self.emit(
+                            AssetRetried(
+                                run_id=self._run_id,
+                                asset=name,
+                                partition=partition,
+                                error=exc,
+                                attempt=attempt,
+                                delay=delay,
+                            )
+                        )
+                    if delay > 0 and math.isfinite(delay):
+                        await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                return await self._fail(
+                    asset_def, partition, exc, attempt, started, metadata=metadata
+                )
+            break
+
+        try:
+            await runtime.io_manager_for(asset_def).store(
+                IOContext(name, partition, self._run_id, asset_def.metadata, asset_def), value
+            )
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, StorageError)
+                else StorageError(
+                    f"asset {name!r}: IO manager {io_name!r} could not store the value: {_error_text(exc)}"
+                )
+            )
+            if error is not exc:
+                error.__cause__ = exc
+            return await self._fail(
+                asset_def, partition, error, attempt, started, metadata=metadata
+            )
+        ended = _now()
+        record = record.replace(
+            status=Status.SUCCEEDED, attempts=attempt, ended_at=ended, metadata=dict(metadata)
+        )
+        await runtime.store.save_record(record)
+        if self._sinks:
+            self.emit(
+                AssetSucceeded(
+                    run_id=self._run_id,
+                    asset=name,
+                    partition=partition,
+                    duration=(ended - started).total_seconds(),
+                    metadata=record.metadata,
+                )
+            )
+        return AssetOutcome(name, Status.SUCCEEDED, value, record=record, data_version=version)
+
+    async def _skip(
+        self,
+        asset_def: AssetDef[..., Any],
+        partition: str | None,
+        reason: str,
+        *,
+        record: MaterializationRecord | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AssetOutcome:
+        now = _now()
+        if record is None:
+            record = MaterializationRecord(
+                run_id=self._run_id,
+                asset=asset_def.name,
+                partition=partition,
+                status=Status.SKIPPED,
+                attempts=0,
+                started_at=now,
+                code_version=asset_def.code_version,
+            )
+        record = record.replace(
+            status=Status.SKIPPED, ended_at=now, error=reason, metadata=dict(metadata or {})
+        )
+        await self._runtime.store.save_record(record)
+        if self._sinks:
+            self.emit(
+                AssetSkipped(
+                    run_id=self._run_id, asset=asset_def.name, partition=partition, reason=reason
+                )
+            )
+        return AssetOutcome(asset_def.name, Status.SKIPPED, reason=reason, record=record)
+
+    async def _fail(
+        self,
+        asset_def: AssetDef[..., Any],
+        partition: str | None,
+        exc: Exception,
+        attempts: int,
+        started: datetime,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        raw: ExecutionError | None = None,
+    ) -> AssetOutcome:
+        name = asset_def.name
+        if raw is not None:
+            error: ExecutionError = raw
+        elif isinstance(exc, AssetExecutionError) and exc.asset == name:
+            error = exc
+        else:
+            error = AssetExecutionError(name, partition, self._run_id, attempts, exc)
+            error.__cause__ = exc
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=name,
+            partition=partition,
+            status=Status.FAILED,
+            attempts=attempts,
+            started_at=started,
+            ended_at=_now(),
+            error=str(exc) if isinstance(exc, AssetExecutionError) else _error_text(exc),
+            error_type=type(exc).__name__,
+            metadata=dict(metadata or {}),
+            code_version=asset_def.code_version,
+        )
+        await self._runtime.store.save_record(record)
+        if self._sinks:
+            self.emit(
+                AssetFailed(
+                    run_id=self._run_id,
+                    asset=name,
+                    partition=partition,
+                    error=error,
+                    attempt=attempts,
+                )
+            )
+        return AssetOutcome(name, Status.FAILED, error=error, record=record)

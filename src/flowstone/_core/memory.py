@@ -1,0 +1,219 @@
+"""In-memory implementations of the core protocols: the zero-configuration defaults.
+
+They keep everything in the process, so a notebook or a test runs with nothing to set up.
+Each is safe for concurrent use on one event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import ValueNotFoundError
+from .events import AssetFailed, AssetRetried, AssetSkipped, Event, RunFinished
+from .records import GateRecord, GateStatus, MaterializationRecord, RunRecord, RunStatus, Status
+
+if TYPE_CHECKING:
+    from .protocols import IOContext
+
+__all__ = ["LoggingSink", "MemoryEventSink", "MemoryGateStore", "MemoryIOManager", "MemoryStore"]
+
+
+class MemoryIOManager:
+    """Keeps values in a dict by (asset, partition). Values are stored as given, not copied."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str | None], Any] = {}
+
+    async def store(self, context: IOContext, value: Any) -> None:
+        """Store ``value`` for (asset, partition)."""
+        self._values[context.asset, context.partition] = value
+
+    async def load(self, context: IOContext) -> Any:
+        """Load the value, or raise :class:`~flowstone.ValueNotFoundError`."""
+        try:
+            return self._values[context.asset, context.partition]
+        except KeyError:
+            raise ValueNotFoundError(context.asset, context.partition) from None
+
+    async def exists(self, context: IOContext) -> bool:
+        """Whether a value is stored."""
+        return (context.asset, context.partition) in self._values
+
+    async def delete(self, context: IOContext) -> None:
+        """Forget the value, if any."""
+        self._values.pop((context.asset, context.partition), None)
+
+    async def list_partitions(self, asset: str) -> list[str | None]:
+        """Partitions with a stored value for ``asset``."""
+        return [p for (a, p) in self._values if a == asset]
+
+    def __repr__(self) -> str:
+        return f"MemoryIOManager({len(self._values)} values)"
+
+
+class MemoryStore:
+    """Runs and materialization records in memory."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunRecord] = {}
+        self._records: dict[str, dict[tuple[str, str | None], MaterializationRecord]] = {}
+        self._latest: dict[tuple[str, str | None], MaterializationRecord] = {}
+        self._history: dict[tuple[str, str | None], list[MaterializationRecord]] = {}
+
+    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """Create the run, or return the stored one with the same id."""
+        existing = self._runs.get(run.run_id)
+        if existing is not None:
+            return existing, False
+        self._runs[run.run_id] = run
+        return run, True
+
+    async def finish_run(self, run_id: str, status: RunStatus, ended_at: datetime) -> None:
+        """Mark the run ended."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            self._runs[run_id] = run.replace(status=status, ended_at=ended_at)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or ``None``."""
+        return self._runs.get(run_id)
+
+    async def list_runs(self, *, limit: int = 100) -> list[RunRecord]:
+        """Newest runs first."""
+        runs = sorted(self._runs.values(), key=lambda r: r.started_at, reverse=True)
+        return runs[:limit]
+
+    async def save_record(self, record: MaterializationRecord) -> None:
+        """Upsert the record of (run, asset, partition)."""
+        key = (record.asset, record.partition)
+        by_run = self._records.setdefault(record.run_id, {})
+        previous = by_run.get(key)
+        by_run[key] = record
+        history = self._history.setdefault(key, [])
+        if previous is not None and history and history[-1] is previous:
+            history[-1] = record
+        else:
+            history.append(record)
+        if record.status is Status.SUCCEEDED:
+            self._latest[key] = record
+
+    async def get_records(self, run_id: str) -> list[MaterializationRecord]:
+        """All records of the run."""
+        return list(self._records.get(run_id, {}).values())
+
+    async def latest(self, asset: str, partition: str | None) -> MaterializationRecord | None:
+        """The newest succeeded, not invalidated record."""
+        return self._latest.get((asset, partition))
+
+    async def history(
+        self, asset: str, partition: str | None = None, *, limit: int = 100
+    ) -> list[MaterializationRecord]:
+        """Records of an asset, newest first."""
+        if partition is not None:
+            records = list(self._history.get((asset, partition), []))
+        else:
+            records = [r for (a, _), rs in self._history.items() if a == asset for r in rs]
+        records.sort(key=lambda r: r.started_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return records[:limit]
+
+    async def invalidate(self, asset: str, partition: str | None) -> None:
+        """Forget the current record of (asset, partition)."""
+        self._latest.pop((asset, partition), None)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._runs)} runs)"
+
+
+class MemoryGateStore:
+    """Gates in memory."""
+
+    def __init__(self) -> None:
+        self._gates: dict[str, GateRecord] = {}
+
+    async def create(self, gate: GateRecord) -> GateRecord:
+        """Create the gate, or return the stored one with the same id."""
+        return self._gates.setdefault(gate.gate_id, gate)
+
+    async def get(self, gate_id: str) -> GateRecord | None:
+        """The gate, or ``None``."""
+        return self._gates.get(gate_id)
+
+    async def resolve(
+        self, gate_id: str, status: GateStatus, *, payload: Any = None, by: str | None = None
+    ) -> GateRecord:
+        """Close a waiting gate; a closed gate is returned unchanged.
+
+        :raises KeyError: no gate has this id
+        """
+        gate = self._gates[gate_id]
+        if not gate.status.open:
+            return gate
+        resolved = gate.replace(
+            status=status, payload=payload, resolved_by=by, resolved_at=datetime.now(UTC)
+        )
+        self._gates[gate_id] = resolved
+        return resolved
+
+    async def list_open(self, run_id: str | None = None) -> list[GateRecord]:
+        """Waiting gates, oldest first."""
+        return sorted(
+            (
+                g
+                for g in self._gates.values()
+                if g.status.open and (run_id is None or g.run_id == run_id)
+            ),
+            key=lambda g: g.created_at,
+        )
+
+
+class MemoryEventSink:
+    """Collects events in a list: for tests, notebooks and debugging.
+
+    :param types: keep only events of these classes (default: all)
+    """
+
+    def __init__(self, types: tuple[type[Event], ...] = (Event,)) -> None:
+        self.events: list[Event] = []
+        self._types = types
+
+    def emit(self, event: Event) -> None:
+        """Keep the event."""
+        if isinstance(event, self._types):
+            self.events.append(event)
+
+    def of_type(self, cls: type[Event]) -> list[Event]:
+        """The kept events of one class (subclasses included)."""
+        return [e for e in self.events if isinstance(e, cls)]
+
+    def clear(self) -> None:
+        """Forget the kept events."""
+        self.events.clear()
+
+
+class LoggingSink:
+    """Logs failures, retries, skips and run ends to the ``flowstone`` logger."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("flowstone")
+
+    def emit(self, event: Event) -> None:
+        """Log the event if it is worth a line."""
+        match event:
+            case AssetFailed(asset=asset, error=error, attempt=attempt):
+                self.logger.error("asset %s failed on attempt %d: %r", asset, attempt, error)
+            case AssetRetried(asset=asset, attempt=attempt, delay=delay, error=error):
+                self.logger.warning(
+                    "asset %s attempt %d failed (%r); retrying in %.2fs",
+                    asset,
+                    attempt,
+                    error,
+                    delay,
+                )
+            case AssetSkipped(asset=asset, reason=reason):
+                self.logger.info("asset %s skipped: %s", asset, reason)
+            case RunFinished(run_id=run_id, status=status, duration=duration):
+                self.logger.info("run %s %s in %.3fs", run_id, status, duration)
+            case _:
+                pass

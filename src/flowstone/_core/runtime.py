@@ -1,0 +1,515 @@
+"""The runtime: registries, stores, resources, sinks and limits, and the operations on them.
+
+A :class:`Runtime` is an async context manager. Without one, the module-level functions
+(``fs.materialize`` …) use a default in-memory runtime, one per event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+from anyio.lowlevel import RunVar
+
+from .assets import AssetDef
+from .backfill import BackfillResult, backfill_with
+from .context import Resources
+from .errors import ConfigurationError, RuntimeStateError, SelectionError
+from .materializer import Run, data_version
+from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
+from .pipeline import Pipeline, as_pipeline
+from .protocols import (
+    Coordinator,
+    EventSink,
+    GateStore,
+    IOContext,
+    IOManager,
+    ItemReader,
+    MaterializationStore,
+)
+from .registry import BUILTIN_COORDINATORS, BUILTIN_IO_MANAGERS, Registry
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from types import TracebackType
+
+    from .events import Event
+    from .partitions import PartitionsDefinition
+    from .records import MaterializationRecord
+    from .result import MaterializeResult
+
+__all__ = ["AssetState", "Runtime", "default_runtime", "new_run_id"]
+
+_log = logging.getLogger("flowstone")
+
+
+def new_run_id() -> str:
+    """A new, time-sortable run id: ``20250102T030405-1a2b3c4d``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class AssetState:
+    """Whether an asset's stored value is current.
+
+    :ivar state: ``"current"`` (stored and up to date), ``"stale"`` (stored, but its code or
+        an input changed since) or ``"missing"`` (never materialized, or invalidated)
+    :ivar record: the latest succeeded record, if any
+    """
+
+    asset: str
+    partition: str | None
+    state: str
+    record: MaterializationRecord | None = None
+
+    @property
+    def current(self) -> bool:
+        """Whether the stored value is up to date."""
+        return self.state == "current"
+
+
+def _is_async_cm(obj: object) -> bool:
+    return hasattr(obj, "__aenter__") and hasattr(obj, "__aexit__")
+
+
+class Runtime:
+    """Registries, stores, resources and event sinks: everything a run needs.
+
+    Use it as ``async with fs.Runtime(...) as rt:``; it opens resources, pools and sinks on
+    entry and closes them, in reverse order, on exit. It also opens itself on first use.
+
+    :param store: the materialization store (default: in memory). An object with an
+        ``install(runtime)`` method (such as ``PostgresStore``) also registers its IO manager
+        and coordinators, making the runtime durable in one line
+    :param io_managers: extra IO managers by name (objects or ``"module:attr"`` strings)
+    :param default_io_manager: the IO manager for assets that do not name one
+    :param resources: objects assets reach as ``ctx.resources.<name>``; async context managers
+        among them are entered once, when the runtime opens
+    :param event_sinks: receivers of lifecycle events
+    :param coordinators: coordinators by asset kind, replacing the built-in ones
+    :param item_readers: named scatter item readers
+    :param gate_store: where suspended assets wait (default: in memory)
+    :param max_concurrent: limit on assets executing at once across all runs of this runtime
+    :param plugins: further objects with an ``install(runtime)`` method
+    """
+
+    def __init__(
+        self,
+        *,
+        store: MaterializationStore | None = None,
+        io_managers: Mapping[str, IOManager | str] | None = None,
+        default_io_manager: str = "memory",
+        resources: Mapping[str, Any] | None = None,
+        event_sinks: Sequence[EventSink] = (),
+        coordinators: Mapping[str, Coordinator | str] | None = None,
+        item_readers: Mapping[str, ItemReader[Any] | str] | None = None,
+        gate_store: GateStore | None = None,
+        max_concurrent: int | None = None,
+        plugins: Sequence[object] = (),
+    ) -> None:
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
+        self.store: MaterializationStore = store if store is not None else MemoryStore()
+        self.gate_store: GateStore = gate_store if gate_store is not None else MemoryGateStore()
+        self.io_managers: Registry[IOManager] = Registry(
+            "IO manager", BUILTIN_IO_MANAGERS, entry_point_group="flowstone.io_managers"
+        )
+        self.io_managers.register("memory", MemoryIOManager())
+        self.coordinators: Registry[Coordinator] = Registry(
+            "coordinator", BUILTIN_COORDINATORS, entry_point_group="flowstone.coordinators"
+        )
+        self.item_readers: Registry[ItemReader[Any]] = Registry(
+            "item reader", entry_point_group="flowstone.item_readers"
+        )
+        self.default_io_manager = default_io_manager
+        self._resource_values = dict(resources or {})
+        self.resources = Resources()
+        self._sinks: list[EventSink] = list(event_sinks)
+        self.max_concurrent = max_concurrent
+        self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
+        self._plugins = list(plugins)
+        self._given: list[object] = [self.store, self.gate_store, *self._plugins, *self._sinks]
+        self._known_assets: dict[str, AssetDef[..., Any]] = {}
+        self._pipelines: dict[str, Pipeline] = {}
+        self._state = "new"
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._open_lock: anyio.Lock | None = None
+        for name, manager in (io_managers or {}).items():
+            self.io_managers.register(name, manager)
+            if not isinstance(manager, str):
+                self._given.append(manager)
+        for kind, coordinator in (coordinators or {}).items():
+            self.coordinators.register(kind, coordinator)
+            if not isinstance(coordinator, str):
+                self._given.append(coordinator)
+        for name, reader in (item_readers or {}).items():
+            self.item_readers.register(name, reader)
+        for plugin in (self.store, *self._plugins):
+            install = getattr(plugin, "install", None)
+            if callable(install):
+                install(self)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Open stores, plugins, sinks and resources (done on first use if not called).
+
+        :raises RuntimeStateError: the runtime was closed
+        """
+        if self._state == "open":
+            return
+        if self._state == "closed":
+            raise RuntimeStateError("cannot reopen a Runtime once it has been closed")
+        if self._open_lock is None:
+            self._open_lock = anyio.Lock()
+        async with self._open_lock:
+            if self._state == "open":
+                return
+            if self._state == "closed":
+                raise RuntimeStateError("cannot reopen a Runtime once it has been closed")
+            stack = contextlib.AsyncExitStack()
+            try:
+                seen: set[int] = set()
+                for obj in self._given:
+                    if id(obj) not in seen and _is_async_cm(obj):
+                        seen.add(id(obj))
+                        await stack.enter_async_context(obj)  # type: ignore[arg-type]  # checked above
+                values: dict[str, Any] = {}
+                for name, value in self._resource_values.items():
+                    if _is_async_cm(value):
+                        values[name] = await stack.enter_async_context(value)
+                    elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
+                        values[name] = stack.enter_context(value)
+                    else:
+                        values[name] = value
+            except BaseException:
+                await stack.aclose()
+                raise
+            self.resources = Resources(values)
+            self._stack = stack
+            self._state = "open"
+
+    async def aclose(self) -> None:
+        """Close everything the runtime opened, in reverse order. Closing twice is harmless."""
+        if self._state == "closed":
+            return
+        stack, self._stack = self._stack, None
+        self._state = "closed"
+        if stack is not None:
+            await stack.aclose()
+        for _, coordinator in self.coordinators.resolved():
+            close = getattr(coordinator, "aclose", None)
+            if callable(close) and not _is_async_cm(coordinator):
+                await close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._state == "closed"
+
+    async def _ready(self) -> None:
+        if self._state != "open":
+            await self.open()
+
+    # -- plumbing for runs and plugins -------------------------------------------------
+
+    @property
+    def has_sinks(self) -> bool:
+        """Whether any event sink is registered (events are not built otherwise)."""
+        return bool(self._sinks)
+
+    @property
+    def event_sinks(self) -> tuple[EventSink, ...]:
+        """The registered event sinks."""
+        return tuple(self._sinks)
+
+    def add_event_sink(self, sink: EventSink) -> None:
+        """Register one more event sink (for example from a plugin's ``install``)."""
+        self._sinks.append(sink)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to every sink; a failing sink is logged, never raised."""
+        for sink in self._sinks:
+            try:
+                sink.emit(event)
+            except Exception:
+                _log.exception("event sink %r failed on %s", sink, type(event).__name__)
+
+    def io_manager_for(self, asset: AssetDef[..., Any] | str) -> IOManager:
+        """The IO manager that stores ``asset``'s value."""
+        name: str | None = None
+        if isinstance(asset, str):
+            known = self._known_assets.get(asset)
+            name = known.io_manager if known is not None else None
+        else:
+            name = asset.io_manager
+        return self.io_managers.get(name or self.default_io_manager)
+
+    def _remember(self, pipeline: Pipeline) -> None:
+        self._known_assets.update(pipeline.assets)
+        if pipeline.name:
+            self._pipelines[pipeline.name] = pipeline
+
+    # -- operations ------------------------------------------------------------------
+
+    async def materialize(
+        self,
+        assets: Any,
+        select: Any = None,
+        *,
+        partition: str | None = None,
+        force: bool = False,
+        with_deps: bool = True,
+        resources: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        max_concurrent: int | None = None,
+        raise_on_error: bool = True,
+    ) -> MaterializeResult:
+        """Materialize the selected assets (and, by default, their upstream) in one run.
+
+        Independent assets run concurrently. A stored upstream value is reused while it is
+        current (same code version and input versions); selected assets are computed.
+        Materializing an existing ``run_id`` again resumes that run: what succeeded in it is
+        not run again.
+
+        :param assets: a :class:`Pipeline`, assets, or modules of assets
+        :param select: asset names (or assets) to materialize; default all
+        :param partition: the partition key for partitioned assets
+        :param force: recompute even current upstream values (and redo recorded decisions)
+        :param with_deps: also materialize the upstream of the selection; when false, inputs
+            are loaded from storage and a missing one fails clearly
+        :param resources: resources for this run, layered over the runtime's
+        :param run_id: the run's id; an existing id resumes that run
+        :param max_concurrent: at most this many assets of this run execute at once
+        :param raise_on_error: raise the first failure (after the run ends) instead of
+            returning a failed result
+        :return: the :class:`MaterializeResult`
+        :raises AssetExecutionError: an asset failed (``raise_on_error``); ``.result`` holds
+            the run's result
+        :raises SelectionError: a selected name does not exist
+        :raises PartitionError: the partition is missing or invalid for a selected asset
+        """
+        await self._ready()
+        pipeline = as_pipeline(assets)
+        self._remember(pipeline)
+        selection = pipeline.resolve(select)
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
+        async with contextlib.AsyncExitStack() as stack:
+            run_resources = self.resources
+            if resources:
+                values: dict[str, Any] = {}
+                for name, value in resources.items():
+                    if _is_async_cm(value):
+                        values[name] = await stack.enter_async_context(value)
+                    elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
+                        values[name] = stack.enter_context(value)
+                    else:
+                        values[name] = value
+                run_resources = self.resources.merged(values)
+            run = Run(
+                self,
+                pipeline,
+                run_id=run_id or new_run_id(),
+                partition=partition,
+                selection=selection,
+                force=force,
+                with_deps=with_deps,
+                resources=run_resources,
+                max_concurrent=max_concurrent,
+            )
+            if self._limiter is not None:
+                async with self._limiter:
+                    result = await run.execute()
+            else:
+                result = await run.execute()
+        if raise_on_error and not result.ok:
+            for name in pipeline.order:
+                error = result.errors.get(name)
+                if error is not None:
+                    error.result = result  # type: ignore[attr-defined]  # documented attribute
+                    raise error
+        return result
+
+    async def resume(
+        self,
+        run_id: str,
+        pipeline: Any = None,
+        *,
+        resources: Mapping[str, Any] | None = None,
+        raise_on_error: bool = True,
+    ) -> MaterializeResult:
+        """Continue a run where it stopped: what succeeded is kept, the rest runs.
+
+        :param run_id: the run to resume
+        :param pipeline: the pipeline (default: the one with the run's pipeline name that this
+            runtime has materialized before)
+        :raises ConfigurationError: the run or its pipeline is unknown
+        """
+        await self._ready()
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise ConfigurationError(f"no run with id {run_id!r} in the store")
+        if pipeline is None:
+            pipeline = self._pipelines.get(run.pipeline or "")
+            if pipeline is None:
+                raise ConfigurationError(
+                    f"run {run_id!r} was made by pipeline {run.pipeline!r}, which this runtime "
+                    "does not know; pass it: resume(run_id, pipeline)"
+                )
+        return await self.materialize(
+            pipeline,
+            list(run.selection),
+            partition=run.partition,
+            resources=resources,
+            run_id=run_id,
+            raise_on_error=raise_on_error,
+        )
+
+    async def backfill(
+        self,
+        assets: Any,
+        select: Any = None,
+        *,
+        partitions: PartitionsDefinition | Iterable[str] | str,
+        max_concurrent: int = 4,
+        force: bool = False,
+        resources: Mapping[str, Any] | None = None,
+    ) -> BackfillResult:
+        """Materialize a selection for many partitions (see :func:`flowstone.backfill`)."""
+        await self._ready()
+        return await backfill_with(
+            self,
+            assets,
+            select,
+            partitions=partitions,
+            max_concurrent=max_concurrent,
+            force=force,
+            resources=resources,
+        )
+
+    async def load(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> Any:
+        """Load the stored value of ``asset`` (and ``partition``).
+
+        :raises ValueNotFoundError: nothing is stored
+        """
+        await self._ready()
+        name = asset.name if isinstance(asset, AssetDef) else asset
+        definition = asset if isinstance(asset, AssetDef) else self._known_assets.get(name)
+        return await self.io_manager_for(asset).load(
+            IOContext(
+                name,
+                partition,
+                None,
+                definition.metadata if definition is not None else {},
+                definition,
+            )
+        )
+
+    async def exists(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> bool:
+        """Whether a value of ``asset`` (and ``partition``) is stored."""
+        await self._ready()
+        name = asset.name if isinstance(asset, AssetDef) else asset
+        return await self.io_manager_for(asset).exists(IOContext(name, partition))
+
+    async def invalidate(
+        self,
+        asset: AssetDef[..., Any] | str,
+        partition: str | None = None,
+        *,
+        downstream: Pipeline | None = None,
+    ) -> list[str]:
+        """Mark the stored value of ``asset`` not current, so the next run recomputes it.
+
+        The value stays loadable until it is replaced.
+
+        :param downstream: a pipeline; its assets downstream of ``asset`` are invalidated too
+        :return: the invalidated asset names
+        """
+        await self._ready()
+        name = asset.name if isinstance(asset, AssetDef) else asset
+        names = downstream.downstream(name) if downstream is not None else [name]
+        for each in names:
+            await self.store.invalidate(each, partition)
+        return names
+
+    async def status(self, assets: Any, partition: str | None = None) -> dict[str, AssetState]:
+        """Whether each asset's stored value is current, stale or missing.
+
+        :param assets: a pipeline, assets or modules
+        :param partition: the partition key for partitioned assets
+        """
+        await self._ready()
+        pipeline = as_pipeline(assets)
+        expected: dict[str, str] = {}
+        states: dict[str, AssetState] = {}
+        for name in pipeline.order:
+            asset_def = pipeline[name]
+            part = partition if asset_def.partitions is not None else None
+            record = await self.store.latest(name, part)
+            inputs = {d: expected[d] for d in asset_def.scheduled_deps if d in expected}
+            version = data_version(asset_def.code_version, part, inputs)
+            if record is None:
+                state = "missing"
+                expected[name] = version
+            elif record.data_version == version and all(
+                states[d].current for d in asset_def.scheduled_deps if d in states
+            ):
+                state = "current"
+                expected[name] = version
+            else:
+                state = "stale"
+                expected[name] = version
+            states[name] = AssetState(name, part, state, record)
+        return states
+
+    async def history(
+        self, asset: AssetDef[..., Any] | str, partition: str | None = None, *, limit: int = 100
+    ) -> list[MaterializationRecord]:
+        """The materialization records of ``asset``, newest first."""
+        await self._ready()
+        name = asset.name if isinstance(asset, AssetDef) else asset
+        return await self.store.history(name, partition, limit=limit)
+
+    def pipeline(self, name: str) -> Pipeline:
+        """A pipeline this runtime has materialized, by name."""
+        try:
+            return self._pipelines[name]
+        except KeyError:
+            raise SelectionError(name, list(self._pipelines)) from None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Runtime {self._state} store={type(self.store).__name__} "
+            f"default_io_manager={self.default_io_manager!r}>"
+        )
+
+
+_default: RunVar[Runtime] = RunVar("flowstone_default_runtime")
+
+
+def default_runtime() -> Runtime:
+    """The default in-memory runtime of the running event loop (created on first use)."""
+    try:
+        return _default.get()
+    except LookupError:
+        runtime = Runtime()
+        _default.set(runtime)
+        return runtime

@@ -1,0 +1,25 @@
+"""Lifecycle events delivered to event sinks (core events; plugins add their own)."""
+
+from __future__ import annotations
+
+from ._core.events import AssetEvent as AssetEvent
+from ._core.events import AssetFailed as AssetFailed
+from ._core.events import AssetRetried as AssetRetried
+from ._core.events import AssetSkipped as AssetSkipped
+from ._core.events import AssetStarted as AssetStarted
+from ._core.events import AssetSucceeded as AssetSucceeded
+from ._core.events import Event as Event
+from ._core.events import RunFinished as RunFinished
+from ._core.events import RunStarted as RunStarted
+
+__all__ = (
+    "AssetEvent",
+    "AssetFailed",
+    "AssetRetried",
+    "AssetSkipped",
+    "AssetStarted",
+    "AssetSucceeded",
+    "Event",
+    "RunFinished",
+    "RunStarted",
+)

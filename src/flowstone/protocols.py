@@ -1,0 +1,61 @@
+"""The extension points, for plugin authors: protocols, their record types, invocations.
+
+Implement one of these protocols and register it with a :class:`flowstone.Runtime` (or
+through an entry-point group) to add a storage backend, a coordinator or an event sink.
+"""
+
+from __future__ import annotations
+
+from ._core.assets import AssetKind as AssetKind
+from ._core.assets import attach_kind as attach_kind
+from ._core.invocation import AssetOutcome as AssetOutcome
+from ._core.invocation import Invocation as Invocation
+from ._core.invocation import RunHandle as RunHandle
+from ._core.protocols import BarrierState as BarrierState
+from ._core.protocols import BranchRecord as BranchRecord
+from ._core.protocols import Coordinator as Coordinator
+from ._core.protocols import EventSink as EventSink
+from ._core.protocols import GateStore as GateStore
+from ._core.protocols import IOContext as IOContext
+from ._core.protocols import IOManager as IOManager
+from ._core.protocols import ItemPage as ItemPage
+from ._core.protocols import ItemReader as ItemReader
+from ._core.protocols import MaterializationStore as MaterializationStore
+from ._core.protocols import ParallelCoordinator as ParallelCoordinator
+from ._core.protocols import PartitionLister as PartitionLister
+from ._core.protocols import RouteDecision as RouteDecision
+from ._core.protocols import RoutingCoordinator as RoutingCoordinator
+from ._core.protocols import ScatterCoordinator as ScatterCoordinator
+from ._core.protocols import ScatterItemResult as ScatterItemResult
+from ._core.records import GateRecord as GateRecord
+from ._core.records import GateStatus as GateStatus
+from ._core.registry import Registry as Registry
+from ._core.registry import import_string as import_string
+
+__all__ = (
+    "AssetKind",
+    "AssetOutcome",
+    "BarrierState",
+    "BranchRecord",
+    "Coordinator",
+    "EventSink",
+    "GateRecord",
+    "GateStatus",
+    "GateStore",
+    "IOContext",
+    "IOManager",
+    "Invocation",
+    "ItemPage",
+    "ItemReader",
+    "MaterializationStore",
+    "ParallelCoordinator",
+    "PartitionLister",
+    "Registry",
+    "RouteDecision",
+    "RoutingCoordinator",
+    "RunHandle",
+    "ScatterCoordinator",
+    "ScatterItemResult",
+    "attach_kind",
+    "import_string",
+)

@@ -1,0 +1,110 @@
+"""pytest plugin and helpers for testing pipelines (registered as the ``flowstone`` plugin).
+
+Fixtures:
+
+- ``flowstone_runtime``: a fresh, opened in-memory :class:`flowstone.Runtime` per test,
+  closed afterwards. It is the real runtime, not a fake.
+- ``flowstone_events``: a :class:`flowstone.MemoryEventSink` attached to that runtime.
+
+Helpers, usable with or without pytest::
+
+    result = await flowstone_runtime.materialize(pipeline)
+    assert_succeeded(result, "total", value=30)
+    assert_skipped(result, "by_grid")
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import pytest
+
+try:  # pytest-asyncio in strict mode only runs async fixtures declared with its decorator
+    from pytest_asyncio import fixture as _async_fixture
+except ImportError:  # pragma: no cover - anyio's pytest plugin handles plain fixtures
+    _async_fixture = pytest.fixture
+
+from ._core.memory import MemoryEventSink
+from ._core.records import Status
+from ._core.result import MaterializeResult
+from ._core.runtime import Runtime
+
+__all__ = [
+    "assert_failed",
+    "assert_reused",
+    "assert_skipped",
+    "assert_succeeded",
+    "flowstone_events",
+    "flowstone_runtime",
+]
+
+_MISSING: Any = object()
+
+
+def _outcome_of(result: MaterializeResult, asset: str) -> Any:
+    outcome = result.outcomes.get(asset)
+    if outcome is None:
+        ran = ", ".join(result.outcomes) or "nothing"
+        raise AssertionError(f"asset {asset!r} was not part of run {result.run_id!r} (ran: {ran})")
+    return outcome
+
+
+def assert_succeeded(result: MaterializeResult, *assets: str, value: Any = _MISSING) -> None:
+    """Assert that each asset succeeded (and, with ``value=``, that the single asset's value equals it)."""
+    if value is not _MISSING and len(assets) != 1:
+        raise TypeError("value= checks exactly one asset")
+    for asset in assets or result.selection:
+        outcome = _outcome_of(result, asset)
+        if outcome.status is not Status.SUCCEEDED:
+            detail = outcome.reason or repr(outcome.error)
+            raise AssertionError(f"asset {asset!r} {outcome.status.value}: {detail}")
+        if value is not _MISSING:
+            actual = result[asset]
+            if actual != value:
+                raise AssertionError(f"asset {asset!r} is {actual!r}, expected {value!r}")
+
+
+def assert_failed(
+    result: MaterializeResult, asset: str, error: type[BaseException] | None = None
+) -> BaseException:
+    """Assert that ``asset`` failed (with ``error`` as the original cause) and return the error."""
+    outcome = _outcome_of(result, asset)
+    if outcome.status is not Status.FAILED:
+        raise AssertionError(f"asset {asset!r} {outcome.status.value}, expected it to fail")
+    failure: BaseException = outcome.error
+    if error is not None:
+        cause = failure.__cause__ if failure.__cause__ is not None else failure
+        if not isinstance(cause, error) and not isinstance(failure, error):
+            raise AssertionError(f"asset {asset!r} failed with {cause!r}, expected {error.__name__}")
+    return failure
+
+
+def assert_skipped(result: MaterializeResult, *assets: str) -> None:
+    """Assert that each asset was skipped."""
+    for asset in assets:
+        outcome = _outcome_of(result, asset)
+        if outcome.status is not Status.SKIPPED:
+            raise AssertionError(f"asset {asset!r} {outcome.status.value}, expected it skipped")
+
+
+def assert_reused(result: MaterializeResult, assets: Iterable[str], *, reused: bool = True) -> None:
+    """Assert that each asset's current stored value was reused (or, ``reused=False``, computed)."""
+    for asset in assets:
+        record = _outcome_of(result, asset).record
+        if record is None or record.reused is not reused:
+            what = "reused" if reused else "computed"
+            raise AssertionError(f"asset {asset!r} was not {what} in run {result.run_id!r}")
+
+
+@pytest.fixture
+def flowstone_events() -> MemoryEventSink:
+    """An event sink that keeps every event of the ``flowstone_runtime`` fixture."""
+    return MemoryEventSink()
+
+
+@_async_fixture
+async def flowstone_runtime(flowstone_events: MemoryEventSink) -> AsyncIterator[Runtime]:
+    """A fresh, opened in-memory runtime; closed after the test."""
+    async with Runtime(event_sinks=[flowstone_events]) as runtime:
+        yield runtime
