@@ -133,9 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="materialize a pipeline's assets",
         description="Materialize the selected assets of a pipeline (with their upstream).",
     )
-    mat.add_argument("target", help="module:attr or path/to/file.py:attr (a Pipeline, assets or module)")
     mat.add_argument(
-        "-s", "--select", action="append", metavar="NAMES", help="assets to materialize (comma-separated, repeatable)"
+        "target", help="module:attr or path/to/file.py:attr (a Pipeline, assets or module)"
+    )
+    mat.add_argument(
+        "-s",
+        "--select",
+        action="append",
+        metavar="NAMES",
+        help="assets to materialize (comma-separated, repeatable)",
     )
     mat.add_argument("-p", "--partition", help="partition key for partitioned assets")
     mat.add_argument("--force", action="store_true", help="recompute current upstream values too")
@@ -143,12 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--json", action="store_true", help="print the result as JSON")
     mat.set_defaults(func=_materialize)
 
-    graph = sub.add_parser("graph", help="print a pipeline's graph", description="Print a pipeline's graph.")
+    graph = sub.add_parser(
+        "graph", help="print a pipeline's graph", description="Print a pipeline's graph."
+    )
     graph.add_argument("target", help="module:attr or path/to/file.py:attr")
     graph.add_argument("-f", "--format", choices=["text", "mermaid", "dot"], default="text")
     graph.set_defaults(func=_graph)
 
-    demo = sub.add_parser("demo", help="run the built-in example pipeline", description="Run the demo pipeline.")
+    demo = sub.add_parser(
+        "demo", help="run the built-in example pipeline", description="Run the demo pipeline."
+    )
     demo.add_argument("-p", "--partition", default="2025-01-02", help="the day to compute")
     demo.set_defaults(func=_demo)
 

@@ -15,20 +15,31 @@ Helpers, usable with or without pytest::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+_fixture: Any
 try:  # pytest-asyncio in strict mode only runs async fixtures declared with its decorator
-    from pytest_asyncio import fixture as _async_fixture
+    import pytest_asyncio
+
+    _fixture = pytest_asyncio.fixture
 except ImportError:  # pragma: no cover - anyio's pytest plugin handles plain fixtures
-    _async_fixture = pytest.fixture
+    _fixture = pytest.fixture
+
+
+def _async_fixture(fn: _F) -> _F:
+    return cast("_F", _fixture(fn))
 
 from ._core.memory import MemoryEventSink
 from ._core.records import Status
-from ._core.result import MaterializeResult
 from ._core.runtime import Runtime
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from ._core.result import MaterializeResult
 
 __all__ = [
     "assert_failed",
@@ -76,7 +87,9 @@ def assert_failed(
     if error is not None:
         cause = failure.__cause__ if failure.__cause__ is not None else failure
         if not isinstance(cause, error) and not isinstance(failure, error):
-            raise AssertionError(f"asset {asset!r} failed with {cause!r}, expected {error.__name__}")
+            raise AssertionError(
+                f"asset {asset!r} failed with {cause!r}, expected {error.__name__}"
+            )
     return failure
 
 
