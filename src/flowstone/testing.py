@@ -15,9 +15,17 @@ Helpers, usable with or without pytest::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
+
+from ._core.memory import MemoryEventSink
+from ._core.records import Status
+from ._core.runtime import Runtime
+
+if TYPE_CHECKING:
+    from ._core.result import MaterializeResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _fixture: Any
@@ -32,14 +40,6 @@ except ImportError:  # pragma: no cover - anyio's pytest plugin handles plain fi
 def _async_fixture(fn: _F) -> _F:
     return cast("_F", _fixture(fn))
 
-from ._core.memory import MemoryEventSink
-from ._core.records import Status
-from ._core.runtime import Runtime
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
-
-    from ._core.result import MaterializeResult
 
 __all__ = [
     "assert_failed",
