@@ -5,8 +5,6 @@ them inside any running event loop. Plugins live in ``flowstone.ext``; extension
 protocols in :mod:`flowstone.protocols`; lifecycle events in :mod:`flowstone.events`.
 """
 
-from __future__ import annotations
-
 from ._core.api import backfill as backfill
 from ._core.api import exists as exists
 from ._core.api import invalidate as invalidate

@@ -82,7 +82,14 @@ async def run_demo(partition: str = "2025-01-02") -> fs.MaterializeResult:
     async with fs.Runtime(resources={"shop": shop}) as runtime:
         first = await runtime.materialize(pipeline, "report", partition=partition)
         second = await runtime.materialize(pipeline, "country_revenue", partition=partition)
-    for _name, _record in first.records.items():
-        pass
-    [n for n, r in second.records.items() if r.reused]
+    print(pipeline.graph("text"))
+    print()
+    for name, record in first.records.items():
+        attempts = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
+        print(f"  {name:<16} {record.status.value:<10} {attempts:<11} {record.duration or 0:.3f}s")
+    print()
+    print(first["report"])
+    print(f"revenue by country: {first['country_revenue']}")
+    reused = [n for n, r in second.records.items() if r.reused]
+    print(f"second run {second.status.value}; reused current values of: {', '.join(reused)}")
     return first

@@ -1,7 +1,5 @@
 """Lifecycle events delivered to event sinks (core events; plugins add their own)."""
 
-from __future__ import annotations
-
 from ._core.events import AssetEvent as AssetEvent
 from ._core.events import AssetFailed as AssetFailed
 from ._core.events import AssetRetried as AssetRetried

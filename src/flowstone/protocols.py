@@ -4,8 +4,6 @@ Implement one of these protocols and register it with a :class:`flowstone.Runtim
 through an entry-point group) to add a storage backend, a coordinator or an event sink.
 """
 
-from __future__ import annotations
-
 from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
 from ._core.invocation import AssetOutcome as AssetOutcome

@@ -231,8 +231,13 @@ class Run:
         return tuple(n for n, o in self._outcomes.items() if o.status is status)
 
     def _check_partitions(self, names: Iterable[str]) -> None:
+        """Fail before anything runs: bad partitions, unknown IO managers or coordinators."""
+        runtime = self._runtime
         for name in names:
             asset_def = self._pipeline[name]
+            runtime.io_manager_for(asset_def)
+            if asset_def.kind != "asset":
+                runtime.coordinators.get(asset_def.kind)
             definition = asset_def.partitions
             if definition is None:
                 continue

@@ -1,0 +1,78 @@
+"""The flowstone command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowstone.cli import main
+
+PIPELINE = '''
+import flowstone as fs
+
+@fs.asset
+async def numbers() -> list[int]:
+    return [1, 2, 3]
+
+@fs.asset
+def total(numbers: list[int]) -> int:
+    return sum(numbers)
+
+@fs.asset
+async def broken(total: int) -> int:
+    raise ValueError("nope")
+
+pipeline = fs.Pipeline([numbers, total, broken], name="cli")
+'''
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> str:
+    path = tmp_path / "cli_pipeline.py"
+    path.write_text(PIPELINE)
+    return f"{path}:pipeline"
+
+
+def test_materialize_and_json(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["materialize", target, "--select", "total"]) == 0
+    out = capsys.readouterr().out
+    assert "succeeded  total" in out and "run " in out
+    assert main(["materialize", target, "-s", "total", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["status"] == "succeeded" and data["assets"]["total"]["status"] == "succeeded"
+
+
+def test_failure_exits_nonzero(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["materialize", target]) == 1
+    assert "ValueError: nope" in capsys.readouterr().out
+
+
+def test_bad_target_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", f"{tmp_path}/missing.py:pipeline"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowstone: no such file") and err.count("\n") == 1
+
+
+def test_unknown_selection_is_one_line(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["materialize", target, "-s", "totl"]) == 1
+    assert "did you mean 'total'" in capsys.readouterr().err
+
+
+def test_graph_formats(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", target, "--format", "mermaid"]) == 0
+    assert capsys.readouterr().out.startswith("graph TD")
+
+
+def test_help_and_demo_as_a_program() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "flowstone", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "materialize" in out.stdout and "demo" in out.stdout
+    demo = subprocess.run(
+        [sys.executable, "-m", "flowstone", "demo"], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "best market" in demo.stdout
