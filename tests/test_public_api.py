@@ -35,10 +35,14 @@ def test_every_public_name_has_a_docstring() -> None:
 
 
 def test_install_hints_name_real_extras() -> None:
-    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    extras = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
     hints = set()
     for path in (ROOT / "src" / "flowstone").rglob("*.py"):
-        hints.update(re.findall(r"MissingExtraError\([^)]*?\"([a-z0-9_-]+)\"\s*,?\s*\)", path.read_text()))
+        hints.update(
+            re.findall(r"MissingExtraError\([^)]*?\"([a-z0-9_-]+)\"\s*,?\s*\)", path.read_text())
+        )
         hints.update(re.findall(r"flowstone\[([a-z0-9_-]+)\]", path.read_text()))
     assert hints, "no install hints found"
     assert hints <= extras, f"install hints name extras that do not exist: {hints - extras}"

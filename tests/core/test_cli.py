@@ -11,7 +11,7 @@ import pytest
 
 from flowstone.cli import main
 
-PIPELINE = '''
+PIPELINE = """
 import flowstone as fs
 
 @fs.asset
@@ -27,7 +27,7 @@ async def broken(total: int) -> int:
     raise ValueError("nope")
 
 pipeline = fs.Pipeline([numbers, total, broken], name="cli")
-'''
+"""
 
 
 @pytest.fixture
@@ -73,6 +73,10 @@ def test_help_and_demo_as_a_program() -> None:
     )
     assert "materialize" in out.stdout and "demo" in out.stdout
     demo = subprocess.run(
-        [sys.executable, "-m", "flowstone", "demo"], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-m", "flowstone", "demo"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert "best market" in demo.stdout

@@ -98,7 +98,9 @@ async def test_unknown_io_manager_lists_available() -> None:
     async def lost() -> int:
         return 1
 
-    with pytest.raises(fs.PluginNotFoundError, match="no IO manager registered as 'nowhere'") as info:
+    with pytest.raises(
+        fs.PluginNotFoundError, match="no IO manager registered as 'nowhere'"
+    ) as info:
         await fs.materialize([lost])
     assert "memory" in info.value.available
 

@@ -8,7 +8,9 @@ pytest_plugins = ["pytester"]
 
 
 def test_fixture_and_helpers_in_a_user_suite(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
     pytester.makepyfile(
         """
         import flowstone as fs
@@ -41,7 +43,9 @@ def test_fixture_and_helpers_in_a_user_suite(pytester: pytest.Pytester) -> None:
 
 
 def test_helpers_fail_with_clear_messages(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
     pytester.makepyfile(
         """
         import flowstone as fs
