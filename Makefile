@@ -31,7 +31,7 @@ test: $(STAMP) services
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src tests/typing_conformance.py
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks examples

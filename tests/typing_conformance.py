@@ -1,0 +1,25 @@
+"""Type-checked only (``make lint``): each implementation satisfies its protocol.
+
+Not collected by pytest; mypy fails if an implementation drifts from its protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flowstone as fs
+from flowstone.protocols import EventSink, GateStore, IOManager, MaterializationStore
+
+_store: MaterializationStore = fs.MemoryStore()
+_io: IOManager = fs.MemoryIOManager()
+_gates: GateStore = fs.MemoryGateStore()
+_sink: EventSink = fs.MemoryEventSink()
+_log_sink: EventSink = fs.LoggingSink()
+
+
+@fs.asset
+async def _typed(ctx: fs.Context, numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+_def: fs.AssetDef[..., Any] = _typed
