@@ -1,0 +1,430 @@
+"""Core benchmarks: the in-memory runtime's cost per asset and ``import flowstone``.
+
+Workloads (each beside a raw baseline measured in the same process, interleaved with it):
+
+- a chain of 1,000 trivial async assets;
+- a wide DAG: 1 root, 2,000 children, 1 sink that takes every child as an input;
+- one trivial asset per ``materialize`` call (the fixed cost of a run, for request handlers);
+- ``import flowstone`` beside ``import anyio`` (``python -X importtime``, cumulative, in
+  fresh interpreters).
+
+The baseline is a ready-queue scheduler on one anyio task group: a node is started when
+its last dependency finishes, its inputs are passed by keyword, its value kept in a dict.
+It is what a careful hand-written anyio program pays for the same wiring, and nothing more.
+flowstone runs with records (the in-memory store) and events on (a counting sink, so every
+event is built and delivered). Each figure is the best of several repetitions after a
+warm-up.
+
+Profile one workload with ``python -m benchmarks.bench_core --profile chain`` (or ``wide``,
+``single``; ``--no-events``, ``--sort cumulative``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import importlib.util
+import inspect
+import math
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+import anyio
+
+import flowstone as fs
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from flowstone.events import Event
+
+    from . import Report
+
+__all__ = [
+    "CHAIN_LENGTH",
+    "IMPORT_TARGET_MS",
+    "PER_ASSET_TARGET",
+    "WIDE_CHILDREN",
+    "CountingSink",
+    "Node",
+    "Workload",
+    "chain",
+    "import_time_ms",
+    "main",
+    "pipeline_of",
+    "run",
+    "run_baseline",
+    "run_flowstone",
+    "single",
+    "wide",
+]
+
+CHAIN_LENGTH = 1_000
+WIDE_CHILDREN = 2_000
+#: The per-asset target, as a multiple of the baseline's per-node cost.
+PER_ASSET_TARGET = 3.0
+#: The ``import flowstone`` target, cumulative milliseconds.
+IMPORT_TARGET_MS = 100.0
+
+
+# -- workloads ---------------------------------------------------------------------------
+
+
+async def _source() -> int:
+    return 0
+
+
+async def _step(x: int) -> int:
+    return x + 1
+
+
+def _gather(params: Sequence[str]) -> Callable[..., Awaitable[int]]:
+    """A trivial async function whose signature names every one of ``params``."""
+
+    async def gather(**inputs: int) -> int:
+        return sum(inputs.values())
+
+    # flowstone reads inputs from the signature; this one is built at run time.
+    gather.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # honoured by inspect
+        [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, annotation=int) for p in params]
+    )
+    return gather
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node of a workload: a function and where each of its parameters comes from.
+
+    :ivar inputs: ``(parameter, upstream node)`` pairs
+    """
+
+    name: str
+    fn: Callable[..., Awaitable[int]]
+    inputs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A DAG of trivial async functions, in dependency order, and the value it must produce.
+
+    :ivar final: the node whose value is checked
+    :ivar expected: that node's value
+    """
+
+    name: str
+    nodes: tuple[Node, ...]
+    final: str
+    expected: int
+
+
+def chain(length: int = CHAIN_LENGTH) -> Workload:
+    """``a0000 -> a0001 -> ... -> a<length-1>``; each node adds one to its input."""
+    names = [f"a{i:04d}" for i in range(length)]
+    nodes = [Node(names[0], _source)]
+    nodes += [Node(names[i], _step, (("x", names[i - 1]),)) for i in range(1, length)]
+    return Workload(f"chain of {length:,} assets", tuple(nodes), names[-1], length - 1)
+
+
+def wide(children: int = WIDE_CHILDREN) -> Workload:
+    """``root -> c0000 … c<children-1> -> sink``; the sink sums every child's value."""
+    names = [f"c{i:04d}" for i in range(children)]
+    nodes = [Node("root", _source)]
+    nodes += [Node(name, _step, (("x", "root"),)) for name in names]
+    nodes.append(Node("sink", _gather(names), tuple((name, name) for name in names)))
+    return Workload(f"wide DAG 1 -> {children:,} -> 1", tuple(nodes), "sink", children)
+
+
+def single() -> Workload:
+    """One trivial asset: what a run costs beyond its assets."""
+    return Workload("single-asset run", (Node("only", _source),), "only", 0)
+
+
+# -- the baseline ------------------------------------------------------------------------
+
+
+async def run_baseline(workload: Workload) -> int:
+    """Run ``workload`` on a ready-queue scheduler over one anyio task group.
+
+    A node is started when its last dependency finishes; its inputs are passed by keyword.
+
+    :return: the value of ``workload.final``
+    """
+    index = {node.name: node for node in workload.nodes}
+    waiting = {node.name: len(node.inputs) for node in workload.nodes}
+    children: dict[str, list[Node]] = {node.name: [] for node in workload.nodes}
+    for node in workload.nodes:
+        for _, dep in node.inputs:
+            children[dep].append(node)
+    results: dict[str, int] = {}
+
+    async with anyio.create_task_group() as tg:
+
+        async def execute(node: Node) -> None:
+            results[node.name] = await node.fn(**{p: results[d] for p, d in node.inputs})
+            for child in children[node.name]:
+                left = waiting[child.name] - 1
+                waiting[child.name] = left
+                if not left:
+                    tg.start_soon(execute, child)
+
+        for name, count in waiting.items():
+            if not count:
+                tg.start_soon(execute, index[name])
+    return results[workload.final]
+
+
+# -- flowstone ---------------------------------------------------------------------------
+
+
+class CountingSink:
+    """An event sink that only counts: events are built and delivered, nothing else."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def emit(self, event: Event) -> None:
+        """Count the event."""
+        self.count += 1
+
+
+def pipeline_of(workload: Workload) -> fs.Pipeline:
+    """The workload as flowstone assets (inputs mapped to parameters through ``deps``)."""
+    assets = [fs.asset(name=node.name, deps=dict(node.inputs))(node.fn) for node in workload.nodes]
+    return fs.Pipeline(assets, name=workload.name)
+
+
+async def run_flowstone(
+    pipeline: fs.Pipeline, workload: Workload, *, events: bool = True
+) -> tuple[float, int]:
+    """Materialize every asset of ``pipeline`` once, on a fresh in-memory runtime.
+
+    :param events: attach a :class:`CountingSink` (records are always kept)
+    :return: seconds the ``materialize`` call took, and the number of events delivered
+    :raises RuntimeError: the run did not produce the workload's expected value
+    """
+    sink = CountingSink()
+    async with fs.Runtime(event_sinks=[sink] if events else []) as runtime:
+        started = perf_counter()
+        result = await runtime.materialize(pipeline)
+        elapsed = perf_counter() - started
+    if not result.ok or result[workload.final] != workload.expected:
+        raise RuntimeError(f"{workload.name}: flowstone produced a wrong result: {result!r}")
+    return elapsed, sink.count
+
+
+async def _time_baseline(workload: Workload) -> float:
+    started = perf_counter()
+    value = await run_baseline(workload)
+    elapsed = perf_counter() - started
+    if value != workload.expected:
+        raise RuntimeError(f"{workload.name}: the baseline produced {value}")
+    return elapsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    flowstone: float
+    baseline: float
+    events: int
+
+
+async def _compare(workload: Workload, repeat: int, *, events: bool = True) -> _Timing:
+    """Best-of-``repeat`` seconds for flowstone and the baseline, interleaved, after a warm-up."""
+    pipeline = pipeline_of(workload)
+    await run_flowstone(pipeline, workload, events=events)
+    await _time_baseline(workload)
+    best_fs = best_base = math.inf
+    count = 0
+    for _ in range(repeat):
+        gc.collect()
+        best_base = min(best_base, await _time_baseline(workload))
+        gc.collect()
+        elapsed, count = await run_flowstone(pipeline, workload, events=events)
+        best_fs = min(best_fs, elapsed)
+    return _Timing(best_fs, best_base, count)
+
+
+# -- import time -------------------------------------------------------------------------
+
+
+def _cumulative_us(importtime_log: str, module: str) -> float:
+    """The cumulative microseconds of ``module`` in a ``-X importtime`` log."""
+    best = math.nan
+    for line in importtime_log.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        fields = line.split("|")
+        if len(fields) == 3 and fields[2].strip() == module:
+            try:
+                value = float(fields[1])
+            except ValueError:
+                continue
+            best = value if math.isnan(best) else max(best, value)
+    return best
+
+
+def _package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{module!r} is not an importable package")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+async def import_time_ms(module: str, repeat: int = 5, *, compiled: bool = True) -> float:
+    """Best-of-``repeat`` cumulative import time of package ``module`` in fresh interpreters, ms.
+
+    Bytecode is cached in a temporary ``PYTHONPYCACHEPREFIX``, warmed by one discarded run.
+
+    :param compiled: with the package's own bytecode cached (as installed); when false, the
+        package's modules are compiled from source on every run (as in a source checkout
+        under ``PYTHONDONTWRITEBYTECODE=1``) while everything else stays cached
+    :raises RuntimeError: the import failed or the log did not mention ``module``
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    best = math.inf
+    with tempfile.TemporaryDirectory(prefix="flowstone-bench-pyc-") as cache:
+        env["PYTHONPYCACHEPREFIX"] = cache
+        for attempt in range(repeat + 1):
+            process = await anyio.run_process(
+                [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+                check=False,
+                env=env,
+            )
+            log = process.stderr.decode(errors="replace")
+            if process.returncode != 0:
+                raise RuntimeError(f"import {module} failed: {log.strip().splitlines()[-1:]}")
+            micros = _cumulative_us(log, module)
+            if math.isnan(micros):
+                raise RuntimeError(f"-X importtime did not report {module!r}")
+            if attempt:
+                best = min(best, micros / 1000)
+            elif not compiled:
+                source = _package_dir(module)
+                shutil.rmtree(Path(cache, *source.parts[1:]), ignore_errors=True)
+                env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return best
+
+
+# -- the suite ---------------------------------------------------------------------------
+
+
+def _per_asset_note(ratio: float, events: int, runs_events: bool) -> str:
+    verdict = "met" if ratio <= PER_ASSET_TARGET else "MISSED"
+    target = f"target <= {PER_ASSET_TARGET:g}x baseline: {verdict}"
+    if runs_events:
+        return f"{target}; records + events on ({events:,} events/run)"
+    return f"{target}; records on, no event sink"
+
+
+async def run(report: Report) -> None:
+    """Measure the core workloads and report one row each (see the module docstring)."""
+    repeat = 3 if report.quick else 7
+    for workload in (chain(), wide()):
+        n = len(workload.nodes)
+        timing = await _compare(workload, repeat)
+        fs_us, base_us = timing.flowstone / n * 1e6, timing.baseline / n * 1e6
+        note = _per_asset_note(fs_us / base_us, timing.events, True)
+        report(workload.name, fs_us, base_us, "µs/asset", note)
+
+    workload = chain()
+    timing = await _compare(workload, repeat, events=False)
+    n = len(workload.nodes)
+    fs_us, base_us = timing.flowstone / n * 1e6, timing.baseline / n * 1e6
+    report(
+        f"{workload.name}, no event sink",
+        fs_us,
+        base_us,
+        "µs/asset",
+        _per_asset_note(fs_us / base_us, 0, False),
+    )
+
+    workload = single()
+    timing = await _compare(workload, repeat * 5)
+    report(
+        workload.name,
+        timing.flowstone * 1e6,
+        timing.baseline * 1e6,
+        "µs/run",
+        "one materialize() call on an open runtime, records + events on",
+    )
+
+    imports = 3 if report.quick else 5
+    flowstone_ms = await import_time_ms("flowstone", imports)
+    anyio_ms = await import_time_ms("anyio", imports)
+    verdict = "met" if flowstone_ms < IMPORT_TARGET_MS else "MISSED"
+    report(
+        "import flowstone (baseline: import anyio)",
+        flowstone_ms,
+        anyio_ms,
+        "ms",
+        f"-X importtime cumulative, bytecode cached, best of {imports}; "
+        f"target < {IMPORT_TARGET_MS:g} ms: {verdict}",
+    )
+    flowstone_ms = await import_time_ms("flowstone", imports, compiled=False)
+    anyio_ms = await import_time_ms("anyio", imports, compiled=False)
+    report(
+        "import flowstone, package not byte-compiled",
+        flowstone_ms,
+        anyio_ms,
+        "ms",
+        "flowstone's (anyio's) own modules compiled on each import, as in a checkout under "
+        "PYTHONDONTWRITEBYTECODE=1",
+    )
+
+
+# -- profiling ---------------------------------------------------------------------------
+
+
+async def _profile(workload: Workload, *, events: bool, sort: str, limit: int) -> None:
+    pipeline = pipeline_of(workload)
+    await run_flowstone(pipeline, workload, events=events)  # warm-up
+    sink = CountingSink()
+    async with fs.Runtime(event_sinks=[sink] if events else []) as runtime:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        result = await runtime.materialize(pipeline)
+        profiler.disable()
+    if not result.ok:
+        raise RuntimeError(f"{workload.name}: the profiled run failed")
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    total: float = getattr(stats, "total_tt", math.nan)
+    n = len(workload.nodes)
+    print(f"{workload.name}: {total * 1e3:.1f} ms profiled, {total / n * 1e6:.1f} µs/asset")
+    stats.strip_dirs().sort_stats(sort).print_stats(limit)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Profile one workload's flowstone run with cProfile and print the top functions.
+
+    :return: the exit code
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_core",
+        description="Profile flowstone's in-memory runtime on one core workload.",
+    )
+    parser.add_argument("--profile", choices=["chain", "wide", "single"], default="chain")
+    parser.add_argument("--sort", default="tottime", help="pstats sort key (default: tottime)")
+    parser.add_argument("--limit", type=int, default=30, help="rows to print (default: 30)")
+    parser.add_argument("--no-events", action="store_true", help="run without an event sink")
+    args = parser.parse_args(argv)
+    workloads: dict[str, Callable[[], Workload]] = {"chain": chain, "wide": wide, "single": single}
+    workload = workloads[args.profile]()
+
+    async def go() -> None:
+        await _profile(workload, events=not args.no_events, sort=args.sort, limit=args.limit)
+
+    anyio.run(go)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""The examples run: the pipeline and notebook scripts end to end, the FastAPI app in-process.
+
+The FastAPI app is driven through ``httpx.ASGITransport`` with its lifespan entered, so the
+requests exercise the real runtime; 100 concurrent requests for different days must each
+see only their own partition, resources and results.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from types import ModuleType
+
+    import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def run_example(name: str, *args: str) -> str:
+    """Run ``examples/<name>`` with this interpreter and return its output; fail on errors."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    process = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        cwd=ROOT,
+        encoding="utf-8",
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert process.returncode == 0, f"{name} exited {process.returncode}:\n{process.stderr}"
+    return process.stdout
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` as a module (without relying on the working directory)."""
+    module_name = f"flowstone_examples_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- scripts -----------------------------------------------------------------------------
+
+
+def test_pipeline_script_materializes_a_day_and_backfills_a_week() -> None:
+    out = run_example("pipeline.py")
+    assert "daily_summary <- sessions, top_pages" in out
+    assert "page_views     succeeded  2 attempt(s)" in out  # the flaky API was retried
+    assert "summary: {'day': '2025-03-04', " in out
+    assert "backfill: 7 succeeded, 0 failed, 0 skipped" in out
+    assert "again:    0 succeeded, 0 failed, 7 skipped" in out
+
+
+def test_pipeline_script_takes_another_day() -> None:
+    out = run_example("pipeline.py", "--day", "2025-03-20")
+    assert "summary: {'day': '2025-03-20', " in out
+
+
+def test_notebook_script_recomputes_only_what_a_redefinition_affects() -> None:
+    out = run_example("notebook.py")
+    blocks = out.split("[")
+    first = next(b for b in blocks if b.startswith("first run]"))
+    unchanged = next(b for b in blocks if b.startswith("unchanged]"))
+    after = next(b for b in blocks if b.startswith("after redefinition]"))
+    assert "ran:    average, cleaned, readings, report, sensor_count" in first
+    assert "reused: average, cleaned, readings, sensor_count" in unchanged
+    assert "ran:    report\n" in unchanged
+    assert "[redefined cleaned] stale: average, cleaned, report" in out
+    assert "ran:    average, cleaned, report\n" in after
+    assert "reused: readings, sensor_count" in after
+    assert "'13.4 °C over 8 readings'" in after
+
+
+# -- the FastAPI app ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fastapi_app() -> ModuleType:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    return load_example("fastapi_app")
+
+
+@asynccontextmanager
+async def serve(module: ModuleType, warehouse: Any = None) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for a fresh app of ``module`` with its lifespan (and runtime) open."""
+    import httpx
+
+    app = module.create_app(warehouse)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client,
+    ):
+        yield client
+
+
+async def expected_revenue(module: ModuleType, day: str) -> tuple[int, float]:
+    orders = await module.Warehouse().orders(day)
+    return len(orders), round(sum(o["total"] for o in orders), 2)
+
+
+async def test_fastapi_report_uses_the_path_partition_and_request_resources(
+    fastapi_app: ModuleType,
+) -> None:
+    async with serve(fastapi_app) as client:
+        response = await client.get(
+            "/reports/2025-01-02", headers={"X-User": "ada", "X-Request-ID": "req-1"}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    count, revenue = await expected_revenue(fastapi_app, "2025-01-02")
+    assert body["day"] == "2025-01-02"
+    assert (body["orders"], body["revenue"]) == (count, revenue)
+    assert (body["prepared_for"], body["request_id"]) == ("ada", "req-1")
+    assert body["computed_in_run"] == body["run_id"]
+    assert body["reused"] == []
+
+
+async def test_fastapi_second_request_reuses_current_upstream(fastapi_app: ModuleType) -> None:
+    async with serve(fastapi_app) as client:
+        first = (await client.get("/reports/2025-02-01")).json()
+        second = (await client.get("/reports/2025-02-01", headers={"X-User": "bob"})).json()
+    assert first["reused"] == []
+    assert second["reused"] == ["orders", "revenue"]
+    assert second["revenue"] == first["revenue"]
+    assert second["prepared_for"] == "bob"
+    assert second["run_id"] != first["run_id"]
+
+
+@pytest.mark.parametrize("day", ["2019-01-01", "not-a-day"])
+async def test_fastapi_unknown_day_is_404(fastapi_app: ModuleType, day: str) -> None:
+    async with serve(fastapi_app) as client:
+        response = await client.get(f"/reports/{day}")
+    assert response.status_code == 404
+    assert day in response.json()["detail"]
+
+
+async def test_fastapi_graph(fastapi_app: ModuleType) -> None:
+    async with serve(fastapi_app) as client:
+        response = await client.get("/graph")
+    assert response.status_code == 200
+    assert response.text.startswith("graph TD")
+
+
+async def test_fastapi_module_level_app_is_usable(fastapi_app: ModuleType) -> None:
+    import httpx
+
+    app = fastapi_app.app
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        response = await client.get("/reports/2024-06-30")
+    assert response.status_code == 200
+    assert response.json()["day"] == "2024-06-30"
+
+
+async def test_fastapi_100_concurrent_requests_are_isolated(fastapi_app: ModuleType) -> None:
+    n = 100
+    base = fastapi_app.Warehouse
+
+    class BarrierWarehouse(base):  # type: ignore[misc, valid-type]  # a class loaded at run time
+        """Holds every ``orders`` call until all ``n`` requests are inside a run at once."""
+
+        def __init__(self) -> None:
+            self.arrived = 0
+            self.all_in = anyio.Event()
+
+        async def orders(self, day: str) -> list[dict[str, Any]]:
+            self.arrived += 1
+            if self.arrived == n:
+                self.all_in.set()
+            await self.all_in.wait()
+            rows: list[dict[str, Any]] = await super().orders(day)
+            return rows
+
+    days = [f"2025-{month:02d}-{day:02d}" for month in (4, 5, 6, 7) for day in range(1, 26)]
+    assert len(set(days)) == n
+    warehouse = BarrierWarehouse()
+    responses: dict[int, httpx.Response] = {}
+
+    async with serve(fastapi_app, warehouse) as client:
+
+        async def ask(i: int) -> None:
+            headers = {"X-User": f"user-{i}", "X-Request-ID": f"req-{i}"}
+            responses[i] = await client.get(f"/reports/{days[i]}", headers=headers)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for i in range(n):
+                    tg.start_soon(ask, i)
+
+    assert warehouse.arrived == n  # every request was in flight at the same time
+    run_ids = set()
+    for i in range(n):
+        assert responses[i].status_code == 200, responses[i].text
+        body = responses[i].json()
+        count, revenue = await expected_revenue(fastapi_app, days[i])
+        assert body["day"] == days[i]
+        assert (body["prepared_for"], body["request_id"]) == (f"user-{i}", f"req-{i}")
+        assert (body["orders"], body["revenue"]) == (count, revenue)
+        assert body["computed_in_run"] == body["run_id"]
+        assert body["reused"] == []
+        run_ids.add(body["run_id"])
+    assert len(run_ids) == n
