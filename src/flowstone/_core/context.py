@@ -70,6 +70,7 @@ class Context:
     """
 
     __slots__ = (
+        "_log",
         "_metadata",
         "_runtime",
         "asset",
@@ -77,7 +78,6 @@ class Context:
         "batch_count",
         "batch_index",
         "batch_input",
-        "log",
         "partition",
         "resources",
         "run_id",
@@ -102,13 +102,20 @@ class Context:
         self.resources = resources if resources is not None else Resources()
         self._runtime = runtime
         self._metadata: dict[str, Any] = metadata if metadata is not None else {}
-        self.log: logging.LoggerAdapter[logging.Logger] = logging.LoggerAdapter(
-            _logger, {"asset": asset, "partition": partition, "run_id": run_id}
-        )
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self.scatter_key: str | None = None
         self.batch_index: int | None = None
         self.batch_count: int | None = None
         self.batch_input: Any = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the asset, partition and run id as extras."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                _logger, {"asset": self.asset, "partition": self.partition, "run_id": self.run_id}
+            )
+        return self._log
 
     @property
     def runtime(self) -> Runtime:
@@ -148,7 +155,7 @@ class Context:
         clone.resources = self.resources
         clone._runtime = self._runtime
         clone._metadata = self._metadata
-        clone.log = self.log
+        clone._log = self._log
         clone.scatter_key = key
         clone.batch_index = self.batch_index
         clone.batch_count = self.batch_count

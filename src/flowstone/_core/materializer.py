@@ -102,7 +102,8 @@ class Run:
         self.resources = resources
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._outcomes: dict[str, AssetOutcome] = {}
-        self._events: dict[str, anyio.Event] = {}
+        self._running: set[str] = set()
+        self._waiters: dict[str, anyio.Event] = {}
         self._previous: dict[str, MaterializationRecord] = {}
         self._sinks = runtime.has_sinks
 
@@ -277,17 +278,28 @@ class Run:
                             waiting[child] -= 1
                             if waiting[child] == 0:
                                 ready.append(child)
-                    elif name in self._events:
+                    elif name in self._running:
                         tg.start_soon(self._await_other, name, finished)
                     else:
-                        self._events[name] = anyio.Event()
+                        self._running.add(name)
                         tg.start_soon(self._run_asset, name, finished)
 
             drain()
 
     async def _await_other(self, name: str, finished: Callable[[str], None]) -> None:
-        await self._events[name].wait()
+        if name not in self._outcomes:
+            event = self._waiters.get(name)
+            if event is None:
+                event = self._waiters[name] = anyio.Event()
+            await event.wait()
         finished(name)
+
+    def _done(self, name: str, outcome: AssetOutcome) -> None:
+        self._outcomes[name] = outcome
+        self._running.discard(name)
+        event = self._waiters.pop(name, None)
+        if event is not None:
+            event.set()
 
     async def _run_asset(self, name: str, finished: Callable[[str], None]) -> None:
         asset_def = self._pipeline[name]
@@ -298,12 +310,9 @@ class Run:
             else:
                 outcome = await self._materialize_asset(asset_def)
         except _cancelled():
-            outcome = AssetOutcome(name, Status.SKIPPED, reason="cancelled")
-            self._outcomes[name] = outcome
-            self._events[name].set()
+            self._done(name, AssetOutcome(name, Status.SKIPPED, reason="cancelled"))
             raise
-        self._outcomes[name] = outcome
-        self._events[name].set()
+        self._done(name, outcome)
         finished(name)
 
     # -- one asset -------------------------------------------------------------------
@@ -565,8 +574,19 @@ class Run:
                 asset_def, partition, error, attempt, started, metadata=metadata
             )
         ended = _now()
-        record = record.replace(
-            status=Status.SUCCEEDED, attempts=attempt, ended_at=ended, metadata=dict(metadata)
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=name,
+            partition=partition,
+            status=Status.SUCCEEDED,
+            attempts=attempt,
+            started_at=started,
+            ended_at=ended,
+            metadata=dict(metadata) if metadata else {},
+            code_version=asset_def.code_version,
+            data_version=version,
+            input_versions=versions,
+            io_manager=io_name,
         )
         await runtime.store.save_record(record)
         if self._sinks:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
@@ -50,7 +50,7 @@ _log = logging.getLogger("flowstone")
 
 def new_run_id() -> str:
     """A new, time-sortable run id: ``20250102T030405-1a2b3c4d``."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
 
 
 @dataclass(frozen=True, slots=True)
