@@ -23,3 +23,11 @@ async def _typed(ctx: fs.Context, numbers: list[int]) -> int:
 
 
 _def: fs.AssetDef[..., Any] = _typed
+
+from flowstone.ext.parallel import InProcessParallelCoordinator  # noqa: E402
+from flowstone.ext.routing import InProcessRoutingCoordinator, RoutedCoordinator  # noqa: E402
+from flowstone.protocols import Coordinator, ParallelCoordinator, RoutingCoordinator  # noqa: E402
+
+_parallel: ParallelCoordinator = InProcessParallelCoordinator()
+_routing: RoutingCoordinator = InProcessRoutingCoordinator()
+_routed: Coordinator = RoutedCoordinator()

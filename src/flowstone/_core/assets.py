@@ -334,6 +334,11 @@ class AssetDef(Generic[P, R]):
         return self.kind_spec.kind if self.kind_spec is not None else "asset"
 
     @property
+    def owned_deps(self) -> tuple[str, ...]:
+        """Dependencies its coordinator materializes itself (see :meth:`AssetKind.owned_deps`)."""
+        return self.kind_spec.owned_deps() if self.kind_spec is not None else ()
+
+    @property
     def scheduled_deps(self) -> tuple[str, ...]:
         """The dependencies a run completes before this asset starts (owned ones excluded)."""
         owned = self.kind_spec.owned_deps() if self.kind_spec is not None else ()

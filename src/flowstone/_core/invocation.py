@@ -95,6 +95,13 @@ class RunHandle(Protocol):
         """Send an event to the runtime's sinks."""
         ...
 
+    async def value(self, name: str) -> Any:
+        """The value of an asset that succeeded in this run (loaded if it was reused).
+
+        :raises KeyError: the asset has not succeeded in this run
+        """
+        ...
+
 
 class Invocation:
     """One execution of one asset: its definition, context, resolved inputs and run.

@@ -103,6 +103,7 @@ class Run:
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._outcomes: dict[str, AssetOutcome] = {}
         self._running: set[str] = set()
+        self._cancelled: dict[str, AssetOutcome] = {}
         self._waiters: dict[str, anyio.Event] = {}
         self._previous: dict[str, MaterializationRecord] = {}
         self._sinks = runtime.has_sinks
@@ -142,13 +143,36 @@ class Run:
         """Send ``event`` to the runtime's sinks."""
         self._runtime.emit(event)
 
+    async def value(self, name: str) -> Any:
+        """The value of a succeeded asset of this run, loaded from storage if it was reused.
+
+        :raises KeyError: the asset has not succeeded in this run
+        """
+        outcome = self._outcomes.get(name)
+        if outcome is None or outcome.status is not Status.SUCCEEDED:
+            state = "not finished" if outcome is None else outcome.status.value
+            raise KeyError(f"asset {name!r} has no value in run {self._run_id!r}: {state}")
+        if outcome.value is _NOT_LOADED:
+            outcome.value = await self._load(self._pipeline[name], outcome)
+        return outcome.value
+
     async def materialize(self, names: Iterable[str]) -> dict[str, AssetOutcome]:
         """Materialize ``names`` with their upstream inside this run (see ``RunHandle``)."""
         wanted = self._pipeline.resolve(list(names))
         closure = self._pipeline.upstream(wanted, scheduled_only=True)
         self._check_partitions(closure)
         await self._schedule(closure)
-        return {n: self._outcomes[n] for n in wanted}
+        outcomes: dict[str, AssetOutcome] = {}
+        for name in wanted:
+            outcome = self._outcomes.get(name)
+            if outcome is None:  # cancelled elsewhere while this caller waited
+                outcome = self._cancelled.get(name) or AssetOutcome(
+                    name, Status.SKIPPED, reason="cancelled"
+                )
+            elif outcome.value is _NOT_LOADED:
+                outcome.value = await self._load(self._pipeline[name], outcome)
+            outcomes[name] = outcome
+        return outcomes
 
     # -- execution -------------------------------------------------------------------
 
@@ -224,7 +248,7 @@ class Run:
             selection=tuple(self._selection),
             partition=self._partition,
             duration=perf_counter() - started,
-            outcomes=dict(self._outcomes),
+            outcomes={**self._cancelled, **self._outcomes},
             resumed=resumed,
         )
 
@@ -292,6 +316,10 @@ class Run:
             if event is None:
                 event = self._waiters[name] = anyio.Event()
             await event.wait()
+            if name not in self._outcomes:  # its computation was cancelled by its owner
+                self._outcomes[name] = self._cancelled.get(name) or AssetOutcome(
+                    name, Status.SKIPPED, reason="cancelled"
+                )
         finished(name)
 
     def _done(self, name: str, outcome: AssetOutcome) -> None:
@@ -310,7 +338,26 @@ class Run:
             else:
                 outcome = await self._materialize_asset(asset_def)
         except _cancelled():
-            self._done(name, AssetOutcome(name, Status.SKIPPED, reason="cancelled"))
+            # Not a final outcome: a later part of the run (a retried parallel branch, say)
+            # may run it again. The result shows it as cancelled unless it runs again.
+            self._cancelled[name] = AssetOutcome(
+                name,
+                Status.SKIPPED,
+                reason="cancelled",
+                record=MaterializationRecord(
+                    run_id=self._run_id,
+                    asset=name,
+                    partition=self._partition_of(asset_def),
+                    status=Status.SKIPPED,
+                    ended_at=_now(),
+                    error="cancelled",
+                    code_version=asset_def.code_version,
+                ),
+            )
+            self._running.discard(name)
+            event = self._waiters.pop(name, None)
+            if event is not None:
+                event.set()
             raise
         self._done(name, outcome)
         finished(name)
@@ -410,7 +457,13 @@ class Run:
         if self._force:
             return None
         previous = self._previous.get(asset_def.name)
-        if previous is None or previous.data_version != version:
+        if asset_def.owned_deps:
+            # Its value depends on assets it materializes itself: only a resumed run that
+            # finished it with the same code reuses it (its branches are reused if current).
+            if previous is None or previous.code_version != asset_def.code_version:
+                return None
+            version = previous.data_version or version
+        elif previous is None or previous.data_version != version:
             if asset_def.name in self._selected:
                 return None
             previous = await self._runtime.store.latest(asset_def.name, partition)
@@ -556,6 +609,13 @@ class Run:
                 )
             break
 
+        if asset_def.owned_deps:
+            # The value also depends on what the coordinator materialized itself.
+            for dep in asset_def.owned_deps:
+                owned = self._outcomes.get(dep)
+                if owned is not None and owned.data_version is not None:
+                    versions[dep] = owned.data_version
+            version = data_version(asset_def.code_version, partition, versions)
         try:
             await runtime.io_manager_for(asset_def).store(
                 IOContext(name, partition, self._run_id, asset_def.metadata, asset_def), value

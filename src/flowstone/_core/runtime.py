@@ -464,13 +464,20 @@ class Runtime:
             asset_def = pipeline[name]
             part = partition if asset_def.partitions is not None else None
             record = await self.store.latest(name, part)
-            inputs = {d: expected[d] for d in asset_def.scheduled_deps if d in expected}
-            version = data_version(asset_def.code_version, part, inputs)
+            inputs = {d: expected[d] for d in asset_def.deps if d in expected}
+            if not asset_def.owned_deps:
+                version = data_version(asset_def.code_version, part, inputs)
+            elif record is not None and all(
+                record.input_versions.get(d) == v for d, v in inputs.items()
+            ):
+                version = record.data_version or ""
+            else:
+                version = data_version(asset_def.code_version, part, inputs)
             if record is None:
                 state = "missing"
                 expected[name] = version
             elif record.data_version == version and all(
-                states[d].current for d in asset_def.scheduled_deps if d in states
+                states[d].current for d in asset_def.deps if d in states
             ):
                 state = "current"
                 expected[name] = version
