@@ -31,3 +31,8 @@ from flowstone.protocols import Coordinator, ParallelCoordinator, RoutingCoordin
 _parallel: ParallelCoordinator = InProcessParallelCoordinator()
 _routing: RoutingCoordinator = InProcessRoutingCoordinator()
 _routed: Coordinator = RoutedCoordinator()
+
+from flowstone.ext.scatter import InProcessScatterCoordinator  # noqa: E402
+from flowstone.protocols import ScatterCoordinator  # noqa: E402
+
+_scatter: ScatterCoordinator = InProcessScatterCoordinator()

@@ -1,11 +1,15 @@
 """The extension points, for plugin authors: protocols, their record types, invocations.
 
+``CURRENT_CONTEXT`` is the context variable behind :func:`flowstone.current_context`; a
+coordinator that calls an asset's function without :meth:`Invocation.call` sets it.
+
 Implement one of these protocols and register it with a :class:`flowstone.Runtime` (or
 through an entry-point group) to add a storage backend, a coordinator or an event sink.
 """
 
 from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
+from ._core.context import _current as CURRENT_CONTEXT
 from ._core.invocation import AssetOutcome as AssetOutcome
 from ._core.invocation import Invocation as Invocation
 from ._core.invocation import RunHandle as RunHandle
@@ -35,6 +39,7 @@ __all__ = (
     "AssetOutcome",
     "BarrierState",
     "BranchRecord",
+    "CURRENT_CONTEXT",
     "Coordinator",
     "EventSink",
     "GateRecord",

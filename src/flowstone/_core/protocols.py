@@ -275,6 +275,10 @@ class ScatterCoordinator(Coordinator, Protocol):
         """Register items by (source index, key)."""
         ...
 
+    async def set_total(self, barrier_id: str, total: int) -> BarrierState:
+        """Fix the item count once the source is exhausted (a fraction threshold needs it)."""
+        ...
+
     async def record(self, barrier_id: str, results: Sequence[ScatterItemResult]) -> BarrierState:
         """Record terminal item results; return the updated counts and threshold decision."""
         ...

@@ -1,0 +1,335 @@
+"""``InProcessScatterCoordinator``: runs scatter assets on this process's event loop.
+
+It is the built-in coordinator of the ``"scatter"`` kind. :meth:`~InProcessScatterCoordinator.execute`
+runs the items on the :class:`~._engine.ScatterEngine` and leaves the summary on the asset's
+record (``metadata["scatter"]``). It also keeps barriers in memory (the
+:class:`~flowstone.protocols.ScatterCoordinator` barrier methods), a thin, correct
+implementation for code that drives items itself; ``execute`` does not go through them,
+since in one process the engine's counters are the barrier and recording each item there
+would only cost time and memory.
+
+Pinning: an asset declared with ``coordinator="name"`` reaches this coordinator (the
+materializer looks coordinators up by kind), which hands it to
+``runtime.coordinators.get("name")`` unless that is this very object. A durable
+coordinator does the same, so a pin works whichever one the runtime registered for the
+kind.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from flowstone import InvalidAssetError, ValueNotFoundError
+from flowstone.protocols import (
+    BarrierState,
+    Coordinator,
+    Invocation,
+    IOContext,
+    ItemReader,
+    ScatterItemResult,
+)
+
+from ._engine import ScatterEngine
+from ._errors import DuplicateScatterKeyError
+from ._progress import ScatterReporter
+from ._runner import ItemRunner, invocation_call
+from ._sources import open_feed
+from ._spec import ScatterSpec
+from ._summary import check_tolerated_failure, threshold_exceeded
+
+__all__ = [
+    "InProcessScatterCoordinator",
+    "dependency_values",
+    "pinned_coordinator",
+    "run_scatter",
+    "scatter_spec_of",
+]
+
+
+def scatter_spec_of(invocation: Invocation) -> ScatterSpec:
+    """The :class:`ScatterSpec` of an invocation's asset.
+
+    :raises InvalidAssetError: the asset is not a scatter asset
+    """
+    spec = invocation.asset.kind_spec
+    if not isinstance(spec, ScatterSpec):
+        raise InvalidAssetError(
+            invocation.asset.name, f"is a {invocation.asset.kind!r} asset, not a scatter asset"
+        )
+    return spec
+
+
+def pinned_coordinator(invocation: Invocation, current: object) -> Coordinator | None:
+    """The coordinator an asset pins with ``coordinator=``, unless it is ``current``.
+
+    :return: the coordinator to hand the invocation to, or ``None`` to run it here
+    :raises PluginNotFoundError: no coordinator is registered under the pinned name
+    """
+    name = scatter_spec_of(invocation).coordinator
+    if name is None:
+        return None
+    coordinator = invocation.run.runtime.coordinators.get(name)
+    return None if coordinator is current else coordinator
+
+
+async def dependency_values(invocation: Invocation) -> dict[str, Any]:
+    """The values ``items=`` (and a callable ``batch_input``) receive, by asset name.
+
+    Inputs come as the materializer resolved them; ordering dependencies (the names
+    ``items=`` reads, and any ``deps=[...]`` of the asset) are taken from the run when it
+    computed them, else loaded from their IO managers.
+    """
+    asset = invocation.asset
+    values: dict[str, Any] = {}
+    for param, dep in asset.inputs.items():
+        if param in invocation.inputs:
+            values[dep] = invocation.inputs[param]
+    run = invocation.run
+    pipeline = run.pipeline
+    for dep in asset.ordering_deps:
+        if dep in values or dep not in pipeline:
+            continue
+        outcome = run.outcome(dep)
+        if outcome is not None:
+            if not outcome.ok:
+                continue  # an optional dependency that was skipped or failed
+            values[dep] = await run.value(dep)
+            continue
+        dep_def = pipeline[dep]
+        partition = run.partition if dep_def.partitions is not None else None
+        try:
+            values[dep] = await run.runtime.io_manager_for(dep_def).load(
+                IOContext(dep, partition, run.run_id, dep_def.metadata, dep_def)
+            )
+        except ValueNotFoundError:
+            continue
+    return values
+
+
+async def _evaluate(value: Any, deps: Mapping[str, Any]) -> Any:
+    if callable(value):
+        value = value(deps)
+        if hasattr(value, "__await__"):
+            value = await value
+    return value
+
+
+async def run_scatter(invocation: Invocation, spec: ScatterSpec) -> Any:
+    """Run a scatter invocation in this process and return the gathered value.
+
+    The summary is added to the asset's record as ``metadata["scatter"]``, whether the
+    scatter succeeds or fails.
+    """
+    run = invocation.run
+    runtime = run.runtime
+    context = invocation.context
+    deps = await dependency_values(invocation)
+    source: Any
+    if spec.items is not None:
+        source = spec.items(deps)
+    else:
+        reader = spec.reader
+        source = runtime.item_readers.get(reader) if isinstance(reader, str) else reader
+        if not isinstance(source, ItemReader):  # pragma: no cover - registries hold readers
+            raise InvalidAssetError(context.asset, f"reader {reader!r} is not an ItemReader")
+    feed = await open_feed(source, page_size=spec.page_size)
+    batch_input = await _evaluate(spec.batch.batch_input, deps) if spec.batch is not None else None
+    sinks = runtime.has_sinks
+    reporter = ScatterReporter(
+        emit=run.emit if sinks else None,
+        per_item=sinks,
+        bar=spec.progress,
+        run_id=run.run_id,
+        asset=context.asset,
+        partition=context.partition,
+    )
+    runner = ItemRunner(
+        invocation_call(invocation, own_task=True),
+        retry=spec.retry,
+        timeout=spec.timeout,
+        limiter=spec.limiter(),
+    )
+    engine = ScatterEngine(
+        feed,
+        runner,
+        max_concurrent=spec.max_concurrent,
+        key=spec.key,
+        tolerated_failure=spec.tolerated_failure,
+        batch=spec.batch,
+        batch_input=batch_input,
+        gather=spec.gather,
+        reporter=reporter,
+        asset=context.asset,
+        partition=context.partition,
+        run_id=run.run_id,
+        attempt=context.attempt,
+    )
+    try:
+        return await engine.run()
+    finally:
+        context.add_metadata(scatter=engine.summary().as_dict())
+
+
+@dataclass
+class _Barrier:
+    state: BarrierState
+    tolerated: int | float
+    run_id: str
+    asset: str
+    partition: str | None
+    keys: dict[str, int] = field(default_factory=dict)
+    results: dict[str, ScatterItemResult] = field(default_factory=dict)
+
+
+class InProcessScatterCoordinator:
+    """Runs scatter assets in this process (the built-in ``"scatter"`` coordinator).
+
+    One instance serves a runtime; it keeps no per-run state besides the barriers made
+    through its barrier methods.
+    """
+
+    def __init__(self) -> None:
+        self._barriers: dict[str, _Barrier] = {}
+
+    # -- Coordinator -------------------------------------------------------------------
+
+    async def execute(self, invocation: Invocation) -> Any:
+        """Run the scatter asset of ``invocation`` and return its gathered value.
+
+        An asset that pins another coordinator (``coordinator="name"``) is handed to it.
+
+        :raises ScatterFailureThresholdExceeded: more items failed than tolerated
+        :raises DuplicateScatterKeyError: two items have the same key
+        """
+        spec = scatter_spec_of(invocation)
+        delegate = pinned_coordinator(invocation, self)
+        if delegate is not None:
+            return await delegate.execute(invocation)
+        return await run_scatter(invocation, spec)
+
+    # -- barriers ------------------------------------------------------------------------
+
+    def _barrier(self, barrier_id: str) -> _Barrier:
+        try:
+            return self._barriers[barrier_id]
+        except KeyError:
+            raise KeyError(f"no scatter barrier {barrier_id!r}") from None
+
+    async def create_barrier(
+        self,
+        barrier_id: str,
+        *,
+        run_id: str,
+        asset: str,
+        partition: str | None,
+        tolerated_failure: float | None,
+        total: int | None = None,
+    ) -> BarrierState:
+        """Create a barrier, or return the state of the existing one with this id.
+
+        :param tolerated_failure: a count (``int``) or fraction (``float``); ``None`` is 0
+        """
+        existing = self._barriers.get(barrier_id)
+        if existing is not None:
+            return existing.state
+        tolerated = check_tolerated_failure(0 if tolerated_failure is None else tolerated_failure)
+        barrier = _Barrier(
+            state=BarrierState(barrier_id=barrier_id, total=total),
+            tolerated=tolerated,
+            run_id=run_id,
+            asset=asset,
+            partition=partition,
+        )
+        self._barriers[barrier_id] = barrier
+        return barrier.state
+
+    async def add_keys(self, barrier_id: str, keys: Sequence[tuple[int, str]]) -> None:
+        """Register items by ``(index, key)``; adding the same pair again is harmless.
+
+        :raises DuplicateScatterKeyError: a key is already registered at another index
+        """
+        barrier = self._barrier(barrier_id)
+        registered = barrier.keys
+        for index, key in keys:
+            known = registered.get(key)
+            if known is None:
+                registered[key] = index
+            elif known != index:
+                raise DuplicateScatterKeyError(barrier.asset, key, index, barrier.partition)
+
+    async def set_total(self, barrier_id: str, total: int) -> BarrierState:
+        """Record the total once the source is exhausted (a fraction can then be decided)."""
+        barrier = self._barrier(barrier_id)
+        barrier.state = self._decide(barrier, replace(barrier.state, total=total))
+        return barrier.state
+
+    async def record(self, barrier_id: str, results: Sequence[ScatterItemResult]) -> BarrierState:
+        """Record terminal results; a key recorded before keeps its first result.
+
+        :return: the counts and the threshold decision after these results
+        """
+        barrier = self._barrier(barrier_id)
+        state = barrier.state
+        succeeded, failed, retried = state.succeeded, state.failed, state.retried
+        for result in results:
+            if result.key in barrier.results:
+                continue
+            barrier.keys.setdefault(result.key, result.index)
+            barrier.results[result.key] = result
+            if result.status.value == "succeeded":
+                succeeded += 1
+            else:
+                failed += 1
+            if result.attempts > 1:
+                retried += 1
+        barrier.state = self._decide(
+            barrier, replace(state, succeeded=succeeded, failed=failed, retried=retried)
+        )
+        return barrier.state
+
+    @staticmethod
+    def _decide(barrier: _Barrier, state: BarrierState) -> BarrierState:
+        exceeded = state.exceeded or threshold_exceeded(
+            state.failed, state.total, barrier.tolerated
+        )
+        return replace(state, exceeded=exceeded)
+
+    def gather(self, barrier_id: str) -> AsyncIterator[ScatterItemResult]:
+        """The recorded results in source order."""
+        barrier = self._barrier(barrier_id)
+        ordered = sorted(barrier.results.values(), key=_index_of)
+        return _Results(ordered)
+
+    async def cancel(self, barrier_id: str, reason: str) -> None:
+        """Mark the barrier cancelled."""
+        barrier = self._barrier(barrier_id)
+        barrier.state = replace(barrier.state, cancelled=True)
+
+    async def state(self, barrier_id: str) -> BarrierState:
+        """The barrier's current counts."""
+        return self._barrier(barrier_id).state
+
+    async def drop(self, barrier_id: str) -> None:
+        """Forget a barrier (its keys and results)."""
+        self._barriers.pop(barrier_id, None)
+
+
+_index_of: Callable[[ScatterItemResult], int] = operator.attrgetter("index")
+
+
+class _Results(AsyncIterator[ScatterItemResult]):
+    """Iterates a list asynchronously (a class, so stopping early leaves nothing to close)."""
+
+    __slots__ = ("_iterator",)
+
+    def __init__(self, results: list[ScatterItemResult]) -> None:
+        self._iterator = iter(results)
+
+    async def __anext__(self) -> ScatterItemResult:
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            raise StopAsyncIteration from None
