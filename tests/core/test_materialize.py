@@ -454,3 +454,35 @@ def test_retry_attempt_counts(failures: list[int]) -> None:
                 assert record.status is fs.Status.FAILED and record.attempts == 3
 
     anyio.run(main)
+
+
+@settings(max_examples=30)
+@given(
+    st.lists(st.lists(st.integers(min_value=0, max_value=20), max_size=3), min_size=1, max_size=20),
+    st.integers(min_value=1, max_value=4),
+)
+def test_every_asset_starts_after_its_dependencies_finish(raw: list[list[int]], limit: int) -> None:
+    """Random DAGs: execution order respects dependencies; every asset runs exactly once."""
+    deps = {f"n{i}": sorted({f"n{d % i}" for d in ds}) if i else [] for i, ds in enumerate(raw)}
+    log: list[tuple[str, str]] = []
+
+    def make(name: str) -> fs.AssetDef[..., int]:
+        async def fn() -> int:
+            log.append(("start", name))
+            await anyio.sleep(0)
+            log.append(("end", name))
+            return 1
+
+        return fs.asset(name=name, deps=deps[name])(fn)
+
+    async def main() -> None:
+        async with fs.Runtime() as rt:
+            result = await rt.materialize([make(n) for n in deps], max_concurrent=limit)
+        assert result.ok
+
+    anyio.run(main)
+    position = {event: i for i, event in enumerate(log)}
+    assert len(log) == 2 * len(deps)
+    for name, upstream in deps.items():
+        for dep in upstream:
+            assert position["end", dep] < position["start", name]
