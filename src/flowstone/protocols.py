@@ -9,6 +9,7 @@ through an entry-point group) to add a storage backend, a coordinator or an even
 
 from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
+from ._core.assets import code_fingerprint as code_fingerprint
 from ._core.context import _current as CURRENT_CONTEXT
 from ._core.invocation import AssetOutcome as AssetOutcome
 from ._core.invocation import Invocation as Invocation
@@ -60,5 +61,6 @@ __all__ = (
     "ScatterCoordinator",
     "ScatterItemResult",
     "attach_kind",
+    "code_fingerprint",
     "import_string",
 )

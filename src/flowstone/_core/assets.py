@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .partitions import PartitionsDefinition
     from .pipeline import Pipeline
 
-__all__ = ["AssetDef", "AssetKind", "SkipAsset", "asset", "attach_kind"]
+__all__ = ["AssetDef", "AssetKind", "SkipAsset", "asset", "attach_kind", "code_fingerprint"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -112,8 +112,13 @@ def _is_context_annotation(annotation: Any) -> bool:
     return False
 
 
-def _code_fingerprint(fn: Callable[..., Any]) -> str:
-    """A digest of a function's compiled code, constants and names (nested code included)."""
+def code_fingerprint(fn: Callable[..., Any]) -> str:
+    """A digest of a callable's compiled code, constants and names (nested code included).
+
+    Stable across processes (it never uses a ``repr`` holding a memory address), so it can
+    version an asset or describe a callable option. Handles ``functools.partial`` and
+    callable objects.
+    """
     digest = hashlib.blake2b(digest_size=8)
 
     def feed(code: types.CodeType) -> None:
@@ -125,12 +130,19 @@ def _code_fingerprint(fn: Callable[..., Any]) -> str:
             else:
                 digest.update(repr(const).encode())
 
+    if isinstance(fn, functools.partial):
+        digest.update(code_fingerprint(fn.func).encode())
+        digest.update(repr((fn.args, sorted(fn.keywords.items()))).encode())
+        return digest.hexdigest()
     target = inspect.unwrap(fn)
     code = getattr(target, "__code__", None)
     if code is None:
-        digest.update(repr(target).encode())
-    else:
+        code = getattr(inspect.getattr_static(type(target), "__call__", None), "__code__", None)
+    if isinstance(code, types.CodeType):
         feed(code)
+    else:
+        name = getattr(target, "__qualname__", None) or type(target).__qualname__
+        digest.update(f"{type(target).__module__}.{name}".encode())
     return digest.hexdigest()
 
 
@@ -231,7 +243,7 @@ class AssetDef(Generic[P, R]):
         self._analyse(deps, optional_deps)
         kind_print = self.kind_spec.fingerprint() if self.kind_spec is not None else ""
         self.code_version = code_version or (
-            _code_fingerprint(fn)
+            code_fingerprint(fn)
             + (
                 hashlib.blake2b(kind_print.encode(), digest_size=4).hexdigest()
                 if kind_print

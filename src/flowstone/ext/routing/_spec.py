@@ -8,15 +8,12 @@ only (a dashed edge in graphs).
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import types
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args
 
 from flowstone import AssetDef
-from flowstone.protocols import AssetKind, attach_kind
+from flowstone.protocols import AssetKind, attach_kind, code_fingerprint
 
 from ._errors import InvalidChoiceError, InvalidRoutedAssetError, RoutingDefinitionError
 
@@ -50,28 +47,6 @@ def _name_of(target: str | AssetDef[..., Any], what: str) -> str:
     if isinstance(target, str) and target:
         return target
     raise RoutingDefinitionError(None, f"{what} must be an asset or an asset name, got {target!r}")
-
-
-def _callable_digest(fn: Callable[..., Any]) -> str:
-    """A stable digest of a callable's code (its constants and names included)."""
-    digest = hashlib.blake2b(digest_size=6)
-
-    def feed(code: types.CodeType) -> None:
-        digest.update(code.co_code)
-        digest.update(repr(code.co_names).encode())
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                feed(const)
-            else:
-                digest.update(repr(const).encode())
-
-    target = inspect.unwrap(fn)
-    code = getattr(target, "__code__", None)
-    if isinstance(code, types.CodeType):
-        feed(code)
-    else:
-        digest.update(type(target).__qualname__.encode())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +116,7 @@ class RouterSpec(AssetKind):
 
     def fingerprint(self) -> str:
         """The choices (with a digest of each predicate's code), default and policy."""
-        choices = ", ".join(f"{c.asset}:{_callable_digest(c.when)}" for c in self.choices)
+        choices = ", ".join(f"{c.asset}:{code_fingerprint(c.when)}" for c in self.choices)
         return f"router([{choices}], default={self.default!r}, on_error={self.on_error!r})"
 
     def validate(self, asset: AssetDef[..., Any], pipeline: Pipeline) -> None:

@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import dis
 import functools
-import hashlib
 import inspect
 import types
 from typing import TYPE_CHECKING, Any
+
+from flowstone.protocols import code_fingerprint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["callable_fingerprint", "read_dependency_names"]
-
-
-def _feed(digest: Any, code: types.CodeType) -> None:
-    digest.update(code.co_code)
-    digest.update(repr(code.co_names).encode())
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _feed(digest, const)
-        else:
-            digest.update(repr(const).encode())
 
 
 def callable_fingerprint(fn: Callable[..., Any] | None) -> str:
@@ -38,18 +29,9 @@ def callable_fingerprint(fn: Callable[..., Any] | None) -> str:
     """
     if fn is None:
         return "-"
-    if isinstance(fn, functools.partial):
-        return f"partial({callable_fingerprint(fn.func)}, {fn.args!r}, {sorted(fn.keywords)!r})"
-    target = inspect.unwrap(fn)
-    code = getattr(target, "__code__", None)
-    if code is None:
-        code = getattr(inspect.getattr_static(type(target), "__call__", None), "__code__", None)
+    target = fn.func if isinstance(fn, functools.partial) else inspect.unwrap(fn)
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    if code is None:
-        return f"{type(target).__module__}.{name}"
-    digest = hashlib.blake2b(digest_size=6)
-    _feed(digest, code)
-    return f"{name}#{digest.hexdigest()}"
+    return f"{name}#{code_fingerprint(fn)}"
 
 
 _LOAD_NAME_OPS = frozenset(
