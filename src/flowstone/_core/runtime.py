@@ -219,6 +219,16 @@ class Runtime:
             if callable(close) and not _is_async_cm(coordinator):
                 await close()
 
+    async def migrate(self) -> None:
+        """Bring the durable store's schema up to date (stores without a schema ignore it).
+
+        Durable stores migrate on first use unless told not to; call this to do it ahead,
+        for example in a deploy step.
+        """
+        migrate = getattr(self.store, "migrate", None)
+        if callable(migrate):
+            await migrate()
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""

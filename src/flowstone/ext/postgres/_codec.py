@@ -1,0 +1,158 @@
+"""How the ``postgres`` IO manager turns a value into stored bytes or JSON, and back.
+
+Values are stored by (asset, partition) in the store's ``asset_values`` table:
+
+- JSON-able values (``None``, bools, numbers, strings, lists, tuples, dicts with string
+  keys) as ``jsonb``. They load back as JSON gives them: tuples as lists, and ``jsonb``
+  orders object keys by itself (shorter keys first), so a dict's key order is not kept.
+  The few values ``jsonb`` would change (strings with NUL characters, floats of 1e16 or
+  more, which it prints as integers) are kept as exact JSON text instead;
+- ``pyarrow.Table`` and ``pyarrow.RecordBatch`` as Arrow IPC stream bytes (pyarrow is
+  imported only when such a value shows up), loaded back as the same type;
+- ``bytes`` as ``bytea``;
+- anything else only with ``allow_pickle=True`` (pickled; loading a pickle runs code, so
+  keep it for data you trust). Otherwise :class:`~flowstone.StorageError` names the asset,
+  raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from typing import TYPE_CHECKING, Any
+
+from flowstone import StorageError
+
+if TYPE_CHECKING:
+    from flowstone.protocols import IOContext
+
+__all__ = ["decode", "encode", "is_arrow", "pyarrow_module", "where"]
+
+
+def where(context: IOContext) -> str:
+    """``asset 'a' partition 'p'``, for messages."""
+    text = f"asset {context.asset!r}"
+    return text if context.partition is None else f"{text} partition {context.partition!r}"
+
+
+def pyarrow_module(context: IOContext) -> Any:
+    """``pyarrow``, imported on first need."""
+    try:
+        import pyarrow as pa
+        import pyarrow.ipc
+    except ImportError:  # pragma: no cover - only when pyarrow vanished after storing
+        raise StorageError(f"{where(context)}: Arrow values need pyarrow installed") from None
+    return pa
+
+
+def is_arrow(value: Any) -> bool:
+    """Whether ``value`` comes from pyarrow (checked without importing it)."""
+    return type(value).__module__.startswith("pyarrow")
+
+
+def encode(
+    context: IOContext, value: Any, *, allow_pickle: bool
+) -> tuple[str, str | None, bytes | None]:
+    """``(format, json text, bytes)`` for ``value``, before anything is written.
+
+    :raises StorageError: the value has no format (naming the asset)
+    """
+    if is_arrow(value):
+        pa = pyarrow_module(context)
+        if isinstance(value, (pa.Table, pa.RecordBatch)):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, value.schema) as writer:
+                if isinstance(value, pa.Table):
+                    writer.write_table(value)
+                else:
+                    writer.write_batch(value)
+            fmt = "arrow" if isinstance(value, pa.Table) else "arrow_batch"
+            return fmt, None, sink.getvalue().to_pybytes()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "bytes", None, bytes(value)
+    problem, exact = _json_check(value)
+    if problem is None:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        if exact:
+            return "json_text", None, text.encode()
+        return "json", text, None
+    if allow_pickle:
+        try:
+            return "pickle", None, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise StorageError(
+                f"{where(context)}: the postgres IO manager cannot pickle a "
+                f"{type(value).__qualname__}: {type(exc).__name__}: {exc}"
+            ) from exc
+    raise StorageError(
+        f"{where(context)}: the postgres IO manager cannot store a {type(value).__qualname__} "
+        f"({problem}); return JSON-able data, bytes or an Arrow table, use table mode "
+        "(metadata={'table': ...}), or opt in to pickle with PostgresStore(allow_pickle=True)"
+    )
+
+
+def _json_check(value: Any) -> tuple[str | None, bool]:
+    """Why ``value`` is not JSON-able (``None`` when it is), and whether ``jsonb`` would
+    change it: a NUL character (``jsonb`` cannot hold one) or a float of 1e16 or more
+    (``jsonb`` prints it as an integer)."""
+    exact = False
+    stack: list[tuple[str, Any]] = [("value", value)]
+    while stack:
+        path, item = stack.pop()
+        if item is None or isinstance(item, (bool, int)):
+            continue
+        if isinstance(item, str):
+            exact = exact or "\x00" in item
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{path} is {item!r}, which JSON cannot hold", exact
+            exact = exact or abs(item) >= 1e16
+            continue
+        if isinstance(item, (list, tuple)):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+            continue
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    return f"{path} has a non-string key {k!r}", exact
+                exact = exact or "\x00" in k
+                stack.append((f"{path}[{k!r}]", v))
+            continue
+        return f"{path} is a {type(item).__qualname__}", exact
+    return None, exact
+
+
+def decode(
+    context: IOContext, fmt: str, text: str | None, data: bytes | None, *, allow_pickle: bool
+) -> Any:
+    """The value stored as ``fmt`` (see :func:`encode`).
+
+    :raises StorageError: a pickle without ``allow_pickle``, or an unknown format
+    """
+    if fmt == "json":
+        return json.loads(text) if text is not None else None
+    if fmt == "json_text":
+        assert data is not None
+        return json.loads(data)
+    if fmt == "bytes":
+        return data
+    if fmt in ("arrow", "arrow_batch"):
+        pa = pyarrow_module(context)
+        reader = pa.ipc.open_stream(pa.py_buffer(data))
+        if fmt == "arrow":
+            return reader.read_all()
+        batches = list(reader)
+        if len(batches) == 1:
+            return batches[0]
+        return pa.RecordBatch.from_pylist([], schema=reader.schema)
+    if fmt == "pickle":
+        if not allow_pickle:
+            raise StorageError(
+                f"{where(context)}: the stored value is a pickle; loading one runs code, "
+                "so it needs PostgresStore(allow_pickle=True)"
+            )
+        assert data is not None
+        return pickle.loads(data)  # opted in with allow_pickle
+    raise StorageError(f"{where(context)}: unknown stored format {fmt!r}")
