@@ -44,3 +44,7 @@ _pg = PostgresStore("postgresql://localhost/db")
 _pg_store: MaterializationStore = _pg
 _pg_io: IOManager = _pg.io_manager
 _pg_reader: ItemReader[dict[str, Any]] = PostgresItemReader(_pg, table="t")
+
+from flowstone.ext.postgres import PostgresScatterCoordinator  # noqa: E402
+
+_pg_scatter: ScatterCoordinator = PostgresScatterCoordinator(_pg)

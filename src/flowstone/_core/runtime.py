@@ -87,7 +87,8 @@ class Runtime:
         ``install(runtime)`` method (such as ``PostgresStore``) also registers its IO manager
         and coordinators, making the runtime durable in one line
     :param io_managers: extra IO managers by name (objects or ``"module:attr"`` strings)
-    :param default_io_manager: the IO manager for assets that do not name one
+    :param default_io_manager: the IO manager for assets that do not name one (default:
+        ``"memory"``, or what the store installs, such as ``"postgres"``)
     :param resources: objects assets reach as ``ctx.resources.<name>``; async context managers
         among them are entered once, when the runtime opens
     :param event_sinks: receivers of lifecycle events
@@ -103,7 +104,7 @@ class Runtime:
         *,
         store: MaterializationStore | None = None,
         io_managers: Mapping[str, IOManager | str] | None = None,
-        default_io_manager: str = "memory",
+        default_io_manager: str | None = None,
         resources: Mapping[str, Any] | None = None,
         event_sinks: Sequence[EventSink] = (),
         coordinators: Mapping[str, Coordinator | str] | None = None,
@@ -126,7 +127,7 @@ class Runtime:
         self.item_readers: Registry[ItemReader[Any]] = Registry(
             "item reader", entry_point_group="flowstone.item_readers"
         )
-        self.default_io_manager = default_io_manager
+        self.default_io_manager = "memory"
         self._resource_values = dict(resources or {})
         self.resources = Resources()
         self._sinks: list[EventSink] = list(event_sinks)
@@ -139,6 +140,11 @@ class Runtime:
         self._state = "new"
         self._stack: contextlib.AsyncExitStack | None = None
         self._open_lock: anyio.Lock | None = None
+        # Plugins first, so that what is given explicitly here wins over what they install.
+        for plugin in (self.store, *self._plugins):
+            install = getattr(plugin, "install", None)
+            if callable(install):
+                install(self)
         for name, manager in (io_managers or {}).items():
             self.io_managers.register(name, manager)
             if not isinstance(manager, str):
@@ -149,10 +155,8 @@ class Runtime:
                 self._given.append(coordinator)
         for name, reader in (item_readers or {}).items():
             self.item_readers.register(name, reader)
-        for plugin in (self.store, *self._plugins):
-            install = getattr(plugin, "install", None)
-            if callable(install):
-                install(self)
+        if default_io_manager is not None:
+            self.default_io_manager = default_io_manager
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -7,6 +7,9 @@
   table of yours (table mode, :class:`TableSpec`).
 - :class:`PostgresItemReader` — scatter items from a table or query, page by page, with a
   resumable keyset cursor.
+- :class:`PostgresScatterCoordinator` — durable scatter: item rows claimed in batches with
+  ``FOR UPDATE SKIP LOCKED`` under a lease, by the starting process and by workers
+  (:func:`run_worker`, ``flowstone worker``) on any machine.
 - :class:`RetryPolicy` — how long transient failures (lost connections, a restarting
   server) are retried before :class:`DatabaseUnavailableError`.
 
@@ -29,17 +32,29 @@ from ._io import PostgresIOManager as PostgresIOManager
 from ._io import TableSpec as TableSpec
 from ._migrations import latest_version as latest_version
 from ._reader import PostgresItemReader as PostgresItemReader
+from ._scatter import BarrierCancelledError as BarrierCancelledError
+from ._scatter import PostgresScatterCoordinator as PostgresScatterCoordinator
+from ._scatter import ScatterBarrierFailedError as ScatterBarrierFailedError
 from ._store import PostgresStore as PostgresStore
+from ._worker import ScatterWorker as ScatterWorker
+from ._worker import WorkerStats as WorkerStats
+from ._worker import run_worker as run_worker
 
 __all__ = (
+    "BarrierCancelledError",
     "DatabaseUnavailableError",
     "PostgresIOManager",
     "PostgresItemReader",
+    "PostgresScatterCoordinator",
     "PostgresStore",
     "RetryPolicy",
+    "ScatterBarrierFailedError",
+    "ScatterWorker",
     "SchemaVersionError",
     "TableSpec",
+    "WorkerStats",
     "latest_version",
+    "run_worker",
 )
 
 for _name in __all__:

@@ -62,6 +62,10 @@ def register_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
     migrate.set_defaults(func=_migrate_command)
     status.set_defaults(func=_status_command)
 
+    from ._worker import register_worker_cli
+
+    register_worker_cli(subparsers)
+
 
 def _options(args: argparse.Namespace) -> tuple[str, str]:
     dsn = args.dsn or os.environ.get(_DSN_ENV)

@@ -144,7 +144,8 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, asyncpg.InterfaceError):
         text = str(error).lower()
-        return "connection" in text and ("closed" in text or "lost" in text)
+        # "released back to the pool": a kept connection the pool took back after a failure
+        return "connection" in text and any(w in text for w in ("closed", "lost", "released"))
     return isinstance(error, (OSError, TimeoutError, ConnectionError, EOFError))
 
 

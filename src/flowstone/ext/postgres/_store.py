@@ -378,6 +378,9 @@ class PostgresStore:
         The durable scatter coordinator registers here, under the ``scatter`` kind, sharing
         this store's pool and schema.
         """
+        from ._scatter import PostgresScatterCoordinator
+
+        runtime.coordinators.register("scatter", PostgresScatterCoordinator(self))
 
     # -- running statements ------------------------------------------------------------
 
@@ -411,7 +414,7 @@ class PostgresStore:
     ) -> T:
         pool = self.pool
         primary = self._primary
-        if primary is not None and not self._primary_busy and not primary.is_closed():
+        if primary is not None and not self._primary_busy and _is_open(primary):
             # The common case, first and without wrappers: the kept connection is free.
             self._primary_busy = True
             try:
@@ -439,7 +442,7 @@ class PostgresStore:
             self._primary_busy = True
             try:
                 primary = self._primary
-                if primary is None or primary.is_closed():
+                if primary is None or not _is_open(primary):
                     self._primary = primary = await self._connect_primary()
                 return await operation(primary)
             except BaseException as exc:
@@ -666,3 +669,11 @@ class PostgresStore:
             ok = True
         finally:
             buffer.finish(batch, ok=ok)
+
+
+def _is_open(connection: Connection) -> bool:
+    """Whether a kept connection can still be used (a detached one raises when asked)."""
+    try:
+        return not connection.is_closed()
+    except Exception:
+        return False

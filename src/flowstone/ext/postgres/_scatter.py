@@ -1,0 +1,697 @@
+"""``PostgresScatterCoordinator``: durable, multi-worker scatter on PostgreSQL.
+
+It executes ``@scatter`` assets the way the in-process coordinator does (same options, same
+per-item semantics through the scatter plugin's :class:`~flowstone.ext.scatter.ItemRunner`,
+same threshold arithmetic, summary, events and gather), but keeps the barrier in the
+database, so that:
+
+* **a crash loses little** — items and their results live in rows; running ``materialize``
+  again with the same ``run_id`` continues: finished items are not run again, enumeration
+  resumes from its checkpoint, and every item ends with exactly one stored result;
+* **several processes share the work** — the starting process enumerates the source and
+  runs items; workers (``flowstone worker``, :func:`~flowstone.ext.postgres.run_worker`)
+  on any machine claim items of the same barrier; the starting process gathers when every
+  item is terminal;
+* **dead workers are noticed** — through their session advisory lock at once, or their
+  lease, and their items go back to the pool.
+
+The barrier of a scatter asset is keyed by (run, asset, partition). A barrier stored with
+another *recipe* (the asset's code version, partition and input versions) is started over;
+one whose failure threshold was exceeded is reopened on the next execution (a retry of the
+asset, or a resumed run) with its failed items pending again, its succeeded ones kept.
+
+It also implements the :class:`~flowstone.protocols.ScatterCoordinator` barrier methods
+over the same tables, for code that drives items itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from flowstone import ExecutionError, Status, StorageError
+from flowstone.ext.scatter import (
+    MAX_LISTED_FAILURES,
+    DuplicateScatterKeyError,
+    ItemRunner,
+    ScatterFailureThresholdExceeded,
+    ScatterReporter,
+    ScatterSummary,
+    call_gather,
+    dependency_values,
+    invocation_call,
+    pinned_coordinator,
+    scatter_spec_of,
+)
+from flowstone.protocols import BarrierState, ScatterItemResult
+
+from ._errors import describe
+from ._scatter_codec import Unstorable, decode, encode
+from ._scatter_exec import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, BarrierExecutor
+from ._scatter_ops import BarrierInit, BarrierRow, Counts, ScatterOps, SourceConflict
+from ._scatter_session import DEFAULT_LEASE, WorkerSession, channel_for
+from ._scatter_source import Enumerator
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import asyncpg
+
+    from flowstone.ext.scatter import ScatterSpec
+    from flowstone.protocols import Invocation
+
+    from ._scatter_ops import Checkpoint, Outcome
+    from ._store import PostgresStore
+
+__all__ = [
+    "BarrierCancelledError",
+    "PostgresScatterCoordinator",
+    "ScatterBarrierFailedError",
+    "barrier_key",
+    "evaluate_batch_input",
+    "recipe_of",
+]
+
+_log = logging.getLogger("flowstone.postgres")
+
+#: How many failures a threshold error quotes (as the in-process scatter does).
+_FIRST_ERRORS = 10
+_PAGE = 1000
+
+
+def barrier_key(run_id: str, asset: str, partition: str | None) -> str:
+    """The key of a scatter asset's barrier: ``[run_id, asset, partition]`` as JSON."""
+    return json.dumps([run_id, asset, partition], ensure_ascii=False, separators=(",", ":"))
+
+
+def recipe_of(code_version: str, partition: str | None, input_versions: Mapping[str, str]) -> str:
+    """What makes a barrier's items and results valid: code, partition and input versions."""
+    digest = hashlib.blake2b(digest_size=10)
+    digest.update(code_version.encode())
+    digest.update(b"\x00" + (partition or "").encode())
+    for name in sorted(input_versions):
+        digest.update(b"\x00" + name.encode() + b"=" + str(input_versions[name]).encode())
+    return digest.hexdigest()
+
+
+def _where(asset: str, partition: str | None) -> str:
+    where = f"asset {asset!r}"
+    return where if partition is None else f"{where} partition {partition!r}"
+
+
+class BarrierCancelledError(ExecutionError):
+    """The durable scatter's barrier was cancelled (``coordinator.cancel(...)``).
+
+    :param asset: the scatter asset
+    :param partition: the partition key, or ``None``
+    :param reason: the reason given
+    """
+
+    def __init__(self, asset: str, partition: str | None, reason: str | None) -> None:
+        self.asset = asset
+        self.partition = partition
+        self.reason = reason
+        super().__init__(
+            f"{_where(asset, partition)}: the scatter was cancelled"
+            + (f": {reason}" if reason else "")
+        )
+
+
+class ScatterBarrierFailedError(ExecutionError):
+    """The durable scatter's barrier ended in a fatal error (for example in enumeration).
+
+    Executing the asset again starts the barrier over.
+    """
+
+    def __init__(self, asset: str, partition: str | None, reason: str | None) -> None:
+        self.asset = asset
+        self.partition = partition
+        self.reason = reason
+        super().__init__(
+            f"{_where(asset, partition)}: the scatter failed: {reason or 'unknown error'}"
+        )
+
+
+async def evaluate_batch_input(value: Any, deps: Mapping[str, Any]) -> Any:
+    """A ``Batch(batch_input=...)`` value: called with the dependency values when callable."""
+    if callable(value):
+        value = value(deps)
+        if inspect.isawaitable(value):
+            value = await value
+    return value
+
+
+class PostgresScatterCoordinator:
+    """Executes scatter assets durably on PostgreSQL (see the module documentation).
+
+    ``PostgresStore`` registers one as the runtime's ``"scatter"`` coordinator; build one
+    yourself to change its options::
+
+        store = PostgresStore(dsn)
+        rt = fs.Runtime(store=store,
+                        coordinators={"scatter": PostgresScatterCoordinator(store, lease=10)})
+
+    :param store: the store whose pool and schema it uses
+    :param lease: seconds a worker's claims outlive its last heartbeat when its death is
+        not visible otherwise (a dead process's lock shows at once)
+    :param local_concurrency: units this process runs at once (default: the asset's
+        ``max_concurrent``; 0: only enumerate, recover and gather, leaving items to workers)
+    :param allow_pickle: keep items and results JSON cannot hold as pickles (default: the
+        store's ``allow_pickle``); only for data you trust
+    :param flush_interval: seconds a finished result may wait before it is written
+    :param poll_interval: the longest wait between looks at a barrier while idle
+    :raises ValueError: an option is out of range
+    """
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        *,
+        lease: float = DEFAULT_LEASE,
+        local_concurrency: int | None = None,
+        allow_pickle: bool | None = None,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        if not lease > 0:
+            raise ValueError(f"lease must be positive, got {lease!r}")
+        if local_concurrency is not None and local_concurrency < 0:
+            raise ValueError(f"local_concurrency must be at least 0, got {local_concurrency!r}")
+        if flush_interval < 0 or not poll_interval > 0:
+            raise ValueError("flush_interval must be >= 0 and poll_interval positive")
+        self.store = store
+        self.ops = ScatterOps(store)
+        self.lease = lease
+        self.local_concurrency = local_concurrency
+        self._allow_pickle = allow_pickle
+        self.flush_interval = flush_interval
+        self.poll_interval = poll_interval
+        self._ids: dict[str, BarrierRow] = {}
+
+    def __repr__(self) -> str:
+        return f"PostgresScatterCoordinator(schema={self.store.schema!r}, lease={self.lease:g})"
+
+    @property
+    def allow_pickle(self) -> bool:
+        """Whether items and results that JSON cannot hold are pickled."""
+        if self._allow_pickle is not None:
+            return self._allow_pickle
+        return bool(getattr(self.store.io_manager, "allow_pickle", False))
+
+    async def aclose(self) -> None:
+        """Nothing to close: each scatter's worker session ends with it."""
+
+    # -- Coordinator -------------------------------------------------------------------
+
+    async def execute(self, invocation: Invocation) -> Any:
+        """Run (or continue) the scatter asset of ``invocation`` and return its gathered value.
+
+        An asset that pins another coordinator (``coordinator="name"``) is handed to it.
+
+        :raises ScatterFailureThresholdExceeded: more items failed than tolerated
+        :raises DuplicateScatterKeyError: two items have the same key
+        :raises StorageError: an item cannot be stored as JSON (and pickle is not allowed)
+        :raises DatabaseUnavailableError: PostgreSQL stayed unreachable past the retries
+        """
+        spec = scatter_spec_of(invocation)
+        delegate = pinned_coordinator(invocation, self)
+        if delegate is not None:
+            return await delegate.execute(invocation)
+        return await _StarterRun(self, invocation, spec).run()
+
+    # -- the ScatterCoordinator barrier methods ------------------------------------------
+
+    async def _barrier(self, barrier_id: str) -> BarrierRow:
+        row = self._ids.get(barrier_id)
+        if row is None:
+            row = await self.ops.by_key(barrier_id)
+            if row is None:
+                raise KeyError(f"no scatter barrier {barrier_id!r}")
+            self._ids[barrier_id] = row
+        return row
+
+    async def create_barrier(
+        self,
+        barrier_id: str,
+        *,
+        run_id: str,
+        asset: str,
+        partition: str | None,
+        tolerated_failure: float | None,
+        total: int | None = None,
+    ) -> BarrierState:
+        """Create the barrier, or return the existing one's state (resume).
+
+        :param tolerated_failure: a count (``int``) or fraction (``float``); ``None`` is 0
+        """
+        tolerated = _check_tolerated(0 if tolerated_failure is None else tolerated_failure)
+        row = await self.ops.create_manual(
+            BarrierInit(
+                key=barrier_id,
+                run_id=run_id,
+                asset=asset,
+                partition=partition,
+                run_partition=partition,
+                pipeline=None,
+                code_version=None,
+                recipe="",
+                input_versions={},
+                attempt=1,
+                keyed=True,
+                batched=False,
+                tolerated=tolerated,
+                total=total,
+                managed=False,
+            )
+        )
+        self._ids[barrier_id] = row
+        return _state(barrier_id, row.counts)
+
+    async def add_keys(self, barrier_id: str, keys: Sequence[tuple[int, str]]) -> None:
+        """Register items by ``(index, key)``; adding the same pair again is harmless.
+
+        :raises DuplicateScatterKeyError: a key is already registered at another index
+        """
+        row = await self._barrier(barrier_id)
+        ordered = sorted(keys)
+        try:
+            await self.ops.insert_page(
+                row.id,
+                [(index, key, None, None) for index, key in ordered],
+                batched=False,
+                units=[],
+                enumerated=ordered[-1][0] + 1 if ordered else 0,
+                cursor=None,
+                last=False,
+                batches=0,
+                total=None,
+                notify=None,
+            )
+        except SourceConflict as conflict:
+            raise DuplicateScatterKeyError(
+                row.asset, conflict.key, conflict.index, row.partition
+            ) from None
+
+    async def set_total(self, barrier_id: str, total: int) -> BarrierState:
+        """Record the total once the source is exhausted (a fraction can then be decided)."""
+        row = await self._barrier(barrier_id)
+        counts = await self.ops.insert_page(
+            row.id,
+            [],
+            batched=False,
+            units=[],
+            enumerated=total,
+            cursor=None,
+            last=True,
+            batches=0,
+            total=total,
+            notify=None,
+        )
+        return _state(barrier_id, counts)
+
+    async def record(self, barrier_id: str, results: Sequence[ScatterItemResult]) -> BarrierState:
+        """Record terminal results; a key recorded before keeps its first result.
+
+        :return: the counts and the threshold decision after these results
+        :raises StorageError: a result cannot be stored as JSON (nothing is recorded)
+        """
+        row = await self._barrier(barrier_id)
+        outcomes: list[Outcome] = []
+        for result in results:
+            if result.status is Status.SUCCEEDED:
+                try:
+                    text, raw = encode(result.value, allow_pickle=self.allow_pickle)
+                except Unstorable as exc:
+                    raise StorageError(
+                        f"{_where(row.asset, row.partition)}: the result of item "
+                        f"{result.key!r} cannot be stored: {exc.problem}"
+                    ) from None
+                outcomes.append((result.index, "succeeded", text, raw, None, result.attempts))
+            else:
+                outcomes.append((result.index, "failed", None, None, result.error, result.attempts))
+        await self.ops.ensure_items(row.id, [r.index for r in results], [r.key for r in results])
+        counts, _ = await self.ops.complete(row.id, outcomes)
+        return _state(barrier_id, counts)
+
+    def gather(self, barrier_id: str) -> AsyncIterator[ScatterItemResult]:
+        """The terminal results in source order, read page by page."""
+        return _BarrierResults(self, barrier_id)
+
+    async def cancel(self, barrier_id: str, reason: str) -> None:
+        """Mark the barrier cancelled: no new item starts, in-flight ones are cancelled."""
+        row = await self._barrier(barrier_id)
+        if await self.ops.set_status(row.id, "cancelled", reason, when=("open",)):
+            try:
+                await self.ops.notify(channel_for(self.store.schema), str(row.id))
+            except Exception as exc:  # others poll as well
+                _log.debug("could not notify scatter workers: %s", describe(exc))
+
+    async def state(self, barrier_id: str) -> BarrierState:
+        """The barrier's current counts."""
+        row = await self._barrier(barrier_id)
+        return _state(barrier_id, await self.ops.state(row.id))
+
+    async def drop(self, barrier_id: str) -> None:
+        """Delete a barrier with its items and results."""
+        row = self._ids.pop(barrier_id, None) or await self.ops.by_key(barrier_id)
+        if row is not None:
+            await self.ops.drop(row.id)
+
+
+def _check_tolerated(value: object) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"tolerated_failure must be an int or a float in [0, 1], not {value!r}")
+    if (isinstance(value, int) and value < 0) or (
+        isinstance(value, float) and not 0.0 <= value <= 1.0
+    ):
+        raise ValueError(
+            f"tolerated_failure must be a count >= 0 or a fraction in [0, 1], not {value!r}"
+        )
+    return value
+
+
+def _state(barrier_id: str, counts: Counts) -> BarrierState:
+    return BarrierState(
+        barrier_id=barrier_id,
+        total=counts.total,
+        succeeded=counts.succeeded,
+        failed=counts.failed,
+        retried=counts.retried,
+        exceeded=counts.status == "exceeded",
+        cancelled=counts.status == "cancelled",
+    )
+
+
+class _BarrierResults(AsyncIterator[ScatterItemResult]):
+    """Terminal results of a barrier in source order, a page at a time."""
+
+    def __init__(self, coordinator: PostgresScatterCoordinator, barrier_id: str) -> None:
+        self._coordinator = coordinator
+        self._key = barrier_id
+        self._page: list[asyncpg.Record] = []
+        self._after = -1
+        self._done = False
+
+    async def __anext__(self) -> ScatterItemResult:
+        coordinator = self._coordinator
+        if not self._page:
+            if self._done:
+                raise StopAsyncIteration
+            row = await coordinator._barrier(self._key)
+            self._page = list(await coordinator.ops.results_page(row.id, self._after, _PAGE))
+            self._page.reverse()
+            if len(self._page) < _PAGE:
+                self._done = True
+            if not self._page:
+                raise StopAsyncIteration
+        record = self._page.pop()
+        self._after = record["idx"]
+        ok = record["status"] == "succeeded"
+        return ScatterItemResult(
+            key=record["key"] if record["key"] is not None else str(record["idx"]),
+            index=record["idx"],
+            status=Status.SUCCEEDED if ok else Status.FAILED,
+            value=decode(
+                record["result"], record["result_raw"], allow_pickle=coordinator.allow_pickle
+            )
+            if ok
+            else None,
+            error=None if ok else record["error"],
+            attempts=record["attempts"],
+        )
+
+
+class _Successes(AsyncIterator[tuple[str, Any]]):
+    """``(key, result)`` of the succeeded items in source order, a page at a time: what a
+    ``gather=`` function receives (memory stays at one page)."""
+
+    def __init__(self, ops: ScatterOps, barrier_id: int, allow_pickle: bool, where: str) -> None:
+        self._ops = ops
+        self._id = barrier_id
+        self._allow_pickle = allow_pickle
+        self._where = where
+        self._page: list[asyncpg.Record] = []
+        self._after = -1
+        self._done = False
+
+    async def __anext__(self) -> tuple[str, Any]:
+        while True:
+            if not self._page:
+                if self._done:
+                    raise StopAsyncIteration
+                page = await self._ops.results_page(self._id, self._after, _PAGE)
+                if len(page) < _PAGE:
+                    self._done = True
+                if not page:
+                    raise StopAsyncIteration
+                self._after = page[-1]["idx"]
+                self._page = [r for r in reversed(page) if r["status"] == "succeeded"]
+                continue
+            record = self._page.pop()
+            key = record["key"] if record["key"] is not None else str(record["idx"])
+            try:
+                value = decode(
+                    record["result"], record["result_raw"], allow_pickle=self._allow_pickle
+                )
+            except Unstorable as exc:
+                raise StorageError(
+                    f"{self._where}: cannot load the result of item {key!r}: {exc}"
+                ) from None
+            return key, value
+
+
+class _StarterRun:
+    """One execution of a scatter asset by the process that starts (or resumes) it."""
+
+    def __init__(
+        self, coordinator: PostgresScatterCoordinator, invocation: Invocation, spec: ScatterSpec
+    ) -> None:
+        self.coordinator = coordinator
+        self.ops = coordinator.ops
+        self.invocation = invocation
+        self.spec = spec
+        context = invocation.context
+        self.asset = context.asset
+        self.partition = context.partition
+        self.run_id = invocation.run.run_id
+        self.where = _where(self.asset, self.partition)
+        self.allow_pickle = coordinator.allow_pickle
+        self.counts: Counts | None = None
+        self.barrier_id: int | None = None
+        self.fatal: BaseException | None = None
+
+    async def run(self) -> Any:
+        invocation = self.invocation
+        spec = self.spec
+        run = invocation.run
+        context = invocation.context
+        asset_def = invocation.asset
+        started = perf_counter()
+        versions = dict(invocation.input_versions)
+        init = BarrierInit(
+            key=barrier_key(self.run_id, self.asset, self.partition),
+            run_id=self.run_id,
+            asset=self.asset,
+            partition=self.partition,
+            run_partition=run.partition,
+            pipeline=run.pipeline.name,
+            code_version=asset_def.code_version,
+            recipe=recipe_of(asset_def.code_version, self.partition, versions),
+            input_versions=versions,
+            attempt=context.attempt,
+            keyed=spec.key is not None,
+            batched=spec.batch is not None,
+            tolerated=spec.tolerated_failure,
+        )
+        barrier, checkpoint, _ = await self.ops.open_managed(init)
+        self.barrier_id = barrier.id
+        self.counts = counts = barrier.counts
+        sinks = run.runtime.has_sinks
+        reporter = ScatterReporter(
+            emit=run.emit if sinks else None,
+            per_item=sinks,
+            bar=spec.progress,
+            run_id=self.run_id,
+            asset=self.asset,
+            partition=self.partition,
+        )
+        reporter.started(counts.total, spec.max_concurrent, spec.batch is not None)
+        status = "failed"
+        failures: list[tuple[str, str]] = []
+        try:
+            if counts.status == "open":
+                counts = await self._work(barrier, checkpoint, reporter)
+            if counts.failed:
+                failures = await self.ops.failures(barrier.id, MAX_LISTED_FAILURES)
+            if counts.status == "exceeded":
+                raise ScatterFailureThresholdExceeded(
+                    self.asset,
+                    self.partition,
+                    counts.total if counts.total is not None else counts.enumerated,
+                    counts.succeeded,
+                    counts.failed,
+                    failures[:_FIRST_ERRORS],
+                    run_id=self.run_id,
+                    attempt=context.attempt,
+                    tolerated=spec.tolerated_failure,
+                )
+            if counts.status == "cancelled":
+                raise BarrierCancelledError(self.asset, self.partition, counts.reason)
+            if counts.status == "failed" or not counts.complete:
+                raise ScatterBarrierFailedError(self.asset, self.partition, counts.reason)
+            value = await self._gather(barrier.id)
+            await self.ops.set_status(barrier.id, "done", None, when=("open",))
+            status = "succeeded"
+            return value
+        except anyio.get_cancelled_exc_class():
+            status = "cancelled"
+            raise
+        finally:
+            final = self.counts or counts
+            summary = ScatterSummary(
+                total=final.total if final.total is not None else final.enumerated,
+                succeeded=final.succeeded,
+                failed=final.failed,
+                retried=final.retried,
+                failures=tuple(failures),
+                duration=perf_counter() - started,
+            )
+            context.add_metadata(scatter=summary.as_dict())
+            if reporter.active:
+                reporter.progress(final.finished, final.total, final.failed)
+            reporter.finished(status, summary)
+
+    async def _work(
+        self, barrier: BarrierRow, checkpoint: Checkpoint, reporter: ScatterReporter
+    ) -> Counts:
+        """Enumerate (unless done), run items here, and wait until every item is terminal."""
+        source_done = checkpoint.source_done
+        coordinator = self.coordinator
+        invocation = self.invocation
+        spec = self.spec
+        run = invocation.run
+        batch = spec.batch
+        needs_deps = (not source_done and spec.items is not None) or (
+            batch is not None and callable(batch.batch_input)
+        )
+        deps = await dependency_values(invocation) if needs_deps else {}
+        batch_input = (
+            await evaluate_batch_input(batch.batch_input, deps) if batch is not None else None
+        )
+        source: Any = None
+        if not source_done:
+            if spec.items is not None:
+                source = spec.items(deps)
+            else:
+                reader = spec.reader
+                source = run.runtime.item_readers.get(reader) if isinstance(reader, str) else reader
+        local = (
+            coordinator.local_concurrency
+            if coordinator.local_concurrency is not None
+            else spec.max_concurrent
+        )
+        runner = (
+            ItemRunner(
+                invocation_call(invocation, own_task=True),
+                retry=spec.retry,
+                timeout=spec.timeout,
+                limiter=spec.limiter(),
+            )
+            if local
+            else None
+        )
+        session = WorkerSession(self.ops, lease=coordinator.lease)
+        await session.start()
+        try:
+            executor = BarrierExecutor(
+                self.ops,
+                session,
+                barrier.id,
+                runner,
+                barrier.counts,
+                max_concurrent=local,
+                batch=batch,
+                batch_input=batch_input,
+                reporter=reporter,
+                stay=True,
+                allow_pickle=self.allow_pickle,
+                where=self.where,
+                flush_interval=coordinator.flush_interval,
+                poll_interval=coordinator.poll_interval,
+                reap_interval=min(0.5, coordinator.lease / 4),
+            )
+            topic = str(barrier.id)
+
+            def on_page(counts: Counts) -> None:
+                executor.observe(counts)
+                self.counts = executor.counts
+                session.poke(topic)
+
+            async with anyio.create_task_group() as tg:
+                await tg.start(session.run)
+                if not source_done:
+                    enumerator = Enumerator(
+                        self.ops,
+                        barrier.id,
+                        checkpoint,
+                        spec,
+                        source,
+                        where=self.where,
+                        asset=self.asset,
+                        partition=self.partition,
+                        allow_pickle=self.allow_pickle,
+                        notify=(session.channel, topic),
+                        on_page=on_page,
+                    )
+                    tg.start_soon(self._enumerate, enumerator, executor, barrier.id, session)
+                try:
+                    counts = await executor.run()
+                except Exception as exc:
+                    if self.fatal is None:
+                        self.fatal = exc
+                    counts = executor.counts
+                self.counts = counts
+                tg.cancel_scope.cancel()
+        finally:
+            await session.close()
+        if self.fatal is not None:
+            raise self.fatal
+        return counts
+
+    async def _enumerate(
+        self,
+        enumerator: Enumerator,
+        executor: BarrierExecutor,
+        barrier_id: int,
+        session: WorkerSession,
+    ) -> None:
+        try:
+            await enumerator.run()
+        except Exception as exc:
+            self.fatal = exc
+            executor.stop()
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.ops.set_status(
+                        barrier_id, "failed", f"{type(exc).__name__}: {exc}", when=("open",)
+                    )
+                    await self.ops.notify(session.channel, str(barrier_id))
+                except Exception as error:
+                    _log.warning(
+                        "could not mark scatter barrier %d failed: %s",
+                        barrier_id,
+                        describe(error),
+                    )
+
+    async def _gather(self, barrier_id: int) -> Any:
+        results = _Successes(self.ops, barrier_id, self.allow_pickle, self.where)
+        if self.spec.gather is not None:
+            return await call_gather(self.spec.gather, results)
+        return [value async for _, value in results]

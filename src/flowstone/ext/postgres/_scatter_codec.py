@@ -1,0 +1,122 @@
+"""How scatter items and item results are kept in their rows: JSON, exact JSON text, or pickle.
+
+JSON-able values (``None``, bools, numbers, strings, lists, tuples, dicts with string keys)
+go to a ``jsonb`` column and load back as JSON gives them (tuples as lists). The few JSON
+values ``jsonb`` would change (strings with NUL characters, floats of 1e16 or more) are kept
+byte-exact in the ``*_raw`` column as ``b"J" + JSON text``. Anything else is refused with an
+:class:`Unstorable` that says what is wrong, unless pickling was opted into: then it is kept
+as ``b"P" + pickle`` (loading a pickle runs code, so only for data you trust).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from typing import Any
+
+__all__ = ["Encoded", "Unstorable", "decode", "encode"]
+
+#: ``(json text for the jsonb column, bytes for the raw column)``; one of them is ``None``.
+Encoded = tuple[str | None, bytes | None]
+
+_JSON = b"J"
+_PICKLE = b"P"
+_SCALARS = (type(None), bool, int)
+_BIG_FLOAT = 1e16
+_dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+class Unstorable(ValueError):
+    """A value that the JSON columns cannot hold (and pickling was not allowed).
+
+    :param problem: what is wrong, e.g. ``"value['when'] is a datetime"``
+    """
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+
+def _check(value: Any) -> tuple[str | None, bool]:
+    """Why ``value`` is not JSON-able (``None`` when it is), and whether ``jsonb`` would
+    change it (a NUL character, or a float of 1e16 or more that it prints as an integer)."""
+    exact = False
+    stack: list[tuple[str, Any]] = [("value", value)]
+    while stack:
+        path, item = stack.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is str:
+            exact = exact or "\x00" in item
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return f"{path} is {item!r}, which JSON cannot hold", exact
+            exact = exact or abs(item) >= _BIG_FLOAT
+            continue
+        if kind is list or kind is tuple:
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+            continue
+        if kind is dict:
+            for k, v in item.items():
+                if type(k) is not str:
+                    return f"{path} has a non-string key {k!r}", exact
+                exact = exact or "\x00" in k
+                stack.append((f"{path}[{k!r}]", v))
+            continue
+        return f"{path} is a {kind.__qualname__}", exact
+    return None, exact
+
+
+def encode(value: Any, *, allow_pickle: bool) -> Encoded:
+    """Encode ``value`` for a row.
+
+    :return: ``(json_text, None)`` for the jsonb column, or ``(None, raw)`` for the raw one
+    :raises Unstorable: not JSON-able and ``allow_pickle`` is false (or pickling failed)
+    """
+    kind = type(value)
+    if kind is int:
+        return str(value), None
+    if kind is bool or value is None:
+        return _dumps(value), None
+    if kind is str and "\x00" not in value:
+        return _dumps(value), None
+    problem, exact = _check(value)
+    if problem is None:
+        text = _dumps(value)
+        if exact:
+            return None, _JSON + text.encode()
+        return text, None
+    if not allow_pickle:
+        raise Unstorable(problem)
+    try:
+        return None, _PICKLE + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise Unstorable(f"{problem}, and pickling it failed: {type(exc).__name__}: {exc}") from exc
+
+
+def decode(text: str | None, raw: bytes | None, *, allow_pickle: bool) -> Any:
+    """Decode what :func:`encode` made (``None`` and ``None`` decode to ``None``).
+
+    :raises Unstorable: the value is a pickle and ``allow_pickle`` is false
+    """
+    if text is not None:
+        if text.isdigit():  # the common case of small results: skip the JSON parser
+            return int(text)
+        return _loads(text)
+    if raw is None:
+        return None
+    tag, body = raw[:1], raw[1:]
+    if tag == _JSON:
+        return _loads(body)
+    if tag == _PICKLE:
+        if not allow_pickle:
+            raise Unstorable(
+                "the stored value is a pickle; loading one runs code, so it needs "
+                "PostgresStore(allow_pickle=True)"
+            )
+        return pickle.loads(body)  # opted in with allow_pickle
+    raise Unstorable(f"unknown stored format {tag!r}")

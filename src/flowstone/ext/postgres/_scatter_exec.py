@@ -1,0 +1,538 @@
+"""Running a durable barrier's items in this process: claim, execute, complete in batches.
+
+:class:`BarrierExecutor` is what the starting process and every worker run for one barrier.
+Three kinds of task share it:
+
+* a **claimer** takes pending units (items, or batches) in source order, at most
+  ``max_concurrent`` per claim, holding up to half as many again ready to start, and claims
+  again once a quarter of ``max_concurrent`` is free: each claim is one statement for many
+  items, and executors do not idle through its round trip;
+* ``max_concurrent`` **executors** run units through the scatter's
+  :class:`~flowstone.ext.scatter.ItemRunner` (rate limit, timeout, retries, per-item context);
+* a **flusher** writes finished results with one statement per batch, when half of
+  ``max_concurrent`` results wait or ``flush_interval`` after the first one, and at once
+  after a failure (the threshold decision then comes quickly). Executors wait while
+  ``max_concurrent`` results are unwritten.
+
+So a kill makes at most ``max_concurrent`` executing items and ``max_concurrent`` finished
+but unwritten results run again (claimed items not yet started just go back to the pool). When the barrier stops being open (threshold exceeded, cancelled), the
+in-flight items are cancelled; whatever this process still holds goes back to pending.
+
+A starting process (``stay=True``) stays until every item is terminal. About every
+``reap_interval`` (busy or not) it puts the running items of dead workers back to pending
+(a worker is dead once its advisory lock is gone or its lease ran out), and with nothing
+left to claim it waits for the others, woken by notifications (or polling with backoff). A
+worker leaves once nothing is left to claim, after one last look for dead workers' items.
+Cancelled or failing, an executor still tries to write the results it has (briefly) and
+hands back every item it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from flowstone import StorageError
+from flowstone.ext.scatter import BatchInfo
+
+from ._errors import describe
+from ._scatter_codec import Unstorable, decode, encode
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from flowstone.ext.scatter import Batch, ItemRunner, ScatterReporter
+
+    from ._scatter_ops import Claimed, Counts, Outcome, ScatterOps
+    from ._scatter_session import WorkerSession
+
+__all__ = [
+    "CLAIM_LIMIT",
+    "DEFAULT_FLUSH_INTERVAL",
+    "DEFAULT_POLL_INTERVAL",
+    "BarrierExecutor",
+    "ExecutorStats",
+]
+
+_log = logging.getLogger("flowstone.postgres")
+
+#: The most units one claim takes.
+CLAIM_LIMIT = 500
+#: Seconds a finished result may wait before it is written.
+DEFAULT_FLUSH_INTERVAL = 0.05
+#: The longest wait between looks at a barrier while nothing is left to claim.
+DEFAULT_POLL_INTERVAL = 0.5
+_FIRST_POLL = 0.01
+_MAX_FLUSH = 1000  # results per statement at most (flushed sooner when more wait)
+_YIELD_EVERY = 64
+_PROGRESS_INTERVAL = 0.5
+
+
+class _Signal:
+    """Wakes every task waiting when it is set; a set with nobody waiting costs nothing."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
+
+    async def wait(self, seconds: float = math.inf) -> None:
+        """Wait until the next :meth:`set` (or ``seconds``)."""
+        event = self._event
+        if event is None:
+            event = self._event = anyio.Event()
+        if seconds == math.inf:
+            await event.wait()
+            return
+        with anyio.move_on_after(seconds):
+            await event.wait()
+
+
+@dataclass(slots=True)
+class _Unit:
+    """Claimed items that run as one call (one item, or one batch)."""
+
+    index: int
+    idx: list[int]
+    keys: list[str]
+    items: list[Any]
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class ExecutorStats:
+    """What one executor did: units and items run here, results that counted."""
+
+    units: int = 0
+    items: int = 0
+    applied: int = 0
+
+
+class BarrierExecutor:
+    """Claims and runs one barrier's items in this process (see the module documentation).
+
+    :param ops: the scatter operations
+    :param session: this process's worker session
+    :param barrier_id: the barrier
+    :param runner: runs one item or batch (``None`` with ``max_concurrent=0``)
+    :param counts: the barrier's state when joined
+    :param max_concurrent: units run at once here (0: only watch and recover, run nothing)
+    :param batch: the batching options, for batched barriers
+    :param batch_input: the evaluated ``batch_input``
+    :param reporter: events and progress (``None``: silent)
+    :param stay: stay until every item is terminal (the starting process)
+    :param allow_pickle: items and results may be pickles
+    :param where: the asset (and partition), for error messages
+    :param flush_interval: seconds a result may wait before it is written
+    :param poll_interval: the longest wait between looks while idle
+    :param reap_interval: the least time between two recoveries of dead workers' items
+    """
+
+    def __init__(
+        self,
+        ops: ScatterOps,
+        session: WorkerSession,
+        barrier_id: int,
+        runner: ItemRunner | None,
+        counts: Counts,
+        *,
+        max_concurrent: int,
+        batch: Batch | None = None,
+        batch_input: Any = None,
+        reporter: ScatterReporter | None = None,
+        stay: bool = False,
+        allow_pickle: bool = False,
+        where: str = "",
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        reap_interval: float = 0.5,
+    ) -> None:
+        if max_concurrent < 0:
+            raise ValueError(f"max_concurrent must be at least 0, got {max_concurrent!r}")
+        if max_concurrent and runner is None:
+            raise ValueError("an executor that runs items needs a runner")
+        self._ops = ops
+        self._session = session
+        self._id = barrier_id
+        self._topic = str(barrier_id)
+        self._runner = runner
+        self.counts = counts
+        self._max = max_concurrent
+        self._batch = batch
+        self._batch_input = batch_input
+        self._reporter = reporter
+        self._per_item = reporter is not None and reporter.per_item
+        self._stay = stay
+        self._allow_pickle = allow_pickle
+        self._where = where
+        self._flush_interval = flush_interval
+        self._poll_interval = poll_interval
+        self._reap_interval = reap_interval
+        unit_size = batch.size_hint if batch is not None else 1
+        self._claim_min = max(1, max_concurrent // 4)
+        # Claimed units may wait here (not started) while all executors are busy, so that
+        # executors never idle through a claim's round trip. Waiting units were not run:
+        # a kill re-runs only the executing ones and the unwritten results.
+        self._capacity = max_concurrent + max_concurrent // 2
+        self._flush_size = min(_MAX_FLUSH, max(1, max_concurrent * unit_size // 2))
+        self._max_unflushed = max(1, max_concurrent * unit_size)
+        self.stats = ExecutorStats()
+
+        self._queue: deque[_Unit] = deque()
+        self._held: dict[int, _Unit] = {}
+        self._buffer: list[Outcome] = []
+        self._inflight = 0
+        self._writing: list[Outcome] = []
+        self._first_buffered = 0.0
+        self._urgent = False
+        self._work = _Signal()
+        self._room = _Signal()
+        self._flush = _Signal()
+        self._flushed = _Signal()
+        self._claiming = True
+        self._executing = True
+        self._stopping = False
+        self._fatal: BaseException | None = None
+        self._last_reap = -math.inf
+        self._work_scope: anyio.CancelScope | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self) -> Counts:
+        """Work on the barrier until done here; return its last known state.
+
+        :raises Exception: a database failure that outlasted the retries (what this
+            process held goes back to pending first)
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                tg.start_soon(self._guard, self._flush_loop)
+                ticker = anyio.CancelScope()
+                if self._reporter is not None and self._reporter.active:
+                    tg.start_soon(self._ticker, ticker)
+                with anyio.CancelScope() as self._work_scope:
+                    async with anyio.create_task_group() as pool:
+                        pool.start_soon(self._guard, self._claim_loop)
+                        for _ in range(self._max):
+                            pool.start_soon(self._guard, self._execute_loop)
+                self._executing = False
+                self._flush.set()
+                while self._buffer or self._inflight:
+                    await self._flushed.wait()
+                ticker.cancel()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._final_flush()
+                await self._release()
+        if self._fatal is not None:
+            raise self._fatal
+        return self.counts
+
+    async def _guard(self, body: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await body()
+        except Exception as exc:
+            if self._fatal is None:
+                self._fatal = exc
+            if self._scope is not None:
+                self._scope.cancel()
+
+    def stop(self) -> None:
+        """Stop working: in-flight items are cancelled, nothing new is claimed."""
+        self._stop()
+
+    def _stop(self) -> None:
+        self._stopping = True
+        if self._work_scope is not None:
+            self._work_scope.cancel()
+
+    async def _final_flush(self) -> None:
+        """Write results still waiting (after a cancellation or a failure), best effort."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        try:
+            with anyio.fail_after(5):
+                counts, applied = await self._ops.complete(self._id, batch, self._session.worker_no)
+        except Exception as exc:
+            _log.warning(
+                "could not write %d finished results of scatter barrier %d (%s); those "
+                "items will run again",
+                len(batch),
+                self._id,
+                describe(exc),
+            )
+            return
+        self.stats.applied += applied
+        self.observe(counts)
+
+    async def _release(self) -> None:
+        """Hand back what this process still holds in the barrier (best effort)."""
+        if not self._max:
+            return
+        try:
+            with anyio.fail_after(10):
+                await self._ops.release_worker(self._id, self._session.worker_no)
+        except Exception as exc:
+            _log.warning(
+                "could not hand back the items held in scatter barrier %d (%s); they return "
+                "to the pool when this worker's lease ends",
+                self._id,
+                describe(exc),
+            )
+
+    def observe(self, counts: Counts) -> None:
+        """Take a newer state of the barrier (from any statement)."""
+        current = self.counts
+        if current.status != "open" and counts.status == "open":
+            return  # an answer older than the one that ended the barrier
+        if (
+            counts.status != current.status
+            or counts.finished >= current.finished
+            or (counts.source_done and not current.source_done)
+        ):
+            self.counts = counts
+
+    async def _ticker(self, scope: anyio.CancelScope) -> None:
+        reporter = self._reporter
+        assert reporter is not None
+        with scope:
+            while True:
+                await anyio.sleep(_PROGRESS_INTERVAL)
+                counts = self.counts
+                reporter.progress(counts.finished, counts.total, counts.failed)
+
+    # -- claiming ----------------------------------------------------------------------
+
+    def _owned(self) -> list[int]:
+        owned = [i for unit in self._held.values() for i in unit.idx]
+        owned.extend(outcome[0] for outcome in self._buffer)
+        owned.extend(outcome[0] for outcome in self._writing)
+        return owned
+
+    async def _claim_loop(self) -> None:
+        try:
+            await self._claim_until_done()
+        finally:
+            self._claiming = False
+            self._work.set()
+
+    async def _claim_until_done(self) -> None:
+        ops = self._ops
+        session = self._session
+        limit = self._max
+        stay = self._stay
+        delay = _FIRST_POLL
+        batched = self._batch is not None
+        while not self._stopping:
+            if stay and await self._reap_if_due():
+                delay = _FIRST_POLL
+            free = self._capacity - len(self._held)
+            if limit and (free >= self._claim_min or (free > 0 and not self._held)):
+                claimed = await ops.claim(
+                    self._id,
+                    min(free, limit, CLAIM_LIMIT),
+                    session.worker_no,
+                    batched=batched,
+                    owned=self._owned,
+                )
+                if claimed.units:
+                    self._take(claimed)
+                    delay = _FIRST_POLL
+                    continue
+            elif limit:
+                # Busy: wait for room (the starting process also wakes to recover the items
+                # of dead workers in time).
+                await self._room.wait(self._reap_interval if stay else math.inf)
+                continue
+            counts = await ops.state(self._id)
+            self.observe(counts)
+            if counts.status != "open":
+                self._stop()
+                return
+            if counts.complete:
+                return
+            if not stay and counts.source_done:
+                if await self._reap_if_due(force=True):
+                    continue
+                return
+            await session.wait(self._topic, delay)
+            delay = min(delay * 2, self._poll_interval)
+
+    async def _reap_if_due(self, *, force: bool = False) -> bool:
+        """Put dead workers' running items back to pending (at most every reap_interval).
+
+        :return: whether any came back
+        """
+        now = monotonic()
+        if not force and now - self._last_reap < self._reap_interval:
+            return False
+        self._last_reap = now
+        session = self._session
+        if not await self._ops.reap(self._id, session.namespace, session.worker_no):
+            return False
+        await self._notify()
+        return True
+
+    def _take(self, claimed: Claimed) -> None:
+        allow_pickle = self._allow_pickle
+        for unit_no, rows in claimed.units.items():
+            if unit_no in self._held:
+                # Recovered from this very worker while it was out of touch (its lock looked
+                # free during a server restart) and claimed again: it is already running here.
+                continue
+            idx = [row[0] for row in rows]
+            keys = [row[1] if row[1] is not None else str(row[0]) for row in rows]
+            items: list[Any] = []
+            error: BaseException | None = None
+            for (_, _, text, raw), key in zip(rows, keys, strict=True):
+                try:
+                    items.append(decode(text, raw, allow_pickle=allow_pickle))
+                except Unstorable as exc:
+                    error = StorageError(f"{self._where}: cannot load item {key!r}: {exc}")
+                    items.append(None)
+            unit = _Unit(unit_no, idx, keys, items, error)
+            self._held[unit_no] = unit
+            self._queue.append(unit)
+        self._work.set()
+
+    # -- executing ---------------------------------------------------------------------
+
+    async def _execute_loop(self) -> None:
+        queue = self._queue
+        count = 0
+        while True:
+            if not queue:
+                if not self._claiming:
+                    return
+                await self._work.wait()
+                continue
+            unit = queue.popleft()
+            outcomes = await self._run_unit(unit)
+            while self._inflight + len(self._buffer) >= self._max_unflushed:
+                self._urgent = True
+                self._flush.set()
+                await self._flushed.wait()
+            self._append(unit, outcomes)
+            count += 1
+            if not count % _YIELD_EVERY:
+                await anyio.lowlevel.checkpoint()
+
+    async def _run_unit(self, unit: _Unit) -> list[tuple[bool, Any, int]]:
+        if unit.error is not None:
+            return [(False, unit.error, 1)] * len(unit.idx)
+        runner = self._runner
+        assert runner is not None
+        if self._batch is None:
+            return [await runner.run(unit.keys[0], unit.items[0])]
+        counts = self.counts
+        info = BatchInfo(
+            unit.index, counts.batches if counts.source_done else None, self._batch_input
+        )
+        return await runner.run_batch(
+            unit.keys, unit.items, info, collect_errors=self._batch.collect_errors
+        )
+
+    def _append(self, unit: _Unit, outcomes: list[tuple[bool, Any, int]]) -> None:
+        buffer = self._buffer
+        first = not buffer
+        if first:
+            self._first_buffered = monotonic()
+        allow_pickle = self._allow_pickle
+        reporter = self._reporter if self._per_item else None
+        failed = False
+        for idx, key, (ok, value, attempts) in zip(unit.idx, unit.keys, outcomes, strict=True):
+            if ok:
+                try:
+                    text, raw = encode(value, allow_pickle=allow_pickle)
+                except Unstorable as exc:
+                    ok = False
+                    value = StorageError(
+                        f"{self._where}: the result of item {key!r} cannot be stored: "
+                        f"{exc.problem}; return JSON-able data, or opt in to pickle with "
+                        "PostgresStore(allow_pickle=True)"
+                    )
+                else:
+                    buffer.append((idx, "succeeded", text, raw, None, attempts))
+            if not ok:
+                failed = True
+                buffer.append(
+                    (idx, "failed", None, None, f"{type(value).__name__}: {value}", attempts)
+                )
+            if reporter is not None:
+                reporter.item(idx, key, ok, attempts, None if ok else value)
+        del self._held[unit.index]
+        self.stats.units += 1
+        self.stats.items += len(unit.idx)
+        if failed:
+            self._urgent = True
+        if first or failed or len(buffer) >= self._flush_size:
+            self._flush.set()  # the first result starts the flusher's clock
+        if self._capacity - len(self._held) >= self._claim_min:
+            self._room.set()
+
+    # -- flushing ----------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        ops = self._ops
+        while True:
+            if not self._buffer:
+                if not self._executing:
+                    return
+                await self._flush.wait()
+                continue
+            if self._executing and not self._urgent and len(self._buffer) < self._flush_size:
+                remaining = self._first_buffered + self._flush_interval - monotonic()
+                if remaining > 0:
+                    await self._flush.wait(remaining)
+                    continue
+            batch, self._buffer = self._buffer, []
+            self._urgent = False
+            self._inflight = len(batch)
+            self._writing = batch
+            try:
+                counts, applied = await ops.complete(self._id, batch, self._session.worker_no)
+            except BaseException:
+                self._buffer[:0] = batch  # kept for the final attempt
+                raise
+            finally:
+                self._inflight = 0
+                self._writing = []
+                self._flushed.set()
+            self.stats.applied += applied
+            self.observe(counts)
+            if counts.status != "open":
+                self._stop()
+                await self._notify()
+            elif counts.complete or self._near_the_end(counts):
+                # Near the end every flush wakes the starting process: two workers' last
+                # flushes may each miss the other's, so neither sees the barrier complete.
+                await self._notify()
+            self._session.poke(self._topic)
+
+    def _near_the_end(self, counts: Counts) -> bool:
+        if not counts.source_done or counts.total is None:
+            return False
+        return counts.total - counts.finished <= 4 * max(self._capacity, 50)
+
+    async def _notify(self) -> None:
+        try:
+            await self._ops.notify(self._session.channel, self._topic)
+        except Exception as exc:  # others poll as well
+            _log.debug("could not notify scatter workers: %s", describe(exc))

@@ -1,0 +1,302 @@
+"""Enumerating a durable scatter's source into item rows, with a resumable checkpoint.
+
+The starting process reads the source page by page and, for each page, inserts the items
+(as JSON, with their keys) and moves the barrier's checkpoint past them in one transaction:
+the reader's cursor for an :class:`~flowstone.protocols.ItemReader`, the count of items read
+for other sources. A resumed run starts from the checkpoint: a reader from its cursor, an
+iterable is read again and the items before the checkpoint are skipped. Inserting is
+idempotent, so a page written twice (its answer lost) changes nothing; a key seen twice is a
+:class:`~flowstone.ext.scatter.DuplicateScatterKeyError`.
+
+Batched scatters assign each item to a batch as batches close (the same
+:class:`~flowstone.ext.scatter.Batcher` as in-process); items of a batch still open wait in
+their rows, unclaimable, and a resumed enumeration rebuilds the open batches from them.
+``batch_fn`` needs every item, so the source is read completely first (as in-process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable
+from time import monotonic
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from flowstone import StorageError
+from flowstone.ext.scatter import (
+    Batcher,
+    DuplicateScatterKeyError,
+    open_feed,
+    precompute_batches,
+)
+from flowstone.protocols import ItemReader
+
+from ._scatter_codec import Unstorable, decode, encode
+from ._scatter_ops import SourceConflict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from flowstone.ext.scatter import Batch, ScatterSpec
+
+    from ._scatter_ops import Checkpoint, Counts, ItemRow, ScatterOps, UnitRow
+
+__all__ = ["SourceChangedError", "Enumerator"]
+
+Pair = tuple[int, Any]
+
+#: Seconds an async source's items may wait for their page to fill before being written.
+_SLOW_SOURCE_WAIT = 0.1
+
+
+class SourceChangedError(StorageError):
+    """A resumed scatter read an item whose key differs from the one stored at its position.
+
+    The source must give the same items in the same order each time it is read.
+    """
+
+    def __init__(self, where: str, key: str, index: int) -> None:
+        self.key = key
+        self.index = index
+        super().__init__(
+            f"{where}: the scatter source changed since the run started: position {index} "
+            f"now has key {key!r}; a resumed scatter needs a source that gives the same items "
+            "in the same order"
+        )
+
+
+class Enumerator:
+    """Writes a scatter's items into its barrier (see the module documentation).
+
+    :param ops: the scatter operations
+    :param barrier_id: the barrier
+    :param checkpoint: where a previous enumeration stopped
+    :param spec: the scatter's options (key, batching, page size)
+    :param source: the items value (iterable, async iterable, awaitable) or an ItemReader
+    :param where: the asset (and partition), for messages
+    :param asset: the asset's name, for errors
+    :param partition: the partition key, for errors
+    :param allow_pickle: items that are not JSON-able may be pickled
+    :param notify: ``(channel, payload)`` sent with each page
+    :param on_page: called with the barrier's state after each page
+    """
+
+    def __init__(
+        self,
+        ops: ScatterOps,
+        barrier_id: int,
+        checkpoint: Checkpoint,
+        spec: ScatterSpec,
+        source: Any,
+        *,
+        where: str,
+        asset: str,
+        partition: str | None,
+        allow_pickle: bool,
+        notify: tuple[str, str] | None,
+        on_page: Callable[[Counts], None],
+    ) -> None:
+        self._ops = ops
+        self._id = barrier_id
+        self._checkpoint = checkpoint
+        self._spec = spec
+        self._source = source
+        self._where = where
+        self._asset = asset
+        self._partition = partition
+        self._allow_pickle = allow_pickle
+        self._notify = notify
+        self._on_page = on_page
+        self._keyfn = spec.key
+        self._batch: Batch | None = spec.batch
+        self._batcher: Batcher | None = None
+        self._batches = checkpoint.batches
+        self._read = checkpoint.enumerated
+        self._pending_units: list[list[Pair]] | None = None
+
+    async def run(self) -> None:
+        """Read the rest of the source into the barrier.
+
+        :raises DuplicateScatterKeyError: two items have the same key
+        :raises SourceChangedError: a resumed source gives other items than before
+        :raises StorageError: an item cannot be stored as JSON (and pickle is not allowed)
+        """
+        batch = self._batch
+        if batch is not None and batch.batch_fn is not None:
+            await self._run_batch_fn(batch)
+            return
+        if batch is not None:
+            self._batcher = Batcher(batch)
+            if self._read:
+                await self._reopen_batches()
+        source = self._source
+        if _is_reader(source):
+            await self._run_reader(source)
+        else:
+            await self._run_feed(source)
+
+    # -- sources -----------------------------------------------------------------------
+
+    async def _run_reader(self, reader: ItemReader[Any]) -> None:
+        cursor = self._checkpoint.cursor
+        page_size = self._spec.page_size
+        while True:
+            page = await reader.read_page(cursor, page_size)
+            pairs = list(enumerate(page.items, self._read))
+            last = page.cursor is None
+            await self._write(pairs, cursor=page.cursor, last=last, total=None)
+            cursor = page.cursor
+            if last:
+                return
+
+    async def _run_feed(self, source: Any) -> None:
+        feed = await open_feed(source, page_size=self._spec.page_size)
+        total = feed.total if feed.exhausted else None
+        skip = self._read
+        page_size = self._spec.page_size
+        chunk: list[Pair] = []
+        started = 0.0
+        try:
+            while True:
+                page = feed.current
+                for index, item in page:
+                    if index < skip:
+                        continue
+                    if not chunk:
+                        started = monotonic()
+                    chunk.append((index, item))
+                    if len(chunk) >= page_size or (
+                        not feed.exhausted and monotonic() - started >= _SLOW_SOURCE_WAIT
+                    ):
+                        await self._write(chunk, cursor=None, last=False, total=total)
+                        chunk = []
+                if not await feed.refill(page):
+                    break
+            await self._write(chunk, cursor=None, last=True, total=total)
+        finally:
+            await feed.aclose()
+
+    async def _run_batch_fn(self, batch: Batch) -> None:
+        source = self._source
+        pairs: list[Pair] = []
+        if _is_reader(source):
+            cursor: str | None = None
+            while True:
+                page = await source.read_page(cursor, self._spec.page_size)
+                pairs.extend(enumerate(page.items, len(pairs)))
+                cursor = page.cursor
+                if cursor is None:
+                    break
+        else:
+            feed = await open_feed(source, page_size=self._spec.page_size)
+            try:
+                pairs = await feed.drain()
+            finally:
+                await feed.aclose()
+        batches = precompute_batches(pairs, batch)
+        units: list[UnitRow] = [
+            (number, [index for index, _ in members]) for number, members in enumerate(batches)
+        ]
+        page_size = self._spec.page_size
+        self._read = 0
+        for start in range(0, len(pairs), page_size):
+            chunk = pairs[start : start + page_size]
+            last = start + page_size >= len(pairs)
+            await self._write(chunk, cursor=None, last=last, total=len(pairs), units=units)
+        if not pairs:
+            await self._write([], cursor=None, last=True, total=0, units=[])
+
+    async def _reopen_batches(self) -> None:
+        """Rebuild the batches that were open at the checkpoint from their stored items."""
+        batcher = self._batcher
+        assert batcher is not None
+        closed: list[list[Pair]] = []
+        for index, _, text, raw in await self._ops.open_batch_items(self._id):
+            closed.extend(batcher.add(index, decode(text, raw, allow_pickle=self._allow_pickle)))
+        if closed:  # a deterministic source never closes a batch here; stay correct anyway
+            self._pending_units = closed
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _write(
+        self,
+        pairs: list[Pair],
+        *,
+        cursor: str | None,
+        last: bool,
+        total: int | None,
+        units: list[UnitRow] | None = None,
+    ) -> None:
+        rows = [self._row(index, item) for index, item in pairs]
+        batched = self._batch is not None
+        if units is None and self._batcher is not None:
+            closed: list[list[Pair]] = self._pending_units or []
+            self._pending_units = None
+            for index, item in pairs:
+                closed.extend(self._batcher.add(index, item))
+            if last:
+                closed.extend(self._batcher.flush_all())
+            units = []
+            for members in closed:
+                units.append((self._batches, [index for index, _ in members]))
+                self._batches += 1
+        elif units is not None:
+            if last:
+                self._batches = len(units)
+            else:
+                units = []
+        read = pairs[-1][0] + 1 if pairs else self._read
+        try:
+            counts = await self._ops.insert_page(
+                self._id,
+                rows,
+                batched=batched,
+                units=units or [],
+                enumerated=read,
+                cursor=cursor,
+                last=last,
+                batches=self._batches,
+                total=total,
+                notify=self._notify,
+            )
+        except SourceConflict as conflict:
+            if conflict.duplicate:
+                raise DuplicateScatterKeyError(
+                    self._asset, conflict.key, conflict.index, self._partition
+                ) from None
+            raise SourceChangedError(self._where, conflict.key, conflict.index) from None
+        self._read = read
+        self._on_page(counts)
+
+    def _row(self, index: int, item: Any) -> ItemRow:
+        key: str | None = None
+        shown = str(index)
+        if self._keyfn is not None:
+            made: Any = self._keyfn(item)
+            if made.__class__ is not str:
+                if isinstance(made, int) and not isinstance(made, bool):
+                    made = str(made)
+                else:
+                    raise TypeError(
+                        f"{self._where}: key= must return a string (or an int) for each item; "
+                        f"it returned {made!r} for the item at position {index}"
+                    )
+            if "\x00" in made:
+                raise StorageError(
+                    f"{self._where}: the key of the item at position {index} holds a NUL "
+                    "character, which PostgreSQL text cannot store"
+                )
+            key = shown = made
+        try:
+            text, raw = encode(item, allow_pickle=self._allow_pickle)
+        except Unstorable as exc:
+            raise StorageError(
+                f"{self._where}: scatter item {shown!r} (position {index}) cannot be stored: "
+                f"{exc.problem}; the durable scatter keeps items as JSON so that any worker "
+                "can run them: make the items JSON-able, or opt in to pickle with "
+                "PostgresStore(allow_pickle=True)"
+            ) from None
+        return index, key, text, raw
+
+
+def _is_reader(source: Any) -> TypeGuard[ItemReader[Any]]:
+    """Whether ``source`` is read as an ItemReader (as ``open_feed`` decides)."""
+    return isinstance(source, ItemReader) and not isinstance(source, Iterable | AsyncIterable)

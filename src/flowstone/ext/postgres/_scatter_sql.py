@@ -1,0 +1,385 @@
+"""The SQL text of the durable scatter, built once per schema.
+
+Every statement that changes item states is one statement (or one transaction), so a kill
+or a lost connection leaves either all of it or none of it:
+
+* claiming takes pending items (or batch heads) in source order with
+  ``FOR UPDATE SKIP LOCKED`` and marks them ``running`` by the claiming worker;
+* completing writes a batch of results with one ``UPDATE … FROM unnest(…)`` that only
+  touches rows not yet terminal (the first terminal result wins), and adds exactly the rows
+  it changed to the counters in the same statement. Failures go to the barrier's row, where
+  the failure threshold is decided under its row lock; successes, which cannot change that
+  decision, go to the completing worker's own row of ``scatter_counts``, so that workers do
+  not queue behind one another on the barrier's row;
+* reaping puts the running items of dead workers (advisory lock gone, or lease run out)
+  back to pending.
+"""
+
+from __future__ import annotations
+
+from ._sql import qualified
+
+__all__ = [
+    "ITEM_SHIFT",
+    "ScatterQueries",
+    "exceeded_sql",
+    "item_id",
+]
+
+#: An item's key is ``(barrier id << ITEM_SHIFT) + idx``: 2**27 barriers of 2**36 items.
+ITEM_SHIFT = 36
+
+_BARRIER_FIELDS = (
+    "id",
+    "barrier_key",
+    "managed",
+    "run_id",
+    "asset",
+    "partition_key",
+    "run_partition",
+    "pipeline",
+    "code_version",
+    "recipe",
+    "input_versions",
+    "attempt",
+    "status",
+    "reason",
+    "keyed",
+    "batched",
+    "tol_count",
+    "tol_num",
+    "tol_den",
+    "total",
+    "enumerated",
+    "cursor",
+    "source_done",
+    "batches",
+    "succeeded",
+    "failed",
+    "retried",
+)
+_STATE_FIELDS = (
+    "status",
+    "reason",
+    "total",
+    "enumerated",
+    "source_done",
+    "batches",
+    "succeeded",
+    "failed",
+    "retried",
+)
+
+
+def _columns(fields: tuple[str, ...], counts: str, more_succeeded: str = "") -> str:
+    """The select list of a barrier row aliased ``b``; ``succeeded`` adds the worker rows."""
+    out = []
+    for field in fields:
+        if field == "input_versions":
+            out.append("b.input_versions::text AS input_versions")
+        elif field == "succeeded":
+            out.append(
+                f"(b.succeeded + coalesce((SELECT sum(x.succeeded) FROM {counts} x "
+                f"WHERE x.barrier_id = b.id), 0){more_succeeded})::bigint AS succeeded"
+            )
+        else:
+            out.append(f"b.{field}")
+    return ", ".join(out)
+
+
+def item_id(barrier_id: int, idx: int) -> int:
+    """The single-column key of item ``idx`` of a barrier."""
+    return (barrier_id << ITEM_SHIFT) + idx
+
+
+def exceeded_sql(failed: str, total: str, b: str = "b") -> str:
+    """A boolean SQL expression: do ``failed`` failures exceed barrier ``b``'s tolerance?
+
+    Mirrors :func:`flowstone.ext.scatter.threshold_exceeded`: a count is compared as is; a
+    fraction of 0 tolerates nothing; any other fraction is undecided (false) while the total
+    is unknown, and otherwise allows ``floor(total * num / den)`` failures.
+    """
+    return (
+        f"(CASE WHEN {b}.tol_count IS NOT NULL THEN {failed} > {b}.tol_count "
+        f"WHEN {b}.tol_num = 0 THEN {failed} > 0 "
+        f"WHEN {total} IS NULL THEN false "
+        f"ELSE {failed} > floor(({total})::numeric * {b}.tol_num / {b}.tol_den) END)"
+    )
+
+
+class ScatterQueries:
+    """The durable scatter's statements for one schema (names quoted and qualified).
+
+    ``$1`` is the barrier's id in every statement about one barrier. Items are looked up by
+    ``item_id = ANY(...)`` (a single-column unique key: always an index lookup, whatever the
+    planner's statistics say) and a barrier's items by the range of its ``item_id``.
+    """
+
+    def __init__(self, schema: str) -> None:
+        barriers = qualified(schema, "scatter_barriers")
+        items = qualified(schema, "scatter_items")
+        workers = qualified(schema, "scatter_workers")
+        counts = qualified(schema, "scatter_counts")
+        self.barriers = barriers
+        self.items = items
+        self.workers = workers
+        self.counts = counts
+        barrier_columns = _columns(_BARRIER_FIELDS, counts)
+        state_columns = _columns(_STATE_FIELDS, counts)
+        lo = f"($1::bigint << {ITEM_SHIFT})"
+        hi = f"(($1::bigint + 1) << {ITEM_SHIFT})"
+
+        def barrier_items(alias: str = "") -> str:
+            return f"{alias}item_id >= {lo} AND {alias}item_id < {hi}"
+
+        # -- barriers ------------------------------------------------------------------
+        self.insert_barrier = f"""
+            INSERT INTO {barriers} AS b (barrier_key, managed, run_id, asset, partition_key,
+                run_partition, pipeline, code_version, recipe, input_versions, attempt,
+                keyed, batched, tol_count, tol_num, tol_den, total)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15,
+                $16, $17)
+            ON CONFLICT (barrier_key) DO NOTHING
+            RETURNING {barrier_columns}"""
+        self.barrier_by_key = (
+            f"SELECT {barrier_columns} FROM {barriers} b WHERE b.barrier_key = $1 FOR UPDATE"
+        )
+        self.barrier_by_key_shared = (
+            f"SELECT {barrier_columns} FROM {barriers} b WHERE b.barrier_key = $1"
+        )
+        self.barrier_by_id = f"SELECT {barrier_columns} FROM {barriers} b WHERE b.id = $1"
+        self.state = f"SELECT {state_columns} FROM {barriers} b WHERE b.id = $1"
+        self.delete_counts = f"DELETE FROM {counts} WHERE barrier_id = $1"
+        self.delete_items = f"DELETE FROM {items} WHERE {barrier_items()}"
+        self.delete_barrier = f"DELETE FROM {barriers} WHERE id = $1"
+        self.reset_barrier = f"""
+            UPDATE {barriers} b SET run_partition = $2, pipeline = $3, code_version = $4,
+                recipe = $5, input_versions = $6::jsonb, attempt = $7, keyed = $8,
+                batched = $9, tol_count = $10, tol_num = $11, tol_den = $12, total = $13,
+                status = 'open', reason = NULL, enumerated = 0, cursor = NULL,
+                source_done = false, batches = 0, succeeded = 0, failed = 0, retried = 0,
+                updated_at = now()
+            WHERE b.id = $1
+            RETURNING {barrier_columns}"""
+        # Failed items go back to pending (a retry of the asset, or a resumed run, runs
+        # them again); the counters lose them in the same statement.
+        self.reopen_barrier = f"""
+            WITH reset AS (
+                UPDATE {items} SET status = 'pending', result = NULL, result_raw = NULL,
+                    error = NULL, worker = NULL, finished_at = NULL
+                WHERE {barrier_items()} AND status = 'failed'
+                RETURNING attempts
+            ), counts AS (
+                SELECT count(*) AS f, count(*) FILTER (WHERE attempts > 1) AS r FROM reset
+            )
+            UPDATE {barriers} b SET failed = b.failed - c.f, retried = b.retried - c.r,
+                status = 'open', reason = NULL, attempt = $2, updated_at = now()
+            FROM counts c
+            WHERE b.id = $1
+            RETURNING {barrier_columns}"""
+        # After reopening a batched barrier: each batch with pending items gets its first
+        # pending item as head, listing the pending members.
+        self.rehead_batches = f"""
+            WITH pend AS (
+                SELECT unit, min(idx) AS first, array_agg(idx ORDER BY idx) AS members
+                FROM {items}
+                WHERE {barrier_items()} AND status = 'pending' AND unit IS NOT NULL
+                GROUP BY unit
+            )
+            UPDATE {items} i SET head = (i.idx = p.first),
+                members = CASE WHEN i.idx = p.first THEN p.members END
+            FROM pend p
+            WHERE {barrier_items("i.")} AND i.unit = p.unit AND i.status = 'pending'"""
+        self.set_status = f"""
+            UPDATE {barriers} SET status = $2, reason = $3, updated_at = now()
+            WHERE id = $1 AND status = ANY($4::text[])
+            RETURNING status"""
+        self.attempt = f"UPDATE {barriers} SET attempt = $2 WHERE id = $1"
+
+        # -- enumeration ---------------------------------------------------------------
+        # Items go in as one JSON array (and keys as another) parsed by the server: one
+        # parameter per column instead of one encoded element per item. Positions run
+        # from $2. The general form below takes arrays, for items kept as raw bytes.
+        self.insert_items_json = f"""
+            WITH ins AS (
+                INSERT INTO {items} (item_id, barrier_id, idx, key, head, unit, item)
+                SELECT {lo} + $2 + e.n - 1, $1, $2 + e.n - 1, k.key, $5,
+                    CASE WHEN $5 THEN $2 + e.n - 1 END, e.item
+                FROM jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS e(item, n)
+                LEFT JOIN jsonb_array_elements_text($4::text::jsonb) WITH ORDINALITY
+                    AS k(key, n) USING (n)
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM ins"""
+        self.insert_items = f"""
+            WITH ins AS (
+                INSERT INTO {items} (item_id, barrier_id, idx, key, head, unit, item, item_raw)
+                SELECT {lo} + t.idx, $1, t.idx, t.key, $5, CASE WHEN $5 THEN t.idx END,
+                    t.item, t.item_raw
+                FROM unnest($2::bigint[], $3::text[], $4::jsonb[], $6::bytea[])
+                    AS t(idx, key, item, item_raw)
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM ins"""
+        self.conflicts = f"""
+            SELECT idx, key FROM {items} WHERE item_id = ANY($2::bigint[])
+            UNION
+            SELECT idx, key FROM {items} WHERE barrier_id = $1 AND key = ANY($3::text[])"""
+        self.assign_units = f"""
+            UPDATE {items} i SET unit = t.unit, head = t.head, members = t.members::bigint[]
+            FROM unnest($2::bigint[], $3::bigint[], $4::boolean[], $5::text[])
+                AS t(item_id, unit, head, members)
+            WHERE i.item_id = t.item_id AND i.barrier_id = $1"""
+        self.open_batch_items = f"""
+            SELECT idx, key, item::text AS item, item_raw FROM {items}
+            WHERE {barrier_items()} AND unit IS NULL ORDER BY item_id"""
+        total_now = "CASE WHEN $4 THEN $2 ELSE coalesce($6, b.total) END"
+        self.checkpoint = f"""
+            UPDATE {barriers} b SET enumerated = greatest(b.enumerated, $2), cursor = $3,
+                source_done = b.source_done OR $4, batches = greatest(b.batches, $5),
+                total = {total_now},
+                status = CASE WHEN b.status = 'open' AND {exceeded_sql("b.failed", total_now)}
+                    THEN 'exceeded' ELSE b.status END,
+                updated_at = now()
+            WHERE b.id = $1
+            RETURNING {state_columns}"""
+
+        # -- claiming ------------------------------------------------------------------
+        open_only = f"EXISTS (SELECT 1 FROM {barriers} WHERE id = $1 AND status = 'open')"
+        self.claim = f"""
+            WITH picked AS (
+                SELECT item_id FROM {items}
+                WHERE {barrier_items()} AND status = 'pending' AND head AND {open_only}
+                ORDER BY item_id LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {items} i SET status = 'running', worker = $3, claims = i.claims + 1
+            WHERE i.item_id = ANY(ARRAY(SELECT item_id FROM picked))
+            RETURNING i.idx, i.idx AS unit, i.key, i.item::text AS item, i.item_raw"""
+        self.claim_batches = f"""
+            WITH picked AS (
+                SELECT idx, members FROM {items}
+                WHERE {barrier_items()} AND status = 'pending' AND head AND {open_only}
+                ORDER BY item_id LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {items} i SET status = 'running', worker = $3, claims = i.claims + 1
+            WHERE i.item_id = ANY(ARRAY(
+                    SELECT {lo} + unnest(coalesce(p.members, ARRAY[p.idx])) FROM picked p))
+                AND i.status = 'pending'
+            RETURNING i.idx, i.unit, i.key, i.item::text AS item, i.item_raw"""
+        self.release_worker = f"""
+            UPDATE {items} SET status = 'pending', worker = NULL
+            WHERE barrier_id = $1 AND status = 'running' AND worker = $2"""
+        # A claim whose answer was lost gives its rows back before it is tried again.
+        self.release_unowned = self.release_worker + " AND NOT (item_id = ANY($3::bigint[]))"
+
+        # -- completing ----------------------------------------------------------------
+        new_failed = "b.failed + c.f"
+        self.complete = f"""
+            WITH input AS (
+                SELECT * FROM unnest($2::bigint[], $3::text[], $4::jsonb[], $5::bytea[],
+                    $6::text[], $7::integer[])
+                    AS t(item_id, status, result, result_raw, error, attempts)
+            ), done AS (
+                UPDATE {items} i SET status = t.status, result = t.result,
+                    result_raw = t.result_raw, error = t.error, attempts = t.attempts,
+                    finished_at = now()
+                FROM input t
+                WHERE i.item_id = t.item_id AND i.status IN ('pending', 'running')
+                RETURNING t.status, t.attempts
+            ), c AS (
+                SELECT count(*) FILTER (WHERE status = 'succeeded') AS s,
+                    count(*) FILTER (WHERE status = 'failed') AS f,
+                    count(*) FILTER (WHERE attempts > 1) AS r
+                FROM done
+            )
+            UPDATE {barriers} b SET succeeded = b.succeeded + c.s, failed = {new_failed},
+                retried = b.retried + c.r,
+                status = CASE WHEN b.status = 'open' AND {exceeded_sql(new_failed, "b.total")}
+                    THEN 'exceeded' ELSE b.status END,
+                updated_at = now()
+            FROM c
+            WHERE b.id = $1
+            RETURNING {state_columns}, c.s + c.f AS applied"""
+        # The common batch (every item succeeded at its first attempt, JSON results): ids
+        # as one array literal, results as one JSON array.
+        self.complete_json = f"""
+            WITH input AS (
+                SELECT i.item_id, r.result
+                FROM unnest($2::text::bigint[]) WITH ORDINALITY AS i(item_id, n)
+                JOIN jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS r(result, n)
+                    USING (n)
+            ), done AS (
+                UPDATE {items} i SET status = 'succeeded', result = t.result,
+                    result_raw = NULL, error = NULL, attempts = 1, finished_at = now()
+                FROM input t
+                WHERE i.item_id = t.item_id AND i.status IN ('pending', 'running')
+                RETURNING 1
+            ), c AS (
+                SELECT count(*) AS s FROM done
+            ), counted AS (
+                INSERT INTO {counts} AS x (barrier_id, worker_no, succeeded)
+                SELECT $1, $4, c.s FROM c WHERE c.s > 0
+                ON CONFLICT (barrier_id, worker_no)
+                    DO UPDATE SET succeeded = x.succeeded + EXCLUDED.succeeded
+            )
+            SELECT {_columns(_STATE_FIELDS, counts, " + c.s")}, c.s AS applied
+            FROM {barriers} b, c
+            WHERE b.id = $1"""
+        # Rows for results recorded through the barrier API without add_keys first.
+        self.ensure_items = f"""
+            INSERT INTO {items} (item_id, barrier_id, idx, key, unit)
+            SELECT {lo} + t.idx, $1, t.idx, t.key, t.idx
+            FROM unnest($2::bigint[], $3::text[]) AS t(idx, key)
+            ON CONFLICT DO NOTHING"""
+
+        # -- dead workers --------------------------------------------------------------
+        live = f"""
+            SELECT w.worker_no FROM {workers} w
+            WHERE w.lease_until > now() AND EXISTS (
+                SELECT 1 FROM pg_locks l
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                    AND l.database = (SELECT oid FROM pg_database
+                                      WHERE datname = current_database())
+                    AND l.classid::bigint = $2 AND l.objid::bigint = w.worker_no)"""
+        self.reap = f"""
+            UPDATE {items} SET status = 'pending', worker = NULL
+            WHERE barrier_id = $1 AND status = 'running' AND worker IS DISTINCT FROM $3
+                AND (worker IS NULL OR worker NOT IN ({live}))
+            RETURNING idx"""
+
+        # -- reading -------------------------------------------------------------------
+        self.results_page = f"""
+            SELECT idx, key, status, result::text AS result, result_raw, error, attempts
+            FROM {items}
+            WHERE item_id > {lo} + $2 AND item_id < {hi}
+                AND status IN ('succeeded', 'failed')
+            ORDER BY item_id LIMIT $3"""
+        self.failures = f"""
+            SELECT idx, key, error FROM {items}
+            WHERE {barrier_items()} AND status = 'failed'
+            ORDER BY finished_at, item_id LIMIT $2"""
+        self.joinable = f"""
+            SELECT {barrier_columns} FROM {barriers} b
+            WHERE b.status = 'open' AND b.managed AND b.asset = ANY($1::text[])
+                AND EXISTS (SELECT 1 FROM {items} i
+                            WHERE i.item_id >= (b.id << {ITEM_SHIFT})
+                                AND i.item_id < ((b.id + 1) << {ITEM_SHIFT})
+                                AND i.status = 'pending' AND i.head)
+            ORDER BY b.id"""
+
+        # -- workers -------------------------------------------------------------------
+        self.register_worker = f"""
+            INSERT INTO {workers} (host, pid, lease_until)
+            VALUES ($1, $2, now() + make_interval(secs => $3))
+            RETURNING worker_no"""
+        self.heartbeat = f"""
+            UPDATE {workers} SET lease_until = now() + make_interval(secs => $2)
+            WHERE worker_no = $1"""
+        self.forget_worker = f"DELETE FROM {workers} WHERE worker_no = $1"
+        self.forget_old_workers = (
+            f"DELETE FROM {workers} WHERE lease_until < now() - interval '1 day'"
+        )

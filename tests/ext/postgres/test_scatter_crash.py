@@ -1,0 +1,344 @@
+"""The durable scatter survives kills and restarts: child processes are SIGKILLed at random
+moments and run again, a worker dies beside the starter and another worker, the server
+restarts in the middle of a run and of a resume. Each time, every item ends with exactly one
+stored result, the gathered value is right, and little work is done twice.
+
+The children run ``scatter_child.py``; each item records its execution in the side table
+``executions(key, pid)``, so re-executions are counted from outside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import asyncpg
+import pytest
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+CHILD = Path(__file__).with_name("scatter_child.py")
+
+
+class Child:
+    """One ``scatter_child.py`` process; its output goes to files (a pipe could fill up)."""
+
+    def __init__(
+        self,
+        python: str,
+        env: dict[str, str],
+        folder: Path,
+        role: str,
+        dsn: str,
+        schema: str,
+        **options: Any,
+    ) -> None:
+        args = [python, str(CHILD), role, "--dsn", dsn, "--schema", schema]
+        for name, value in options.items():
+            if value is not None:
+                args += [f"--{name.replace('_', '-')}", str(value)]
+        stamp = f"{role}-{time.monotonic_ns()}"
+        self.out = folder / f"{stamp}.out"
+        self.err = folder / f"{stamp}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def output(self) -> str:
+        return f"stdout:\n{self.out.read_text()}\nstderr:\n{self.err.read_text()[-4000:]}"
+
+    async def finish(self, timeout: float) -> dict[str, Any]:
+        try:
+            code = await anyio.to_thread.run_sync(lambda: self.proc.wait(timeout))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"child did not finish in {timeout} s\n{self.output()}")
+        assert code == 0, self.output()
+        lines = self.out.read_text().strip().splitlines()
+        assert lines, self.output()
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+
+@pytest.fixture
+async def side(pg_dsn: str, pg_schema: str) -> str:
+    """The test's schema with the side table ``executions``."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        await conn.execute(
+            f'CREATE TABLE "{pg_schema}".executions (key text NOT NULL, pid integer NOT NULL)'
+        )
+    finally:
+        await conn.close()
+    return pg_schema
+
+
+@pytest.fixture
+def spawn(python: str, child_env: dict[str, str], tmp_path: Path, pg_dsn: str, side: str) -> Any:
+    def start(role: str, **options: Any) -> Child:
+        return Child(python, child_env, tmp_path, role, pg_dsn, side, **options)
+
+    return start
+
+
+async def finished(conn: asyncpg.Connection, schema: str) -> int:
+    try:
+        value = await conn.fetchval(
+            f'SELECT coalesce(sum(succeeded + failed), 0) FROM "{schema}".scatter_barriers'
+        ) + await conn.fetchval(
+            f'SELECT coalesce(sum(succeeded), 0) FROM "{schema}".scatter_counts'
+        )
+    except asyncpg.UndefinedTableError:
+        return 0
+    return int(value)
+
+
+async def wait_until(
+    check: Any, child: Child, what: str, timeout: float = 60.0, interval: float = 0.02
+) -> None:
+    """Poll ``check()`` until true; fail early when the child died."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if not child.alive():
+            pytest.fail(f"the child ended before {what}\n{child.output()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{child.output()}")
+        await anyio.sleep(interval)
+
+
+async def check_results(conn: asyncpg.Connection, schema: str, items: int) -> tuple[int, int]:
+    """Exactly one terminal, right result per item; return (executions, distinct keys)."""
+    rows = await conn.fetchrow(
+        f"""SELECT count(*) AS n,
+                count(*) FILTER (WHERE status = 'succeeded') AS ok,
+                count(*) FILTER (WHERE (result->>'i')::bigint = idx
+                                   AND (result->>'sq')::bigint = idx * idx) AS right
+            FROM "{schema}".scatter_items"""
+    )
+    assert rows is not None and tuple(rows) == (items, items, items)
+    barrier = await conn.fetchrow(
+        f"""SELECT status, total, (succeeded + (SELECT coalesce(sum(c.succeeded), 0)
+                FROM "{schema}".scatter_counts c WHERE c.barrier_id = b.id))::bigint,
+            failed FROM "{schema}".scatter_barriers b"""
+    )
+    assert barrier is not None and tuple(barrier) == ("done", items, items, 0)
+    executed = await conn.fetchrow(
+        f'SELECT count(*) AS n, count(DISTINCT key) AS keys FROM "{schema}".executions'
+    )
+    assert executed is not None and executed["keys"] == items  # every item ran at least once
+    return int(executed["n"]), int(executed["keys"])
+
+
+async def test_a_starter_killed_again_and_again_resumes_to_one_result_per_item(
+    spawn: Any, pg_conn: asyncpg.Connection, side: str
+) -> None:
+    items, concurrency, kills = 3000, 20, 4
+    rng = random.Random(20250102)
+    options = {"items": items, "max_concurrent": concurrency, "sleep": 0.01, "lease": 5}
+    done = 0
+    for _ in range(kills):
+        child = spawn("starter", **options)
+        target = done + rng.randint(150, 450)
+
+        async def progressed(target: int = target) -> bool:
+            return await finished(pg_conn, side) >= target
+
+        await wait_until(progressed, child, f"{target} finished items")
+        await anyio.sleep(rng.uniform(0, 0.03))
+        child.kill()
+        done = await finished(pg_conn, side)
+        assert done < items, "the run ended before it could be killed; make it longer"
+    result = await spawn("starter", **options).finish(90)
+    assert result == {"ok": True, "len": items}
+    executions, _ = await check_results(pg_conn, side, items)
+    again = executions - items
+    assert again <= 2 * concurrency * kills, f"{again} re-executions after {kills} kills"
+
+
+async def test_a_killed_worker_s_items_return_before_its_lease(
+    spawn: Any, pg_conn: asyncpg.Connection, side: str
+) -> None:
+    items, concurrency, lease = 4000, 10, 30.0
+    options = {"items": items, "max_concurrent": concurrency, "sleep": 0.02, "lease": lease}
+    starter = spawn("starter", **options)
+
+    async def barrier_open() -> bool:
+        try:
+            return bool(await pg_conn.fetchval(f'SELECT count(*) FROM "{side}".scatter_barriers'))
+        except asyncpg.UndefinedTableError:
+            return False
+
+    await wait_until(barrier_open, starter, "the barrier")
+    doomed = spawn("worker", **options)
+    survivor = spawn("worker", **options)
+
+    async def doomed_worked() -> bool:
+        ran = await pg_conn.fetchval(
+            f'SELECT count(*) FROM "{side}".executions WHERE pid = $1', doomed.pid
+        )
+        return int(ran) >= 100
+
+    await wait_until(doomed_worked, doomed, "the doomed worker's first items")
+    worker_no = await pg_conn.fetchval(
+        f'SELECT worker_no FROM "{side}".scatter_workers WHERE pid = $1', doomed.pid
+    )
+    before = await finished(pg_conn, side)
+    doomed.kill()
+    killed_at = time.monotonic()
+    assert before < items - 1000, "the run is too short to see the recovery"
+
+    async def recovered() -> bool:
+        held = await pg_conn.fetchval(
+            f'SELECT count(*) FROM "{side}".scatter_items '
+            "WHERE status = 'running' AND worker = $1",
+            worker_no,
+        )
+        return bool(held == 0)
+
+    await wait_until(recovered, starter, "the dead worker's items to come back", interval=0.05)
+    # The lock of a dead process is gone at once: its items return long before its lease.
+    assert time.monotonic() - killed_at < 5.0
+    result = await starter.finish(90)
+    assert result == {"ok": True, "len": items}
+    stats = await survivor.finish(30)
+    assert stats["items"] > 0 and stats["barriers"] >= 1
+    executions, _ = await check_results(pg_conn, side, items)
+    assert executions - items <= 2 * concurrency
+    ran_by = {
+        r["pid"] for r in await pg_conn.fetch(f'SELECT DISTINCT pid FROM "{side}".executions')
+    }
+    assert {starter.pid, doomed.pid, survivor.pid} <= ran_by
+
+
+# -- a server restart --------------------------------------------------------------------
+
+
+def _restart_guard(dsn: str) -> tuple[str, str] | None:
+    """The (version, cluster) to restart, or ``None`` (with the reason skipped) when this
+    is not a local Debian cluster that root can restart."""
+    parts = urlsplit(dsn)
+    if shutil.which("pg_ctlcluster") is None:
+        pytest.skip("no pg_ctlcluster: the server cannot be restarted from here")
+    if (parts.hostname, parts.port or 5432) != ("127.0.0.1", 5432):
+        pytest.skip(f"the test server {parts.hostname}:{parts.port} is not the local cluster")
+    if os.geteuid() != 0:
+        pytest.skip("restarting the cluster needs root")
+    listing = subprocess.run(
+        ["pg_lsclusters", "-h"], capture_output=True, text=True, check=False
+    ).stdout.split("\n")
+    for line in listing:
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == "5432":
+            return fields[0], fields[1]
+    pytest.skip("no cluster listens on port 5432")
+
+
+async def _restart_server(dsn: str, cluster: tuple[str, str]) -> None:
+    version, name = cluster
+    done = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    await _wait_for_server(dsn)
+
+
+async def _wait_for_server(dsn: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=2)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            await anyio.sleep(0.1)
+            continue
+        await conn.close()
+        return
+
+
+@pytest.fixture
+async def restartable(pg_dsn: str) -> Any:
+    cluster = _restart_guard(pg_dsn)
+    assert cluster is not None
+    try:
+        yield cluster
+    finally:
+        await _wait_for_server(pg_dsn)  # whatever happened, leave the server up
+
+
+async def test_a_server_restart_in_a_run_and_in_a_resume(
+    spawn: Any, pg_dsn: str, side: str, restartable: tuple[str, str]
+) -> None:
+    items, concurrency = 5000, 20
+    options = {"items": items, "max_concurrent": concurrency, "sleep": 0.01, "lease": 5}
+
+    async def progress_at_least(target: int) -> Any:
+        async def check() -> bool:
+            try:
+                conn = await asyncpg.connect(pg_dsn, timeout=2)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return False
+            try:
+                return await finished(conn, side) >= target
+            finally:
+                await conn.close()
+
+        return check
+
+    # In the middle of a run: the child retries with backoff and finishes.
+    child = spawn("starter", run_id="restart-run", **options)
+    await wait_until(await progress_at_least(500), child, "500 finished items")
+    await _restart_server(pg_dsn, restartable)
+    assert await child.finish(90) == {"ok": True, "len": items}
+    assert "retrying" in child.err.read_text(), "the run did not see the restart"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        executions, _ = await check_results(conn, side, items)
+        assert executions - items <= 2 * concurrency
+        await conn.execute(f'TRUNCATE "{side}".executions')
+        for table in ("scatter_items", "scatter_counts", "scatter_barriers"):
+            await conn.execute(f'DELETE FROM "{side}".{table}')
+    finally:
+        await conn.close()
+
+    # In the middle of a resume: killed, started again, the server restarts, it finishes.
+    child = spawn("starter", run_id="restart-resume", **options)
+    await wait_until(await progress_at_least(400), child, "400 finished items")
+    child.kill()
+    child = spawn("starter", run_id="restart-resume", **options)
+    await wait_until(await progress_at_least(1200), child, "1200 finished items")
+    await _restart_server(pg_dsn, restartable)
+    assert await child.finish(90) == {"ok": True, "len": items}
+    assert "retrying" in child.err.read_text(), child.output()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        executions, _ = await check_results(conn, side, items)
+        assert executions - items <= 2 * concurrency * 2
+    finally:
+        await conn.close()
