@@ -2,7 +2,7 @@
 
 It needs nothing but the base install: an in-memory runtime, a flaky source that succeeds
 on its second attempt, a synchronous transformation in a worker thread, a daily partition
-and a fan-out over the day's orders.
+and a scatter fan-out over the day's orders.
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ from typing import Any
 import anyio
 
 import flowstone as fs
+from flowstone.ext.scatter import scatter
 
-__all__ = ["country_revenue", "orders", "pipeline", "report", "run_demo", "valid_orders"]
+__all__ = [
+    "country_revenue",
+    "net_orders",
+    "orders",
+    "pipeline",
+    "report",
+    "run_demo",
+    "valid_orders",
+]
 
 days = fs.DailyPartitions(start="2025-01-01", end="2025-02-01")
 
@@ -57,12 +66,23 @@ def valid_orders(orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [o for o in orders if o["total"] > 0 and o["country"] != "??"]
 
 
+VAT = {"DE": 0.19, "FR": 0.20, "NL": 0.21, "SE": 0.25}
+
+
 @fs.asset(partitions=days)
-async def country_revenue(valid_orders: list[dict[str, Any]]) -> dict[str, float]:
-    """Revenue per country."""
+@scatter(items=lambda deps: deps["valid_orders"], key=lambda o: o["id"], max_concurrent=8)
+async def net_orders(item: dict[str, Any]) -> dict[str, Any]:
+    """Each order without VAT: a fan-out, one call per order, eight at a time."""
+    await anyio.sleep(0.001)  # stands for a call to a tax service
+    return {**item, "net": round(item["total"] / (1 + VAT[item["country"]]), 2)}
+
+
+@fs.asset(partitions=days)
+async def country_revenue(net_orders: list[dict[str, Any]]) -> dict[str, float]:
+    """Net revenue per country."""
     revenue: dict[str, float] = defaultdict(float)
-    for order in valid_orders:
-        revenue[order["country"]] += order["total"]
+    for order in net_orders:
+        revenue[order["country"]] += order["net"]
     return {k: round(v, 2) for k, v in sorted(revenue.items())}
 
 
@@ -73,7 +93,7 @@ async def report(ctx: fs.Context, country_revenue: dict[str, float]) -> str:
     return f"{ctx.partition}: {sum(country_revenue.values()):.2f} EUR, best market {best}"
 
 
-pipeline = fs.Pipeline([orders, valid_orders, country_revenue, report], name="shop")
+pipeline = fs.Pipeline([orders, valid_orders, net_orders, country_revenue, report], name="shop")
 
 
 async def run_demo(partition: str = "2025-01-02") -> fs.MaterializeResult:
@@ -89,7 +109,9 @@ async def run_demo(partition: str = "2025-01-02") -> fs.MaterializeResult:
         print(f"  {name:<16} {record.status.value:<10} {attempts:<11} {record.duration or 0:.3f}s")
     print()
     print(first["report"])
-    print(f"revenue by country: {first['country_revenue']}")
+    print(f"net revenue by country: {first['country_revenue']}")
+    fanout = first.records["net_orders"].metadata["scatter"]
+    print(f"fan-out: {fanout['succeeded']} of {fanout['total']} orders, {fanout['failed']} failed")
     reused = [n for n, r in second.records.items() if r.reused]
     print(f"second run {second.status.value}; reused current values of: {', '.join(reused)}")
     return first
