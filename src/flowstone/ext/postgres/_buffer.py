@@ -33,9 +33,9 @@ RecordKey = tuple[str, str, str]
 ValueKey = tuple[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PendingValue:
-    """An encoded asset value waiting to be written."""
+    """An encoded asset value waiting to be written (never changed once made)."""
 
     asset: str
     partition: str | None

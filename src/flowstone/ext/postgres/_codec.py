@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["decode", "encode", "is_arrow", "pyarrow_module", "where"]
 
 
+#: The encoder of JSON values (``json.dumps`` with options builds a new one per call).
+_VALUE_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def where(context: IOContext) -> str:
     """``asset 'a' partition 'p'``, for messages."""
     text = f"asset {context.asset!r}"
@@ -58,6 +62,14 @@ def encode(
 
     :raises StorageError: the value has no format (naming the asset)
     """
+    kind = type(value)
+    if kind is int:
+        # The common small values, with nothing for the checks below to find.
+        return "json", int.__repr__(value), None
+    if kind is bool or value is None:
+        return "json", "null" if value is None else "true" if value else "false", None
+    if kind is str and "\x00" not in value:
+        return "json", _VALUE_JSON.encode(value), None
     if is_arrow(value):
         pa = pyarrow_module(context)
         if isinstance(value, (pa.Table, pa.RecordBatch)):
@@ -73,7 +85,7 @@ def encode(
         return "bytes", None, bytes(value)
     problem, exact = _json_check(value)
     if problem is None:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = _VALUE_JSON.encode(value)
         if exact:
             return "json_text", None, text.encode()
         return "json", text, None

@@ -119,7 +119,7 @@ class PostgresIOManager:
         )
         if store._defer_value(pending):
             return
-        await store._write_value(pending, f"store {where(context)}")
+        await store._write_value(pending, lambda: f"store {where(context)}")
 
     async def load(self, context: IOContext) -> Any:
         """Load the stored value.

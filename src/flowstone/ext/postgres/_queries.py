@@ -153,32 +153,41 @@ class Queries:
             name: (f"${i + 1}::text::jsonb" if name in _JSON_FIELDS else f"${i + 1}::{t}")
             for i, (name, t) in enumerate(RECORD_FIELDS)
         }
-        one = f"""
-            WITH rec AS (
+        rec_insert = f"""
                 INSERT INTO {records} ({", ".join(rec_cols)})
-                VALUES ({", ".join(scalar[c] for c in rec_cols)})
+                VALUES ({", ".join(scalar[c] for c in rec_cols)})"""
+        rec_upsert = f"""{rec_insert}
                 ON CONFLICT (run_id, asset, partition_id) DO UPDATE
-                SET {rec_update}, updated_at = now()
+                SET {rec_update}, updated_at = now()"""
+        one = f"""
+            WITH rec AS ({rec_upsert}
             ), lat AS (
                 INSERT INTO {latest} ({", ".join(lat_cols)})
                 SELECT {", ".join(scalar[c] for c in lat_cols)} WHERE {scalar["to_latest"]}
                 ON CONFLICT (asset, partition_id) DO UPDATE
                 SET {lat_update}, updated_at = now()
             )"""
+        # The same for a record this process has not written yet (its ``running`` record
+        # waited in memory): a plain insert skips the speculative insertion of
+        # ``ON CONFLICT``. When the row exists after all (a resumed run, a retried
+        # statement), it fails with a unique violation and the upsert runs instead.
+        one_new = one.replace(rec_upsert, rec_insert)
         self.write_one = one + "\n            SELECT 1"
+        self.write_one_new = one_new + "\n            SELECT 1"
+        #: The constraint a ``*_new`` statement violates when the record exists.
+        self.record_key = "materializations_pkey"
         value_scalar = ", ".join(
             f"${n_rec + i + 1}::text::jsonb" if name == "value_json" else f"${n_rec + i + 1}::{t}"
             for i, (name, t) in enumerate(VALUE_FIELDS)
         )
-        self.write_one_value = (
-            one
-            + f""", val AS (
+        val_one = f""", val AS (
                 INSERT INTO {values} ({val_names}) VALUES ({value_scalar})
                 ON CONFLICT (asset, partition_id) DO UPDATE
                 SET {val_update}, stored_at = now()
             )
             SELECT 1"""
-        )
+        self.write_one_value = one + val_one
+        self.write_one_value_new = one_new + val_one
 
         self.load_value = (
             f"SELECT format, value_json::text AS value_json, value_bytes FROM {values} "

@@ -84,6 +84,8 @@ _log = logging.getLogger("flowstone.postgres")
 #: How many failures a threshold error quotes (as the in-process scatter does).
 _FIRST_ERRORS = 10
 _PAGE = 1000
+_GATHER_PAGE = 5000
+_loads = json.loads
 
 
 def barrier_key(run_id: str, asset: str, partition: str | None) -> str:
@@ -467,6 +469,39 @@ class _Successes(AsyncIterator[tuple[str, Any]]):
             return key, value
 
 
+async def _all_successes(
+    ops: ScatterOps, barrier_id: int, allow_pickle: bool, where: str
+) -> list[Any]:
+    """The results of the succeeded items in source order, as one list.
+
+    A page whose results are all JSON in the ``jsonb`` column is decoded with one parse.
+    """
+    values: list[Any] = []
+    after = -1
+    while True:
+        page = await ops.results_page(barrier_id, after, _GATHER_PAGE)
+        if not page:
+            return values
+        after = page[-1]["idx"]
+        rows = [r for r in page if r["status"] == "succeeded"]
+        texts = [r["result"] for r in rows]
+        if None not in texts:
+            values.extend(_loads("[" + ",".join(texts) + "]"))
+        else:
+            for record in rows:
+                try:
+                    values.append(
+                        decode(record["result"], record["result_raw"], allow_pickle=allow_pickle)
+                    )
+                except Unstorable as exc:
+                    shown = record["key"] if record["key"] is not None else str(record["idx"])
+                    raise StorageError(
+                        f"{where}: cannot load the result of item {shown!r}: {exc}"
+                    ) from None
+        if len(page) < _GATHER_PAGE:
+            return values
+
+
 class _StarterRun:
     """One execution of a scatter asset by the process that starts (or resumes) it."""
 
@@ -629,10 +664,12 @@ class _StarterRun:
             )
             topic = str(barrier.id)
 
-            def on_page(counts: Counts) -> None:
+            def on_page(counts: Counts, unclaimed: bool) -> None:
                 executor.observe(counts)
                 self.counts = executor.counts
-                session.poke(topic)
+                if unclaimed or counts.source_done:
+                    executor.fed()
+                    session.poke(topic)  # items to claim (or the end to notice)
 
             async with anyio.create_task_group() as tg:
                 await tg.start(session.run)
@@ -649,6 +686,8 @@ class _StarterRun:
                         allow_pickle=self.allow_pickle,
                         notify=(session.channel, topic),
                         on_page=on_page,
+                        taker=executor if local else None,
+                        worker_no=session.worker_no,
                     )
                     tg.start_soon(self._enumerate, enumerator, executor, barrier.id, session)
                 try:
@@ -672,6 +711,7 @@ class _StarterRun:
         barrier_id: int,
         session: WorkerSession,
     ) -> None:
+        executor.feeding(enumerator.feeds)
         try:
             await enumerator.run()
         except Exception as exc:
@@ -689,9 +729,11 @@ class _StarterRun:
                         barrier_id,
                         describe(error),
                     )
+        finally:
+            executor.feeding(False)
 
     async def _gather(self, barrier_id: int) -> Any:
         results = _Successes(self.ops, barrier_id, self.allow_pickle, self.where)
         if self.spec.gather is not None:
             return await call_gather(self.spec.gather, results)
-        return [value async for _, value in results]
+        return await _all_successes(self.ops, barrier_id, self.allow_pickle, self.where)

@@ -9,10 +9,18 @@ Three kinds of task share it:
   items, and executors do not idle through its round trip;
 * ``max_concurrent`` **executors** run units through the scatter's
   :class:`~flowstone.ext.scatter.ItemRunner` (rate limit, timeout, retries, per-item context);
-* a **flusher** writes finished results with one statement per batch, when half of
+* two **flushers** write finished results with one statement per batch, when half of
   ``max_concurrent`` results wait or ``flush_interval`` after the first one, and at once
-  after a failure (the threshold decision then comes quickly). Executors wait while
-  ``max_concurrent`` results are unwritten.
+  after a failure (the threshold decision then comes quickly); one writes while the other
+  batch fills. Executors wait while ``max_concurrent`` results are unwritten (written or
+  being written).
+
+In the starting process the enumerator also hands items to the executor as it inserts
+them: as many as there is room for (see :meth:`BarrierExecutor.room`) go in already claimed
+by this process and straight to the executors, with no claim and no decode; the rest go in
+unclaimed, for any worker. Meanwhile the claimer claims only when a page went in partly
+unclaimed (or now and then, for items handed back). Idle executors are woken a few at a
+time, as units wait, so trivial units do not wake all of them for every claim.
 
 So a kill makes at most ``max_concurrent`` executing items and ``max_concurrent`` finished
 but unwritten results run again (claimed items not yet started just go back to the pool). When the barrier stops being open (threshold exceeded, cancelled), the
@@ -72,6 +80,9 @@ DEFAULT_POLL_INTERVAL = 0.5
 _FIRST_POLL = 0.01
 _MAX_FLUSH = 1000  # results per statement at most (flushed sooner when more wait)
 _YIELD_EVERY = 64
+_WAKE_AT_ONCE = 16
+#: Flushes that may be written at once (together they hold at most max_concurrent results).
+_FLUSHERS = 2
 _PROGRESS_INTERVAL = 0.5
 
 
@@ -195,11 +206,21 @@ class BarrierExecutor:
         self._held: dict[int, _Unit] = {}
         self._buffer: list[Outcome] = []
         self._inflight = 0
-        self._writing: list[Outcome] = []
+        self._writing: list[list[Outcome]] = []
         self._first_buffered = 0.0
         self._urgent = False
-        self._work = _Signal()
+        # Idle executors wait on events of their own; new units wake only as many of them
+        # as there are units (waking all of them for every claim costs a wake-up each).
+        self._idle: deque[anyio.Event] = deque()
+        self._waking = 0
         self._room = _Signal()
+        # The starting process's enumerator waits here for room to take items on insert.
+        self._roomy = _Signal()
+        self._room_wanted = 0
+        self._reserved = 0
+        self._feeding = False
+        self._unclaimed = False
+        self._fed = _Signal()
         self._flush = _Signal()
         self._flushed = _Signal()
         self._claiming = True
@@ -221,7 +242,8 @@ class BarrierExecutor:
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
-                tg.start_soon(self._guard, self._flush_loop)
+                for _ in range(_FLUSHERS):
+                    tg.start_soon(self._guard, self._flush_loop)
                 ticker = anyio.CancelScope()
                 if self._reporter is not None and self._reporter.active:
                     tg.start_soon(self._ticker, ticker)
@@ -323,7 +345,8 @@ class BarrierExecutor:
     def _owned(self) -> list[int]:
         owned = [i for unit in self._held.values() for i in unit.idx]
         owned.extend(outcome[0] for outcome in self._buffer)
-        owned.extend(outcome[0] for outcome in self._writing)
+        for writing in self._writing:
+            owned.extend(outcome[0] for outcome in writing)
         return owned
 
     async def _claim_loop(self) -> None:
@@ -331,7 +354,7 @@ class BarrierExecutor:
             await self._claim_until_done()
         finally:
             self._claiming = False
-            self._work.set()
+            self._wake(len(self._idle))
 
     async def _claim_until_done(self) -> None:
         ops = self._ops
@@ -340,10 +363,24 @@ class BarrierExecutor:
         stay = self._stay
         delay = _FIRST_POLL
         batched = self._batch is not None
+        dry = False
         while not self._stopping:
             if stay and await self._reap_if_due():
                 delay = _FIRST_POLL
-            free = self._capacity - len(self._held)
+                dry = False
+            if dry and self._feeding:
+                # The enumerator hands this process items as it inserts them: claim again
+                # once it inserted some unclaimed (or a while later, for items that others
+                # handed back).
+                dry = False
+                if self.counts.status != "open":
+                    self._stop()
+                    return
+                if not self._unclaimed:
+                    await self._fed.wait(self._reap_interval)
+                self._unclaimed = False
+                continue
+            free = self._capacity - len(self._held) - self._reserved
             if limit and (free >= self._claim_min or (free > 0 and not self._held)):
                 claimed = await ops.claim(
                     self._id,
@@ -355,6 +392,9 @@ class BarrierExecutor:
                 if claimed.units:
                     self._take(claimed)
                     delay = _FIRST_POLL
+                    continue
+                if self._feeding:
+                    dry = True
                     continue
             elif limit:
                 # Busy: wait for room (the starting process also wakes to recover the items
@@ -410,21 +450,140 @@ class BarrierExecutor:
             unit = _Unit(unit_no, idx, keys, items, error)
             self._held[unit_no] = unit
             self._queue.append(unit)
-        self._work.set()
+        self._wake_one()
+
+    def _wake(self, count: int) -> None:
+        """Wake up to ``count`` idle executors."""
+        idle = self._idle
+        while count > 0 and idle:
+            idle.popleft().set()
+            self._waking += 1
+            count -= 1
+
+    def _wake_one(self) -> None:
+        """Wake a few idle executors, unless some are already waking up.
+
+        The last of them to wake wakes the next few if units still wait, so executors join
+        in as units suspend: trivial units that never suspend keep a few executors busy
+        instead of waking all of them for every claim.
+        """
+        if not self._waking:
+            self._wake(min(_WAKE_AT_ONCE, len(self._queue)))
+
+    # -- taking items as they are inserted (the starting process) ------------------------
+
+    def room(self) -> int:
+        """How many items this process could take now (0 if it runs none, or is stopping)."""
+        if not self._max or self._stopping or not self._claiming or self._batch is not None:
+            return 0
+        return max(0, self._capacity - len(self._held) - self._reserved)
+
+    @property
+    def half(self) -> int:
+        """Room worth waiting for before inserting a page (half of what may be held)."""
+        return max(1, self._capacity // 2)
+
+    async def wait_room(self, want: int, seconds: float) -> tuple[int, bool]:
+        """Wait (at most ``seconds``) until there is room for ``want`` items.
+
+        :return: the room, and whether it reached ``want``
+        """
+        room = self.room()
+        if room >= want or not self._max:
+            return room, room >= want
+        deadline = monotonic() + seconds
+        try:
+            while room < want and not self._stopping and self._claiming:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    break
+                self._room_wanted = want
+                await self._roomy.wait(remaining)
+                room = self.room()
+        finally:
+            self._room_wanted = 0
+        return room, room >= want
+
+    def feeding(self, active: bool) -> None:
+        """Whether the enumerator is inserting items (and handing this process some)."""
+        self._feeding = active
+        self._fed.set()
+
+    def fed(self) -> None:
+        """The enumerator inserted items unclaimed: look for them."""
+        self._unclaimed = True
+        self._fed.set()
+
+    def reserve(self, count: int) -> None:
+        """Keep room for ``count`` items being inserted claimed (see :meth:`adopt`)."""
+        self._reserved += count
+
+    def adopt(self, count: int, units: list[tuple[int, str, Any]]) -> None:
+        """Take items that were inserted claimed by this process; free ``count`` reserved.
+
+        :param units: ``(idx, key, item)`` of each item claimed on insert
+        """
+        self._reserved -= count
+        held = self._held
+        queue = self._queue
+        for idx, key, item in units:
+            if idx in held:
+                continue
+            unit = _Unit(idx, [idx], [key], [item])
+            held[idx] = unit
+            queue.append(unit)
+        if queue:
+            self._wake_one()
 
     # -- executing ---------------------------------------------------------------------
 
     async def _execute_loop(self) -> None:
         queue = self._queue
+        idle = self._idle
+        runner = self._runner
+        # The common case: one item per unit, no retry, timeout or rate limit: call the
+        # function directly (what ItemRunner.run would do, without its layers).
+        plain = runner is not None and runner.plain and self._batch is None
+        call = runner.call if runner is not None else None
+        quiet = not self._per_item
         count = 0
         while True:
             if not queue:
                 if not self._claiming:
                     return
-                await self._work.wait()
+                event = anyio.Event()
+                idle.append(event)
+                try:
+                    await event.wait()
+                finally:
+                    if event.is_set():
+                        self._waking -= 1
+                    else:
+                        idle.remove(event)
                 continue
             unit = queue.popleft()
-            outcomes = await self._run_unit(unit)
+            if queue:
+                self._wake_one()
+            if plain and unit.error is None:
+                assert call is not None
+                try:
+                    value = await call(unit.keys[0], unit.items[0], None)
+                except Exception as exc:
+                    outcomes = [(False, exc, 1)]
+                else:
+                    if (
+                        quiet
+                        and value.__class__ is int
+                        and self._inflight + len(self._buffer) < self._max_unflushed
+                    ):
+                        self._append_int(unit.index, value)
+                        count += 1
+                        if not count % _YIELD_EVERY:
+                            await anyio.lowlevel.checkpoint()
+                        continue
+                    outcomes = [(True, value, 1)]
+            else:
+                outcomes = await self._run_unit(unit)
             while self._inflight + len(self._buffer) >= self._max_unflushed:
                 self._urgent = True
                 self._flush.set()
@@ -448,6 +607,25 @@ class BarrierExecutor:
         return await runner.run_batch(
             unit.keys, unit.items, info, collect_errors=self._batch.collect_errors
         )
+
+    def _append_int(self, idx: int, value: int) -> None:
+        """:meth:`_append` for the common case: one item, an int result, no events."""
+        buffer = self._buffer
+        if not buffer:
+            self._first_buffered = monotonic()
+            self._flush.set()  # the first result starts the flusher's clock
+        buffer.append((idx, "succeeded", str(value), None, None, 1))
+        del self._held[idx]
+        stats = self.stats
+        stats.units += 1
+        stats.items += 1
+        if len(buffer) >= self._flush_size:
+            self._flush.set()
+        free = self._capacity - len(self._held) - self._reserved
+        if free >= self._claim_min:
+            self._room.set()
+        if self._room_wanted and free >= self._room_wanted:
+            self._roomy.set()
 
     def _append(self, unit: _Unit, outcomes: list[tuple[bool, Any, int]]) -> None:
         buffer = self._buffer
@@ -484,8 +662,11 @@ class BarrierExecutor:
             self._urgent = True
         if first or failed or len(buffer) >= self._flush_size:
             self._flush.set()  # the first result starts the flusher's clock
-        if self._capacity - len(self._held) >= self._claim_min:
+        free = self._capacity - len(self._held) - self._reserved
+        if free >= self._claim_min:
             self._room.set()
+        if self._room_wanted and free >= self._room_wanted:
+            self._roomy.set()
 
     # -- flushing ----------------------------------------------------------------------
 
@@ -504,16 +685,16 @@ class BarrierExecutor:
                     continue
             batch, self._buffer = self._buffer, []
             self._urgent = False
-            self._inflight = len(batch)
-            self._writing = batch
+            self._inflight += len(batch)
+            self._writing.append(batch)
             try:
                 counts, applied = await ops.complete(self._id, batch, self._session.worker_no)
             except BaseException:
                 self._buffer[:0] = batch  # kept for the final attempt
                 raise
             finally:
-                self._inflight = 0
-                self._writing = []
+                self._inflight -= len(batch)
+                self._writing = [w for w in self._writing if w is not batch]
                 self._flushed.set()
             self.stats.applied += applied
             self.observe(counts)

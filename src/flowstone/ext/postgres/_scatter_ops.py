@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
+
 from flowstone import RuntimeStateError
 
 from ._errors import is_transient, map_errors, retrying
@@ -24,8 +26,6 @@ from ._scatter_sql import ITEM_SHIFT, ScatterQueries, item_id
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
-
-    import asyncpg
 
     from ._sql import Connection
     from ._store import PostgresStore
@@ -424,6 +424,43 @@ class ScatterOps:
     ) -> Counts:
         """Insert one page of items and move the checkpoint past it, in one transaction.
 
+        See :meth:`insert_claiming` for the parameters.
+        """
+        counts, _ = await self.insert_claiming(
+            barrier_id,
+            rows,
+            batched=batched,
+            units=units,
+            enumerated=enumerated,
+            cursor=cursor,
+            last=last,
+            batches=batches,
+            total=total,
+            notify=notify,
+        )
+        return counts
+
+    async def insert_claiming(
+        self,
+        barrier_id: int,
+        rows: Sequence[ItemRow],
+        *,
+        batched: bool,
+        units: Sequence[UnitRow],
+        enumerated: int,
+        cursor: str | None,
+        last: bool,
+        batches: int,
+        total: int | None,
+        notify: tuple[str, str] | None,
+        claim: int = 0,
+        worker_no: int = 0,
+    ) -> tuple[Counts, list[int]]:
+        """Insert one page of items and move the checkpoint past it, in one transaction.
+
+        The first ``claim`` items of a page of contiguous JSON items go in already claimed
+        by ``worker_no`` (running), when they were not stored before.
+
         :param rows: the page's items
         :param batched: the items wait for their batch (``units``) instead of being claimable
         :param units: batches closed by this page (possibly holding earlier items)
@@ -433,6 +470,9 @@ class ScatterOps:
         :param batches: batches closed so far
         :param total: the total when known up front
         :param notify: ``(channel, payload)`` to notify when committed
+        :param claim: how many of the first items go in claimed by ``worker_no``
+        :param worker_no: the claiming worker
+        :return: the barrier's state, and the positions of the items claimed here
         :raises SourceConflict: a duplicate key, or a stored item that differs (nothing of
             the page is written)
         """
@@ -449,8 +489,11 @@ class ScatterOps:
                 "[" + ",".join([r[2] for r in rows if r[2] is not None]) + "]",
                 json.dumps([r[1] for r in rows]) if keyed else None,
                 not batched,
+                claim if not batched else 0,
+                worker_no,
             ]
         else:
+            claim = 0
             insert_sql = q.insert_items
             insert_args = [
                 barrier_id,
@@ -473,12 +516,47 @@ class ScatterOps:
                     "{" + ",".join(map(str, members)) + "}" if position == 0 else None
                 )
 
+        tries = 0
+        mine: list[int] = []
+
+        one_statement = insert_sql is q.insert_items_json and bool(rows) and not unit_idx
+
         async def insert(conn: Connection) -> Counts:
+            nonlocal tries, mine, one_statement
+            tries += 1
+            if one_statement and tries == 1:
+                try:
+                    found = await conn.fetchrow(
+                        q.insert_page_json,
+                        *insert_args,
+                        enumerated,
+                        cursor,
+                        last,
+                        batches,
+                        total,
+                        len(rows),
+                        *(notify or (None, None)),
+                    )
+                except asyncpg.DivisionByZeroError:
+                    one_statement = False  # some rows were there: look at them
+                else:
+                    assert found is not None
+                    mine = list(found["mine"])
+                    return Counts.from_row(found)
             async with conn.transaction():
                 if rows:
-                    inserted = await conn.fetchval(insert_sql, *insert_args)
-                    if inserted != len(rows):
+                    if claim and tries > 1:
+                        # The answer of an earlier try may have been lost after it committed:
+                        # hand back what it claimed, and claim nothing on insert now.
+                        await conn.execute(
+                            q.release_page, barrier_id, rows[0][0], len(rows), worker_no
+                        )
+                        insert_args[5] = 0
+                    found = await conn.fetchrow(insert_sql, *insert_args)
+                    assert found is not None
+                    if found["inserted"] != len(rows):
                         await _check_conflicts(conn, q, barrier_id, rows)
+                    mine = list(found["mine"])
                 if unit_idx:
                     await conn.execute(
                         q.assign_units, barrier_id, unit_idx, unit_no, unit_head, unit_members
@@ -491,7 +569,8 @@ class ScatterOps:
             assert state is not None
             return Counts.from_row(state)
 
-        return await self.call(f"insert items of scatter barrier {barrier_id}", insert)
+        counts = await self.call(f"insert items of scatter barrier {barrier_id}", insert)
+        return counts, mine
 
     async def checkpoint(self, barrier_id: int) -> Checkpoint:
         """The barrier's enumeration checkpoint."""

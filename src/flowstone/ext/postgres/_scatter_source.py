@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from flowstone.ext.scatter import Batch, ScatterSpec
 
+    from ._scatter_exec import BarrierExecutor
     from ._scatter_ops import Checkpoint, Counts, ItemRow, ScatterOps, UnitRow
 
 __all__ = ["SourceChangedError", "Enumerator"]
@@ -45,6 +46,10 @@ Pair = tuple[int, Any]
 
 #: Seconds an async source's items may wait for their page to fill before being written.
 _SLOW_SOURCE_WAIT = 0.1
+#: Seconds a page may wait for the starting process to have room to take its items as
+#: they are inserted; then the rest goes in unclaimed, for any worker.
+_ROOM_WAIT = 0.05
+_PLAIN = (int, str, bool, type(None))
 
 
 class SourceChangedError(StorageError):
@@ -76,7 +81,11 @@ class Enumerator:
     :param partition: the partition key, for errors
     :param allow_pickle: items that are not JSON-able may be pickled
     :param notify: ``(channel, payload)`` sent with each page
-    :param on_page: called with the barrier's state after each page
+    :param on_page: called with the barrier's state after each page, and whether some of
+        its items went in unclaimed
+    :param taker: the starting process's executor: items it has room for go in claimed by
+        it (``worker_no``) and straight to it, without a claim or a decode
+    :param worker_no: the starting process's worker number
     """
 
     def __init__(
@@ -92,7 +101,9 @@ class Enumerator:
         partition: str | None,
         allow_pickle: bool,
         notify: tuple[str, str] | None,
-        on_page: Callable[[Counts], None],
+        on_page: Callable[[Counts, bool], None],
+        taker: BarrierExecutor | None = None,
+        worker_no: int = 0,
     ) -> None:
         self._ops = ops
         self._id = barrier_id
@@ -105,12 +116,19 @@ class Enumerator:
         self._allow_pickle = allow_pickle
         self._notify = notify
         self._on_page = on_page
+        self._taker = taker
+        self._worker_no = worker_no
         self._keyfn = spec.key
         self._batch: Batch | None = spec.batch
         self._batcher: Batcher | None = None
         self._batches = checkpoint.batches
         self._read = checkpoint.enumerated
         self._pending_units: list[list[Pair]] | None = None
+
+    @property
+    def feeds(self) -> bool:
+        """Whether it hands the starting process items as it inserts them."""
+        return self._taker is not None and self._batch is None
 
     async def run(self) -> None:
         """Read the rest of the source into the barrier.
@@ -227,6 +245,26 @@ class Enumerator:
     ) -> None:
         rows = [self._row(index, item) for index, item in pairs]
         batched = self._batch is not None
+        taker = self._taker
+        if taker is not None and not batched and units is None and rows:
+            claim = 0
+            # The page waits for this process at most _ROOM_WAIT in all: a starting
+            # process slower than that leaves the rest to any worker.
+            deadline = monotonic() + _ROOM_WAIT
+            while True:
+                want = min(len(rows), taker.half)
+                room, enough = await taker.wait_room(want, max(0.0, deadline - monotonic()))
+                if not enough or room >= len(rows) or cursor is not None:
+                    # A reader's page keeps its cursor: it is not split.
+                    claim = min(room, len(rows))
+                    break
+                # Room for part of the page: insert that part claimed, then wait again.
+                await self._insert(
+                    pairs[:room], rows[:room], cursor=None, last=False, total=total, claim=room
+                )
+                pairs, rows = pairs[room:], rows[room:]
+            await self._insert(pairs, rows, cursor=cursor, last=last, total=total, claim=claim)
+            return
         if units is None and self._batcher is not None:
             closed: list[list[Pair]] = self._pending_units or []
             self._pending_units = None
@@ -243,12 +281,32 @@ class Enumerator:
                 self._batches = len(units)
             else:
                 units = []
+        await self._insert(pairs, rows, cursor=cursor, last=last, total=total, units=units)
+
+    async def _insert(
+        self,
+        pairs: list[Pair],
+        rows: list[ItemRow],
+        *,
+        cursor: str | None,
+        last: bool,
+        total: int | None,
+        units: list[UnitRow] | None = None,
+        claim: int = 0,
+    ) -> None:
+        """Insert rows (the first ``claim`` taken by this process) and move the checkpoint."""
         read = pairs[-1][0] + 1 if pairs else self._read
+        taker = self._taker
+        if claim and taker is not None and all(r[2] is not None for r in rows[:claim]):
+            taker.reserve(claim)
+        else:
+            claim = 0
+        mine: list[int] = []
         try:
-            counts = await self._ops.insert_page(
+            counts, mine = await self._ops.insert_claiming(
                 self._id,
                 rows,
-                batched=batched,
+                batched=self._batch is not None,
                 units=units or [],
                 enumerated=read,
                 cursor=cursor,
@@ -256,6 +314,8 @@ class Enumerator:
                 batches=self._batches,
                 total=total,
                 notify=self._notify,
+                claim=claim,
+                worker_no=self._worker_no,
             )
         except SourceConflict as conflict:
             if conflict.duplicate:
@@ -263,8 +323,28 @@ class Enumerator:
                     self._asset, conflict.key, conflict.index, self._partition
                 ) from None
             raise SourceChangedError(self._where, conflict.key, conflict.index) from None
+        finally:
+            if claim and taker is not None:
+                taker.adopt(claim, self._taken(pairs, rows, mine))
         self._read = read
-        self._on_page(counts)
+        self._on_page(counts, len(mine) < len(rows))
+
+    def _taken(
+        self, pairs: list[Pair], rows: list[ItemRow], mine: list[int]
+    ) -> list[tuple[int, str, Any]]:
+        """``(idx, key, item)`` of the items claimed on insert, as a worker would load them."""
+        if not mine:
+            return []
+        first = pairs[0][0]
+        allow_pickle = self._allow_pickle
+        taken: list[tuple[int, str, Any]] = []
+        for idx in mine:
+            index, item = pairs[idx - first]
+            _, key, text, raw = rows[idx - first]
+            if item.__class__ not in _PLAIN:
+                item = decode(text, raw, allow_pickle=allow_pickle)
+            taken.append((index, key if key is not None else str(index), item))
+        return taken
 
     def _row(self, index: int, item: Any) -> ItemRow:
         key: str | None = None

@@ -200,18 +200,32 @@ class ScatterQueries:
         # Items go in as one JSON array (and keys as another) parsed by the server: one
         # parameter per column instead of one encoded element per item. Positions run
         # from $2. The general form below takes arrays, for items kept as raw bytes.
-        self.insert_items_json = f"""
-            WITH ins AS (
-                INSERT INTO {items} (item_id, barrier_id, idx, key, head, unit, item)
+        # The first $6 items of the page go in already claimed by worker $7 (the starting
+        # process takes them as it inserts them); the answer lists those that went in so.
+        insert_json = f"""
+                INSERT INTO {items} (item_id, barrier_id, idx, key, head, unit, item, status,
+                    worker, claims)
                 SELECT {lo} + $2 + e.n - 1, $1, $2 + e.n - 1, k.key, $5,
-                    CASE WHEN $5 THEN $2 + e.n - 1 END, e.item
+                    CASE WHEN $5 THEN $2 + e.n - 1 END, e.item,
+                    CASE WHEN e.n <= $6 THEN 'running' ELSE 'pending' END,
+                    CASE WHEN e.n <= $6 THEN $7::bigint END,
+                    CASE WHEN e.n <= $6 THEN 1 ELSE 0 END
                 FROM jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS e(item, n)
                 LEFT JOIN jsonb_array_elements_text($4::text::jsonb) WITH ORDINALITY
                     AS k(key, n) USING (n)
                 ON CONFLICT DO NOTHING
-                RETURNING 1
-            )
-            SELECT count(*) FROM ins"""
+                RETURNING idx, status = 'running' AS mine"""
+        self.insert_items_json = f"""
+            WITH ins AS ({insert_json})
+            SELECT count(*) AS inserted,
+                coalesce(array_agg(idx) FILTER (WHERE mine), '{{}}') AS mine
+            FROM ins"""
+        # A page insert whose answer was lost hands back what it claimed before it is tried
+        # again (this worker never took those items).
+        self.release_page = f"""
+            UPDATE {items} SET status = 'pending', worker = NULL
+            WHERE item_id >= {lo} + $2 AND item_id < {lo} + $2 + $3
+                AND status = 'running' AND worker = $4"""
         self.insert_items = f"""
             WITH ins AS (
                 INSERT INTO {items} (item_id, barrier_id, idx, key, head, unit, item, item_raw)
@@ -222,7 +236,7 @@ class ScatterQueries:
                 ON CONFLICT DO NOTHING
                 RETURNING 1
             )
-            SELECT count(*) FROM ins"""
+            SELECT count(*) AS inserted, '{{}}'::bigint[] AS mine FROM ins"""
         self.conflicts = f"""
             SELECT idx, key FROM {items} WHERE item_id = ANY($2::bigint[])
             UNION
@@ -245,6 +259,34 @@ class ScatterQueries:
                 updated_at = now()
             WHERE b.id = $1
             RETURNING {state_columns}"""
+
+        # A whole page in one statement (so in one round trip, atomically): the insert
+        # above, the checkpoint ($8 enumerated, $9 cursor, $10 last, $11 batches, $12 total)
+        # and the notification ($14 channel, $15 payload). When fewer than $13 rows went in
+        # (a resumed page, or a conflict), it fails with a division by zero and nothing of
+        # it stays: the page is then written by the transaction that looks at conflicts.
+        total_page = "CASE WHEN $10 THEN $8 ELSE coalesce($12, b.total) END"
+        self.insert_page_json = f"""
+            WITH ins AS ({insert_json}
+            ), c AS (
+                SELECT count(*) AS inserted,
+                    coalesce(array_agg(idx) FILTER (WHERE mine), '{{}}') AS mine
+                FROM ins
+            ), cp AS (
+                UPDATE {barriers} b SET enumerated = greatest(b.enumerated, $8), cursor = $9,
+                    source_done = b.source_done OR $10, batches = greatest(b.batches, $11),
+                    total = {total_page},
+                    status = CASE WHEN b.status = 'open'
+                        AND {exceeded_sql("b.failed", total_page)}
+                        THEN 'exceeded' ELSE b.status END,
+                    updated_at = now()
+                WHERE b.id = $1
+                RETURNING {state_columns}
+            )
+            SELECT cp.*, c.mine,
+                c.inserted / (CASE WHEN c.inserted = $13 THEN 1 ELSE 0 END) AS inserted,
+                CASE WHEN $14::text IS NOT NULL THEN pg_notify($14, $15) END AS notified
+            FROM cp, c"""
 
         # -- claiming ------------------------------------------------------------------
         open_only = f"EXISTS (SELECT 1 FROM {barriers} WHERE id = $1 AND status = 'open')"

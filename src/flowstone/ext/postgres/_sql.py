@@ -128,6 +128,11 @@ def _storable(value: Any) -> Any:
     return value
 
 
+#: One encoder for every record field: ``json.dumps`` with options builds a new one per call.
+_RECORD_JSON = json.JSONEncoder(default=_json_default, allow_nan=False, separators=(",", ":"))
+_STORABLE_JSON = json.JSONEncoder(default=_json_default, separators=(",", ":"))
+
+
 def dump_json(value: Any) -> str:
     """JSON text for a record field (metadata, tags) that ``jsonb`` accepts.
 
@@ -139,17 +144,20 @@ def dump_json(value: Any) -> str:
     if isinstance(value, Mapping) and not isinstance(value, dict):
         value = dict(value)
     try:
-        text = json.dumps(value, default=_json_default, allow_nan=False, separators=(",", ":"))
+        text = _RECORD_JSON.encode(value)
     except ValueError:
         text = ""
     if not text or "\\u0000" in text:
-        text = json.dumps(_storable(value), default=_json_default, separators=(",", ":"))
+        text = _STORABLE_JSON.encode(_storable(value))
     return text
 
 
 def has_nul(*values: str | None) -> bool:
     """Whether any of ``values`` holds a NUL character, which PostgreSQL text cannot store."""
-    return any(v is not None and "\x00" in v for v in values)
+    for v in values:
+        if v and "\x00" in v:
+            return True
+    return False
 
 
 def clean_text(value: str | None) -> str | None:

@@ -49,7 +49,6 @@ from ._rows import (
 )
 from ._sql import (
     dump_json,
-    has_nul,
     partition_id,
     qualified,
     to_utc,
@@ -60,11 +59,15 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
     from datetime import datetime
     from types import TracebackType
+    from typing import TypeAlias
 
     from flowstone import Runtime
 
     from ._io import PostgresIOManager
     from ._sql import Connection, Pool
+
+    #: What an operation does, for messages: the text, or a function making it when needed.
+    What: TypeAlias = str | Callable[[], str]
 
 __all__ = ["PostgresStore"]
 
@@ -386,7 +389,7 @@ class PostgresStore:
 
     async def call(
         self,
-        what: str,
+        what: What,
         operation: Callable[[Connection], Awaitable[T]],
         *,
         idempotent: bool = True,
@@ -395,7 +398,8 @@ class PostgresStore:
 
         This is how the plugin's parts talk to the database; it opens the store on first use.
 
-        :param what: what it does, completing "could not ...", for errors and logs
+        :param what: what it does, completing "could not ...", for errors and logs (or a
+            function returning that text, called only when it is needed)
         :param operation: receives a connection; with ``idempotent`` it may run more than once
         :param idempotent: retry after transient failures (only when running it twice is safe)
         :raises DatabaseUnavailableError: transient failures outlasted the retry policy
@@ -407,7 +411,7 @@ class PostgresStore:
 
     async def _run(
         self,
-        what: str,
+        what: What,
         operation: Callable[[Connection], Awaitable[T]],
         *,
         idempotent: bool = True,
@@ -420,6 +424,7 @@ class PostgresStore:
             try:
                 return await operation(primary)
             except Exception as exc:
+                what = _text(what)
                 if not is_transient(exc) or not idempotent:
                     if is_transient(exc):
                         self._drop_primary()
@@ -452,6 +457,7 @@ class PostgresStore:
             finally:
                 self._primary_busy = False
 
+        what = _text(what)
         with map_errors(what):
             if idempotent:
                 return await retrying(attempt, what=what, policy=self.retry_policy)
@@ -530,20 +536,27 @@ class PostgresStore:
         A non-terminal record (``running``) waits in memory for the terminal one (or for
         ``flush_interval``); a terminal record is written at once, with whatever waits.
         """
-        if has_nul(record.run_id, record.asset, record.partition):
+        run_id, asset, partition = record.run_id, record.asset, record.partition
+        if "\x00" in run_id or "\x00" in asset or (partition and "\x00" in partition):
             raise StorageError(
                 f"cannot save the record of {where_record(record)}: PostgreSQL text cannot hold NUL"
             )
-        key: RecordKey = (record.run_id, record.asset, partition_id(record.partition))
+        key: RecordKey = (run_id, asset, "" if partition is None else "=" + partition)
         buffer = self._buffer
         if not record.status.terminal and self.flush_interval > 0:
             buffer.records[key] = record
             buffer.open_keys.add(key)
-            self._schedule_flush()
+            if self._flush_handle is None:
+                self._schedule_flush()
             return
         buffer.open_keys.discard(key)
+        # A record whose ``running`` record still waits here was not written by this
+        # process: it is most likely new, which a plain insert writes for less.
+        fresh = key in buffer.records
         await self._write(
-            buffer.take(record=(key, record)), f"save the record of {where_record(record)}"
+            buffer.take(record=(key, record)),
+            lambda: f"save the record of {where_record(record)}",
+            fresh=fresh,
         )
 
     async def get_records(self, run_id: str) -> list[MaterializationRecord]:
@@ -641,34 +654,63 @@ class PostgresStore:
         if (value.run_id, value.asset, value.partition_id) not in self._buffer.open_keys:
             return False
         self._buffer.values[value.asset, value.partition_id] = value
-        self._schedule_flush()
+        if self._flush_handle is None:
+            self._schedule_flush()
         return True
 
-    async def _write_value(self, value: PendingValue, what: str) -> None:
+    async def _write_value(self, value: PendingValue, what: What) -> None:
         """Write ``value`` now, with whatever else is pending."""
         await self._write(self._buffer.take(value=value), what)
 
-    def _write_statement(self, batch: Batch) -> tuple[str, list[Any]]:
+    def _write_statement(self, batch: Batch, *, fresh: bool) -> tuple[str, str | None, list[Any]]:
+        """The statement writing ``batch``, the one to run instead if it finds its record
+        written already (``fresh``: a plain insert was tried first), and its arguments."""
+        queries = self.queries
         if len(batch.records) == 1 and len(batch.values) <= 1:
             ((key, record),) = batch.records.items()
             args = record_row(key, record, to_latest=record.status is Status.SUCCEEDED)
             if not batch.values:
-                return self.queries.write_one, args
+                if fresh:
+                    return queries.write_one_new, queries.write_one, args
+                return queries.write_one, None, args
             (value,) = batch.values.values()
-            return self.queries.write_one_value, [*args, *value_row(value)]
-        return self.queries.write, write_arguments(batch)
+            args += value_row(value)
+            if fresh:
+                return queries.write_one_value_new, queries.write_one_value, args
+            return queries.write_one_value, None, args
+        return queries.write, None, write_arguments(batch)
 
-    async def _write(self, batch: Batch, what: str) -> None:
+    async def _write(self, batch: Batch, what: What, *, fresh: bool = False) -> None:
         buffer = self._buffer
         ok = False
         try:
-            await buffer.wait_turn(batch)
+            if buffer.writing and buffer.writing[0] is not batch:
+                await buffer.wait_turn(batch)
             if not batch.empty():
-                sql, args = self._write_statement(batch)
-                await self.call(what, lambda conn: conn.execute(sql, *args))
+                sql, upsert, args = self._write_statement(batch, fresh=fresh)
+                if upsert is None:
+                    await self.call(what, lambda conn: conn.execute(sql, *args))
+                else:
+                    key = self.queries.record_key
+
+                    async def write(conn: Connection) -> None:
+                        try:
+                            await conn.execute(sql, *args)
+                        except asyncpg.UniqueViolationError as exc:
+                            # Written before after all (a resumed run, a retried statement).
+                            if exc.constraint_name != key:
+                                raise
+                            await conn.execute(upsert, *args)
+
+                    await self.call(what, write)
             ok = True
         finally:
             buffer.finish(batch, ok=ok)
+
+
+def _text(what: What) -> str:
+    """The text of a (possibly lazy) operation description."""
+    return what if isinstance(what, str) else what()
 
 
 def _is_open(connection: Connection) -> bool:
