@@ -160,7 +160,7 @@ class Run:
         """Materialize ``names`` with their upstream inside this run (see ``RunHandle``)."""
         wanted = self._pipeline.resolve(list(names))
         closure = self._pipeline.upstream(wanted, scheduled_only=True)
-        self._check_partitions(closure)
+        self._preflight(closure)
         await self._schedule(closure)
         outcomes: dict[str, AssetOutcome] = {}
         for name in wanted:
@@ -183,7 +183,7 @@ class Run:
             closure = self._pipeline.upstream(self._selection, scheduled_only=True)
         else:
             closure = list(self._selection)
-        self._check_partitions(closure)
+        self._preflight(closure)
         started = perf_counter()
         run, created = await runtime.store.create_run(
             RunRecord(
@@ -255,7 +255,7 @@ class Run:
     def _names(self, status: Status) -> tuple[str, ...]:
         return tuple(n for n, o in self._outcomes.items() if o.status is status)
 
-    def _check_partitions(self, names: Iterable[str]) -> None:
+    def _preflight(self, names: Iterable[str]) -> None:
         """Fail before anything runs: bad partitions, unknown IO managers or coordinators."""
         runtime = self._runtime
         for name in names:
