@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from flowstone.protocols import CURRENT_CONTEXT as _current
 from flowstone.protocols import Invocation
 
 from ._batch import BatchInfo
 from ._errors import BatchResultError, ItemTimeoutError
 
 if TYPE_CHECKING:
-    from flowstone import RateLimiter, Retry
-
-from flowstone.protocols import CURRENT_CONTEXT as _current
+    from flowstone import Context, RateLimiter, Retry
 
 __all__ = ["ItemCall", "ItemRunner", "Outcome", "function_call", "invocation_call"]
 
@@ -54,16 +53,20 @@ def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCa
     """
     base = invocation.context
     asset = invocation.asset
-    if type(invocation) is not Invocation or not asset.is_async or _current is None:
+
+    def item_context(key: str, batch: BatchInfo | None) -> Context:
+        ctx = base.for_item(key)
+        if batch is not None:
+            ctx.batch_index = batch.index
+            ctx.batch_count = batch.count
+            ctx.batch_input = batch.input
+        return ctx
+
+    if type(invocation) is not Invocation or not asset.is_async:
         call = invocation.call
 
         async def run_item(key: str, item: Any, batch: BatchInfo | None) -> Any:
-            ctx = base.for_item(key)
-            if batch is not None:
-                ctx.batch_index = batch.index
-                ctx.batch_count = batch.count
-                ctx.batch_input = batch.input
-            return await call(ctx, item=item)
+            return await call(item_context(key, batch), item=item)
 
         return run_item
 
@@ -72,33 +75,9 @@ def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCa
     template = dict(invocation.inputs)
     current = _current
 
-    async def run_async_item(key: str, item: Any, batch: BatchInfo | None) -> Any:
-        ctx = base.for_item(key)
-        if batch is not None:
-            ctx.batch_index = batch.index
-            ctx.batch_count = batch.count
-            ctx.batch_input = batch.input
-        if template:
-            kwargs = template.copy()
-            kwargs["item"] = item
-            if ctx_param is not None:
-                kwargs[ctx_param] = ctx
-        elif ctx_param is not None:
-            kwargs = {ctx_param: ctx, "item": item}
-        else:
-            kwargs = {"item": item}
-        token = current.set(ctx)
-        try:
-            return await fn(**kwargs)
-        finally:
-            current.reset(token)
-
     def start_item(key: str, item: Any, batch: BatchInfo | None) -> Awaitable[Any]:
-        ctx = base.for_item(key)
-        if batch is not None:
-            ctx.batch_index = batch.index
-            ctx.batch_count = batch.count
-            ctx.batch_input = batch.input
+        """Set the item's context as current and return the function's coroutine."""
+        ctx = item_context(key, batch)
         if template:
             kwargs = template.copy()
             kwargs["item"] = item
@@ -111,7 +90,17 @@ def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCa
         current.set(ctx)
         return fn(**kwargs)
 
-    return start_item if own_task else run_async_item
+    if own_task:
+        return start_item
+
+    async def run_async_item(key: str, item: Any, batch: BatchInfo | None) -> Any:
+        token = current.set(current.get())  # restored below, whatever start_item sets
+        try:
+            return await start_item(key, item, batch)
+        finally:
+            current.reset(token)
+
+    return run_async_item
 
 
 def function_call(
