@@ -7,6 +7,7 @@ import html
 import inspect
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, cast
 
 from .assets import AssetDef
@@ -72,6 +73,7 @@ class Pipeline:
                 self._downstream[dep].append(asset_def.name)
         self._order = self._toposort()
         self._index = {n: i for i, n in enumerate(self._order)}
+        self._ordered = MappingProxyType({n: self._assets[n] for n in self._order})
         for asset_def in by_name.values():
             if asset_def.kind_spec is not None:
                 asset_def.kind_spec.validate(asset_def, self)
@@ -115,8 +117,8 @@ class Pipeline:
 
     @property
     def assets(self) -> Mapping[str, AssetDef[..., Any]]:
-        """The assets by name, in dependency order."""
-        return {n: self._assets[n] for n in self._order}
+        """The assets by name, in dependency order (a read-only view)."""
+        return self._ordered
 
     @property
     def order(self) -> tuple[str, ...]:

@@ -137,6 +137,7 @@ class Runtime:
         self._given: list[object] = [self.store, self.gate_store, *self._plugins, *self._sinks]
         self._known_assets: dict[str, AssetDef[..., Any]] = {}
         self._pipelines: dict[str, Pipeline] = {}
+        self._last_pipeline: Pipeline | None = None
         self._state = "new"
         self._stack: contextlib.AsyncExitStack | None = None
         self._open_lock: anyio.Lock | None = None
@@ -277,6 +278,9 @@ class Runtime:
         return self.io_managers.get(name or self.default_io_manager)
 
     def _remember(self, pipeline: Pipeline) -> None:
+        if self._last_pipeline is pipeline:  # the common case: the same pipeline again
+            return
+        self._last_pipeline = pipeline
         self._known_assets.update(pipeline.assets)
         if pipeline.name:
             self._pipelines[pipeline.name] = pipeline

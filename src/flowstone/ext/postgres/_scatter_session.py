@@ -23,7 +23,6 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import asyncpg
 
 from ._errors import describe, is_transient, map_errors, retrying
 
@@ -36,19 +35,6 @@ __all__ = ["DEFAULT_LEASE", "WorkerSession", "channel_for", "namespace_for"]
 
 _log = logging.getLogger("flowstone.postgres")
 
-#: ``asyncpg.create_pool`` options that ``asyncpg.connect`` does not take.
-_POOL_ONLY = frozenset(
-    {
-        "min_size",
-        "max_size",
-        "max_queries",
-        "max_inactive_connection_lifetime",
-        "setup",
-        "init",
-        "reset",
-        "loop",
-    }
-)
 
 #: Seconds a worker's claims outlive its last heartbeat when its death is not visible.
 DEFAULT_LEASE = 30.0
@@ -115,12 +101,7 @@ class WorkerSession:
         store = self.ops.store
         conn: Any
         if store.dsn is not None:
-            options = {
-                name: value
-                for name, value in (getattr(store, "_connect_options", None) or {}).items()
-                if name not in _POOL_ONLY
-            }
-            conn = await asyncpg.connect(store.dsn, **options)
+            conn = await store.connect_dedicated()
             self._pooled = False
         else:
             conn = await store.pool.acquire()

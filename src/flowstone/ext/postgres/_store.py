@@ -84,6 +84,7 @@ _POOL_ONLY = frozenset(
         "init",
         "reset",
         "connect",
+        "loop",
     }
 )
 
@@ -306,6 +307,16 @@ class PostgresStore:
         self._loop = loop
 
     async def _connect_primary(self) -> asyncpg.Connection[asyncpg.Record]:
+        return await self.connect_dedicated()
+
+    async def connect_dedicated(self) -> asyncpg.Connection[asyncpg.Record]:
+        """A new connection outside the pool, with the store's connect options and ``init``.
+
+        For work that holds session state (advisory locks, ``LISTEN``); the caller closes it.
+        Needs a DSN (a store made from a user's pool has none).
+        """
+        if self.dsn is None:
+            raise ConfigurationError("a dedicated connection needs the store's dsn")
         options = {k: v for k, v in self._connect_options.items() if k not in _POOL_ONLY}
         conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(self.dsn, **options)
         init = self._connect_options.get("init")
