@@ -20,6 +20,7 @@ from flowstone.ext.postgres._scatter import (
     PostgresScatterCoordinator,
     barrier_key,
 )
+from flowstone.ext.postgres._scatter_sql import ScatterQueries
 from flowstone.ext.postgres._worker import ScatterWorker, run_worker
 from flowstone.ext.scatter import (
     Batch,
@@ -795,3 +796,107 @@ async def test_the_worker_command(
             result = await runtime.materialize(pipeline)
     assert result["tripled"] == [i * 3 for i in range(60)]
     assert "60 item(s) run" in capsys.readouterr().out
+
+
+async def test_the_starting_process_writes_each_of_its_own_items_once(
+    pg_dsn: str, pg_schema: str, pg_conn: asyncpg.Connection
+) -> None:
+    queries: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: queries.append(record.query))
+
+    store = PostgresStore(
+        pg_dsn, schema=pg_schema, max_size=4, connect_options={"init": log_queries}
+    )
+
+    @fs.asset
+    @scatter(items=lambda deps: range(300), max_concurrent=8)
+    async def tripled(item: int) -> int:
+        return item * 3
+
+    async with durable_runtime(PostgresScatterCoordinator(store, lease=2), store=store) as rt:
+        result = await rt.materialize([tripled])
+    assert result["tripled"] == [i * 3 for i in range(300)]
+    q = ScatterQueries(pg_schema)
+    row_writers = {
+        q.insert_items_json: "insert pending",
+        q.insert_page_json: "insert pending",
+        q.insert_items: "insert pending",
+        q.complete: "complete",
+        q.complete_json: "complete",
+        q.complete_local: "insert finished",
+        q.complete_local_json: "insert finished",
+    }
+    writes = [row_writers[query] for query in queries if query in row_writers]
+    assert set(writes) == {"insert finished"}  # no pending rows, no completions
+    assert len(writes) < 300 / 4  # in batches
+    rows = await pg_conn.fetch(
+        f'SELECT status, item IS NULL AS no_item, claims FROM "{pg_schema}".scatter_items'
+    )
+    assert len(rows) == 300
+    # Rows that went in to be claimed keep their item: these went in finished.
+    assert all(r["status"] == "succeeded" and r["no_item"] and r["claims"] == 1 for r in rows)
+
+
+async def test_results_kept_in_memory_load_as_stored_ones_do(durable: fs.Runtime) -> None:
+    @fs.asset
+    @scatter(items=lambda deps: range(6), max_concurrent=2)
+    async def pairs(item: int) -> Any:
+        return (item, str(item)) if item % 2 else item / 2
+
+    result = await durable.materialize([pairs])
+    expected = [0.0, [1, "1"], 1.0, [3, "3"], 2.0, [5, "5"]]
+    assert result["pairs"] == expected
+    assert await durable.load("pairs") == expected
+
+
+async def test_a_resumed_scatter_skips_what_was_stored_past_its_checkpoint(
+    pg_store: PostgresStore, pg_conn: asyncpg.Connection, pg_schema: str
+) -> None:
+    """Items run before being stored hold the checkpoint back until they are written; the
+    ones written past it are not run again when the scatter resumes."""
+    release = anyio.Event()
+    runs: list[int] = []
+
+    @fs.asset
+    @scatter(items=lambda deps: range(100), max_concurrent=4)
+    async def held(item: int) -> int:
+        runs.append(item)
+        if item == 50:
+            await release.wait()
+        return item
+
+    async def stored() -> int:
+        try:
+            found = await pg_conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".scatter_items')
+        except asyncpg.UndefinedTableError:
+            return 0
+        return int(found)
+
+    coordinator = PostgresScatterCoordinator(pg_store, lease=2, flush_interval=0)
+    async with durable_runtime(coordinator, store=pg_store) as runtime:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(runtime.materialize, [held], run_id="past"))
+                while await stored() < 99:
+                    await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+        barrier = await pg_conn.fetchrow(
+            f'SELECT enumerated, source_done FROM "{pg_schema}".scatter_barriers'
+        )
+        assert barrier is not None
+        assert barrier["enumerated"] <= 50 and not barrier["source_done"]
+        missing = await pg_conn.fetch(
+            f"SELECT s.i FROM generate_series(0, 99) AS s(i) WHERE NOT EXISTS "
+            f'(SELECT 1 FROM "{pg_schema}".scatter_items WHERE idx = s.i)'
+        )
+        assert [r["i"] for r in missing] == [50]
+        release.set()
+        runs.clear()
+        result = await runtime.materialize([held], run_id="past")
+    assert result["held"] == list(range(100))
+    assert runs == [50]
+    rows = await items_table(pg_conn, pg_schema)
+    assert [r["idx"] for r in rows] == list(range(100))
+    assert {r["status"] for r in rows} == {"succeeded"}

@@ -521,6 +521,8 @@ class _StarterRun:
         self.counts: Counts | None = None
         self.barrier_id: int | None = None
         self.fatal: BaseException | None = None
+        #: The results in source order when this process ran every item and kept them.
+        self.kept: list[Any] | None = None
 
     async def run(self) -> Any:
         invocation = self.invocation
@@ -689,6 +691,10 @@ class _StarterRun:
                         taker=executor if local else None,
                         worker_no=session.worker_no,
                     )
+                    if enumerator.ledger is not None:
+                        executor.run_before_storing(
+                            enumerator.ledger, enumerator.finish, keep=spec.gather is None
+                        )
                     tg.start_soon(self._enumerate, enumerator, executor, barrier.id, session)
                 try:
                     counts = await executor.run()
@@ -697,6 +703,7 @@ class _StarterRun:
                         self.fatal = exc
                     counts = executor.counts
                 self.counts = counts
+                self.kept = executor.kept_results()
                 tg.cancel_scope.cancel()
         finally:
             await session.close()
@@ -733,7 +740,9 @@ class _StarterRun:
             executor.feeding(False)
 
     async def _gather(self, barrier_id: int) -> Any:
-        results = _Successes(self.ops, barrier_id, self.allow_pickle, self.where)
         if self.spec.gather is not None:
+            results = _Successes(self.ops, barrier_id, self.allow_pickle, self.where)
             return await call_gather(self.spec.gather, results)
+        if self.kept is not None:
+            return self.kept  # every result was this process's, as it loads back
         return await _all_successes(self.ops, barrier_id, self.allow_pickle, self.where)

@@ -9,22 +9,28 @@ Three kinds of task share it:
   items, and executors do not idle through its round trip;
 * ``max_concurrent`` **executors** run units through the scatter's
   :class:`~flowstone.ext.scatter.ItemRunner` (rate limit, timeout, retries, per-item context);
-* two **flushers** write finished results with one statement per batch, when half of
+* three **flushers** write finished results with one statement per batch, when a third of
   ``max_concurrent`` results wait or ``flush_interval`` after the first one, and at once
-  after a failure (the threshold decision then comes quickly); one writes while the other
-  batch fills. Executors wait while ``max_concurrent`` results are unwritten (written or
-  being written).
+  after a failure (the threshold decision then comes quickly); two write while the third
+  batch fills. While ``max_concurrent`` results are unwritten (waiting or being written),
+  executors start no unit, and one that finishes waits before adding its result.
 
-In the starting process the enumerator also hands items to the executor as it inserts
-them: as many as there is room for (see :meth:`BarrierExecutor.room`) go in already claimed
-by this process and straight to the executors, with no claim and no decode; the rest go in
-unclaimed, for any worker. Meanwhile the claimer claims only when a page went in partly
-unclaimed (or now and then, for items handed back). Idle executors are woken a few at a
-time, as units wait, so trivial units do not wake all of them for every claim.
+In the starting process the enumerator also hands items to the executor as it reads them.
+Unkeyed, unbatched items it has room for (see :meth:`BarrierExecutor.room`) are not stored
+first: they run straight from the source and their rows go in finished, one write per item
+(see ``_scatter_local``); when the asset gathers into a list and every result came from them,
+the list is made from the results kept in memory rather than read back. Other items it has
+room for go in already claimed by this process and straight to the executors, with no claim
+and no decode; the rest go in unclaimed, for any worker. Meanwhile the claimer claims only
+when a page went in partly unclaimed (or now and then, for items handed back). Idle
+executors are woken a few at a time, as units wait, so trivial units do not wake all of them
+for every claim.
 
 So a kill makes at most ``max_concurrent`` executing items and ``max_concurrent`` finished
-but unwritten results run again (claimed items not yet started just go back to the pool). When the barrier stops being open (threshold exceeded, cancelled), the
-in-flight items are cancelled; whatever this process still holds goes back to pending.
+but unwritten results run again (items held but not started were never run: claimed ones go
+back to the pool, unstored ones are read again from the checkpoint). When the barrier stops
+being open (threshold exceeded, cancelled), the in-flight items are cancelled; whatever this
+process still holds goes back to pending.
 
 A starting process (``stay=True``) stays until every item is terminal. About every
 ``reap_interval`` (busy or not) it puts the running items of dead workers back to pending
@@ -37,6 +43,8 @@ hands back every item it holds.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 from collections import deque
@@ -58,7 +66,8 @@ if TYPE_CHECKING:
 
     from flowstone.ext.scatter import Batch, ItemRunner, ScatterReporter
 
-    from ._scatter_ops import Claimed, Counts, Outcome, ScatterOps
+    from ._scatter_local import LocalLedger
+    from ._scatter_ops import Claimed, Counts, LocalOutcome, Outcome, ScatterOps
     from ._scatter_session import WorkerSession
 
 __all__ = [
@@ -82,8 +91,10 @@ _MAX_FLUSH = 1000  # results per statement at most (flushed sooner when more wai
 _YIELD_EVERY = 64
 _WAKE_AT_ONCE = 16
 #: Flushes that may be written at once (together they hold at most max_concurrent results).
-_FLUSHERS = 2
+_FLUSHERS = 3
 _PROGRESS_INTERVAL = 0.5
+#: Results that load back from their row as they are.
+_AS_STORED = (int, str, float, bool, type(None))
 
 
 class _Signal:
@@ -121,6 +132,39 @@ class _Unit:
     keys: list[str]
     items: list[Any]
     error: BaseException | None = None
+
+    #: Taken from the source by the starting process, not stored yet (a :class:`_Local`).
+    local = False
+
+
+class _Local:
+    """An item the starting process took from the source unstored (see _scatter_local).
+
+    Made for every such item, so it is kept small; the list views serve the general path.
+    """
+
+    __slots__ = ("index", "item", "stored")
+
+    local = True
+    error = None
+
+    def __init__(self, index: int, item: Any, stored: tuple[str | None, bytes | None] | None):
+        self.index = index
+        self.item = item
+        #: The item as stored when it fails: ``(json_text, raw)`` (``None``: made on demand).
+        self.stored = stored
+
+    @property
+    def idx(self) -> list[int]:
+        return [self.index]
+
+    @property
+    def keys(self) -> list[str]:
+        return [str(self.index)]
+
+    @property
+    def items(self) -> list[Any]:
+        return [self.item]
 
 
 @dataclass(slots=True)
@@ -198,20 +242,29 @@ class BarrierExecutor:
         # executors never idle through a claim's round trip. Waiting units were not run:
         # a kill re-runs only the executing ones and the unwritten results.
         self._capacity = max_concurrent + max_concurrent // 2
-        self._flush_size = min(_MAX_FLUSH, max(1, max_concurrent * unit_size // 2))
+        self._flush_size = min(_MAX_FLUSH, max(1, max_concurrent * unit_size // _FLUSHERS))
         self._max_unflushed = max(1, max_concurrent * unit_size)
         self.stats = ExecutorStats()
 
-        self._queue: deque[_Unit] = deque()
-        self._held: dict[int, _Unit] = {}
+        self._queue: deque[_Unit | _Local] = deque()
+        self._held: dict[int, _Unit | _Local] = {}
         self._buffer: list[Outcome] = []
+        # Results of items taken from the source here (not stored yet), and what says
+        # where the checkpoint may stand once they are written.
+        self._local: list[LocalOutcome] = []
+        self._ledger: LocalLedger | None = None
+        self._finish_source: Callable[[], Awaitable[None]] | None = None
+        #: Results of items taken here by position, while they load back as they are
+        #: (see :meth:`kept_results`); rows those items wrote.
+        self._kept: dict[int, Any] | None = None
+        self.local_written = 0
         self._inflight = 0
         self._writing: list[list[Outcome]] = []
         self._first_buffered = 0.0
         self._urgent = False
         # Idle executors wait on events of their own; new units wake only as many of them
         # as there are units (waking all of them for every claim costs a wake-up each).
-        self._idle: deque[anyio.Event] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()
         self._waking = 0
         self._room = _Signal()
         # The starting process's enumerator waits here for room to take items on insert.
@@ -223,6 +276,9 @@ class BarrierExecutor:
         self._fed = _Signal()
         self._flush = _Signal()
         self._flushed = _Signal()
+        # Executors waiting for unwritten results to be written: a flush wakes as many of
+        # them as it frees room for (waking them all for every flush costs a wake-up each).
+        self._blocked: deque[asyncio.Future[None]] = deque()
         self._claiming = True
         self._executing = True
         self._stopping = False
@@ -254,7 +310,7 @@ class BarrierExecutor:
                             pool.start_soon(self._guard, self._execute_loop)
                 self._executing = False
                 self._flush.set()
-                while self._buffer or self._inflight:
+                while self._buffer or self._local or self._inflight:
                     await self._flushed.wait()
                 ticker.cancel()
                 tg.cancel_scope.cancel()
@@ -286,23 +342,28 @@ class BarrierExecutor:
 
     async def _final_flush(self) -> None:
         """Write results still waiting (after a cancellation or a failure), best effort."""
-        if not self._buffer:
+        if not self._buffer and not self._local:
             return
         batch, self._buffer = self._buffer, []
+        local, self._local = self._local, []
         try:
             with anyio.fail_after(5):
-                counts, applied = await self._ops.complete(self._id, batch, self._session.worker_no)
+                if batch:
+                    counts, applied = await self._ops.complete(
+                        self._id, batch, self._session.worker_no
+                    )
+                    self.stats.applied += applied
+                    self.observe(counts)
+                if local:
+                    await self._complete_local(local)
         except Exception as exc:
             _log.warning(
                 "could not write %d finished results of scatter barrier %d (%s); those "
                 "items will run again",
-                len(batch),
+                len(batch) + len(local),
                 self._id,
                 describe(exc),
             )
-            return
-        self.stats.applied += applied
-        self.observe(counts)
 
     async def _release(self) -> None:
         """Hand back what this process still holds in the barrier (best effort)."""
@@ -456,9 +517,11 @@ class BarrierExecutor:
         """Wake up to ``count`` idle executors."""
         idle = self._idle
         while count > 0 and idle:
-            idle.popleft().set()
-            self._waking += 1
-            count -= 1
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._waking += 1
+                count -= 1
 
     def _wake_one(self) -> None:
         """Wake a few idle executors, unless some are already waking up.
@@ -535,6 +598,49 @@ class BarrierExecutor:
         if queue:
             self._wake_one()
 
+    def run_before_storing(
+        self,
+        ledger: LocalLedger,
+        finish_source: Callable[[], Awaitable[None]],
+        *,
+        keep: bool = False,
+    ) -> None:
+        """Accept items taken from the source unstored (:meth:`take_local`).
+
+        :param ledger: where the checkpoint may stand as their results are written
+        :param finish_source: records the end of the source once everything is stored
+        :param keep: keep their results in memory too (see :meth:`kept_results`)
+        """
+        self._ledger = ledger
+        self._finish_source = finish_source
+        self._kept = {} if keep else None
+
+    def kept_results(self) -> list[Any] | None:
+        """The results of the items that succeeded here in source order, when every
+        result of the barrier came from this process's own items (``finished`` rows in
+        all) and each one loads back from its row as it is (ints, strings, floats, bools,
+        ``None``); else ``None``, and the results are read from the rows."""
+        kept = self._kept
+        if kept is None or self.local_written != self.counts.finished:
+            return None
+        return [kept[index] for index in sorted(kept)]
+
+    def take_local(self, items: list[tuple[int, Any, str | None, bytes | None]]) -> None:
+        """Take items read from the source that are not stored: their results are
+        inserted finished (see ``_scatter_local``).
+
+        :param items: ``(idx, item, json_text, raw)``; the text and raw form are ``None``
+            when made on demand (a plain item)
+        """
+        held = self._held
+        queue = self._queue
+        for idx, item, text, raw in items:
+            unit = _Local(idx, item, None if text is None and raw is None else (text, raw))
+            held[idx] = unit
+            queue.append(unit)
+        if queue:
+            self._wake_one()
+
     # -- executing ---------------------------------------------------------------------
 
     async def _execute_loop(self) -> None:
@@ -547,19 +653,26 @@ class BarrierExecutor:
         call = runner.call if runner is not None else None
         quiet = not self._per_item
         count = 0
+        loop = asyncio.get_running_loop()
         while True:
-            if not queue:
-                if not self._claiming:
+            if not queue or self._unwritten() >= self._max_unflushed:
+                if not queue and not self._claiming:
                     return
-                event = anyio.Event()
-                idle.append(event)
+                if queue or (not self._held and (self._buffer or self._local)):
+                    # Results wait to be written: take no unit until a flush makes room.
+                    # Or nothing runs here any more: waiting adds no result to the batch.
+                    self._urgent = True
+                    self._flush.set()
+                waiter = loop.create_future()
+                idle.append(waiter)
                 try:
-                    await event.wait()
+                    await waiter
                 finally:
-                    if event.is_set():
+                    if waiter.done() and not waiter.cancelled():
                         self._waking -= 1
                     else:
-                        idle.remove(event)
+                        with contextlib.suppress(ValueError):
+                            idle.remove(waiter)
                 continue
             unit = queue.popleft()
             if queue:
@@ -567,16 +680,15 @@ class BarrierExecutor:
             if plain and unit.error is None:
                 assert call is not None
                 try:
-                    value = await call(unit.keys[0], unit.items[0], None)
+                    if isinstance(unit, _Local):
+                        value = await call(str(unit.index), unit.item, None)
+                    else:
+                        value = await call(unit.keys[0], unit.items[0], None)
                 except Exception as exc:
                     outcomes = [(False, exc, 1)]
                 else:
-                    if (
-                        quiet
-                        and value.__class__ is int
-                        and self._inflight + len(self._buffer) < self._max_unflushed
-                    ):
-                        self._append_int(unit.index, value)
+                    if quiet and value.__class__ is int and self._unwritten() < self._max_unflushed:
+                        self._append_int(unit.index, value, unit.local)
                         count += 1
                         if not count % _YIELD_EVERY:
                             await anyio.lowlevel.checkpoint()
@@ -584,16 +696,29 @@ class BarrierExecutor:
                     outcomes = [(True, value, 1)]
             else:
                 outcomes = await self._run_unit(unit)
-            while self._inflight + len(self._buffer) >= self._max_unflushed:
+            while self._unwritten() >= self._max_unflushed:
+                # Finished while others filled the room (their items suspended).
                 self._urgent = True
                 self._flush.set()
-                await self._flushed.wait()
+                waiter = loop.create_future()
+                self._blocked.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if not waiter.done():
+                        waiter.cancel()
+                    with contextlib.suppress(ValueError):
+                        self._blocked.remove(waiter)
             self._append(unit, outcomes)
             count += 1
             if not count % _YIELD_EVERY:
                 await anyio.lowlevel.checkpoint()
 
-    async def _run_unit(self, unit: _Unit) -> list[tuple[bool, Any, int]]:
+    def _unwritten(self) -> int:
+        """Finished results not written yet (waiting, or being written)."""
+        return self._inflight + len(self._buffer) + len(self._local)
+
+    async def _run_unit(self, unit: _Unit | _Local) -> list[tuple[bool, Any, int]]:
         if unit.error is not None:
             return [(False, unit.error, 1)] * len(unit.idx)
         runner = self._runner
@@ -608,18 +733,24 @@ class BarrierExecutor:
             unit.keys, unit.items, info, collect_errors=self._batch.collect_errors
         )
 
-    def _append_int(self, idx: int, value: int) -> None:
+    def _append_int(self, idx: int, value: int, local: bool) -> None:
         """:meth:`_append` for the common case: one item, an int result, no events."""
-        buffer = self._buffer
-        if not buffer:
+        if not self._buffer and not self._local:
             self._first_buffered = monotonic()
             self._flush.set()  # the first result starts the flusher's clock
-        buffer.append((idx, "succeeded", str(value), None, None, 1))
+        if local:
+            buffer: list[Any] = self._local
+            buffer.append((idx, "succeeded", str(value), None, None, 1, None, None))
+            if self._kept is not None:
+                self._kept[idx] = value
+        else:
+            buffer = self._buffer
+            buffer.append((idx, "succeeded", str(value), None, None, 1))
         del self._held[idx]
         stats = self.stats
         stats.units += 1
         stats.items += 1
-        if len(buffer) >= self._flush_size:
+        if len(self._buffer) + len(self._local) >= self._flush_size:
             self._flush.set()
         free = self._capacity - len(self._held) - self._reserved
         if free >= self._claim_min:
@@ -627,15 +758,19 @@ class BarrierExecutor:
         if self._room_wanted and free >= self._room_wanted:
             self._roomy.set()
 
-    def _append(self, unit: _Unit, outcomes: list[tuple[bool, Any, int]]) -> None:
+    def _append(self, unit: _Unit | _Local, outcomes: list[tuple[bool, Any, int]]) -> None:
         buffer = self._buffer
-        first = not buffer
+        local = self._local if unit.local else None
+        first = not buffer and not self._local
         if first:
             self._first_buffered = monotonic()
         allow_pickle = self._allow_pickle
         reporter = self._reporter if self._per_item else None
         failed = False
-        for idx, key, (ok, value, attempts) in zip(unit.idx, unit.keys, outcomes, strict=True):
+        for idx, key, item, (ok, value, attempts) in zip(
+            unit.idx, unit.keys, unit.items, outcomes, strict=True
+        ):
+            outcome: Outcome
             if ok:
                 try:
                     text, raw = encode(value, allow_pickle=allow_pickle)
@@ -647,12 +782,25 @@ class BarrierExecutor:
                         "PostgresStore(allow_pickle=True)"
                     )
                 else:
-                    buffer.append((idx, "succeeded", text, raw, None, attempts))
+                    outcome = (idx, "succeeded", text, raw, None, attempts)
             if not ok:
                 failed = True
-                buffer.append(
-                    (idx, "failed", None, None, f"{type(value).__name__}: {value}", attempts)
+                outcome = (idx, "failed", None, None, f"{type(value).__name__}: {value}", attempts)
+            if local is None:
+                buffer.append(outcome)
+            elif ok:
+                local.append((*outcome, None, None))
+                if self._kept is not None:
+                    if value.__class__ in _AS_STORED:
+                        self._kept[idx] = value
+                    else:
+                        self._kept = None  # loads back otherwise: read the rows
+            else:
+                # A failed item is stored with it, to run again when the barrier reopens.
+                stored = (unit.stored if isinstance(unit, _Local) else None) or encode(
+                    item, allow_pickle=allow_pickle
                 )
+                local.append((*outcome, *stored))
             if reporter is not None:
                 reporter.item(idx, key, ok, attempts, None if ok else value)
         del self._held[unit.index]
@@ -660,7 +808,7 @@ class BarrierExecutor:
         self.stats.items += len(unit.idx)
         if failed:
             self._urgent = True
-        if first or failed or len(buffer) >= self._flush_size:
+        if first or failed or len(buffer) + len(self._local) >= self._flush_size:
             self._flush.set()  # the first result starts the flusher's clock
         free = self._capacity - len(self._held) - self._reserved
         if free >= self._claim_min:
@@ -673,31 +821,55 @@ class BarrierExecutor:
     async def _flush_loop(self) -> None:
         ops = self._ops
         while True:
-            if not self._buffer:
+            waiting = len(self._buffer) + len(self._local)
+            if not waiting:
                 if not self._executing:
                     return
                 await self._flush.wait()
                 continue
-            if self._executing and not self._urgent and len(self._buffer) < self._flush_size:
+            if self._executing and not self._urgent and waiting < self._flush_size:
                 remaining = self._first_buffered + self._flush_interval - monotonic()
                 if remaining > 0:
                     await self._flush.wait(remaining)
                     continue
             batch, self._buffer = self._buffer, []
+            local, self._local = self._local, []
             self._urgent = False
-            self._inflight += len(batch)
+            taken = len(batch) + len(local)
+            self._inflight += taken
             self._writing.append(batch)
+            counts: Counts | None = None
+            written = False
             try:
-                counts, applied = await ops.complete(self._id, batch, self._session.worker_no)
+                if batch:
+                    counts, applied = await ops.complete(self._id, batch, self._session.worker_no)
+                    written = True
+                    self.stats.applied += applied
+                    self.observe(counts)
+                if local:
+                    counts = await self._complete_local(local)
             except BaseException:
-                self._buffer[:0] = batch  # kept for the final attempt
+                # Kept for the final attempt.
+                if not written:
+                    self._buffer[:0] = batch
+                self._local[:0] = local
                 raise
             finally:
-                self._inflight -= len(batch)
+                self._inflight -= taken
                 self._writing = [w for w in self._writing if w is not batch]
                 self._flushed.set()
-            self.stats.applied += applied
-            self.observe(counts)
+                blocked = self._blocked
+                for _ in range(min(taken, len(blocked))):
+                    waiter = blocked.popleft()
+                    if not waiter.done():
+                        waiter.set_result(None)
+                if self._queue:
+                    self._wake_one()
+            assert counts is not None
+            ledger = self._ledger
+            if local and ledger is not None and ledger.due() and self._finish_source is not None:
+                await self._finish_source()  # the last item taken here is stored
+                counts = self.counts
             if counts.status != "open":
                 self._stop()
                 await self._notify()
@@ -706,6 +878,28 @@ class BarrierExecutor:
                 # flushes may each miss the other's, so neither sees the barrier complete.
                 await self._notify()
             self._session.poke(self._topic)
+
+    async def _complete_local(self, local: list[LocalOutcome]) -> Counts:
+        """Insert the finished rows of items taken here, moving the checkpoint past them."""
+        ledger = self._ledger
+        assert ledger is not None
+        writing = ledger.ranges([outcome[0] for outcome in local])
+        enumerated, cursor = ledger.checkpoint(writing)
+        last = ledger.complete(writing)
+        counts, applied = await self._ops.complete_local(
+            self._id,
+            local,
+            self._session.worker_no,
+            enumerated=enumerated,
+            cursor=cursor,
+            last=last,
+            total=ledger.total,
+        )
+        ledger.written(writing, last=last)
+        self.local_written += applied
+        self.stats.applied += applied
+        self.observe(counts)
+        return counts
 
     def _near_the_end(self, counts: Counts) -> bool:
         if not counts.source_done or counts.total is None:

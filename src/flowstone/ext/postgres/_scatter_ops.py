@@ -37,6 +37,7 @@ __all__ = [
     "Claimed",
     "Counts",
     "ItemRow",
+    "LocalOutcome",
     "Outcome",
     "ScatterOps",
     "SourceConflict",
@@ -49,6 +50,10 @@ T = TypeVar("T")
 #: One item result for :meth:`ScatterOps.complete`:
 #: ``(idx, "succeeded" | "failed", json_text, raw_bytes, error_text, attempts)``.
 Outcome = tuple[int, str, str | None, bytes | None, str | None, int]
+#: One result of an item the starting process ran without inserting it first, for
+#: :meth:`ScatterOps.complete_local`: an :data:`Outcome` followed by the item's JSON text
+#: and raw bytes (kept only for failed items, which a reopened barrier runs again).
+LocalOutcome = tuple[int, str, str | None, bytes | None, str | None, int, str | None, bytes | None]
 #: One enumerated item for :meth:`ScatterOps.insert_page`:
 #: ``(idx, key or None for the default key, json_text, raw_bytes)``.
 ItemRow = tuple[int, str | None, str | None, bytes | None]
@@ -680,6 +685,57 @@ class ScatterOps:
         row = await self.call(f"record results of scatter barrier {barrier_id}", complete)
         assert row is not None
         return Counts.from_row(row), int(row["applied"])
+
+    async def complete_local(
+        self,
+        barrier_id: int,
+        outcomes: Sequence[LocalOutcome],
+        worker_no: int,
+        *,
+        enumerated: int,
+        cursor: str | None,
+        last: bool,
+        total: int | None,
+    ) -> tuple[Counts, int]:
+        """Insert finished rows for items never stored before, and move the checkpoint.
+
+        One statement: the rows (an item stored already keeps its first result and is not
+        counted again), the counters, the threshold decision, and the checkpoint
+        (``enumerated`` with its ``cursor``; ``last``: the source is read and every item is
+        stored, so the total becomes ``enumerated``).
+
+        :return: the barrier's state after them, and how many rows went in
+        """
+        head: list[Any] = [barrier_id, worker_no, enumerated, cursor, last, total]
+        if all(o[1] == "succeeded" and o[2] is not None and o[5] == 1 for o in outcomes):
+            sql = self.q.complete_local_json
+            args = [
+                *head,
+                "{" + ",".join([str(o[0]) for o in outcomes]) + "}",
+                "[" + ",".join([o[2] for o in outcomes if o[2] is not None]) + "]",
+            ]
+        else:
+            sql = self.q.complete_local
+            columns: list[list[Any]] = [[], [], [], [], [], [], [], []]
+            for outcome in outcomes:
+                for column, value in zip(columns, outcome, strict=True):
+                    column.append(value)
+            args = [*head, *columns]
+
+        async def complete(conn: Connection) -> asyncpg.Record | None:
+            return await conn.fetchrow(sql, *args)
+
+        row = await self.call(f"record results of scatter barrier {barrier_id}", complete)
+        assert row is not None
+        return Counts.from_row(row), int(row["applied"])
+
+    async def max_idx(self, barrier_id: int) -> int:
+        """The highest item position stored in the barrier, -1 when it holds none."""
+        sql = self.q.max_idx
+        value = await self.call(
+            f"read scatter barrier {barrier_id}", lambda conn: conn.fetchval(sql, barrier_id)
+        )
+        return int(value)
 
     async def ensure_items(self, barrier_id: int, idx: Sequence[int], keys: Sequence[str]) -> None:
         """Insert rows for items not registered yet (barrier API)."""

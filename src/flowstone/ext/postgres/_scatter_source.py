@@ -8,6 +8,10 @@ iterable is read again and the items before the checkpoint are skipped. Insertin
 idempotent, so a page written twice (its answer lost) changes nothing; a key seen twice is a
 :class:`~flowstone.ext.scatter.DuplicateScatterKeyError`.
 
+In the starting process, unkeyed items of an unbatched scatter that it has room for are not
+inserted at all: it runs them first and each row goes in once, finished (see
+``_scatter_local``); the checkpoint then stays before the first of them not yet written.
+
 Batched scatters assign each item to a batch as batches close (the same
 :class:`~flowstone.ext.scatter.Batcher` as in-process); items of a batch still open wait in
 their rows, unclaimable, and a resumed enumeration rebuilds the open batches from them.
@@ -30,6 +34,7 @@ from flowstone.ext.scatter import (
 from flowstone.protocols import ItemReader
 
 from ._scatter_codec import Unstorable, decode, encode
+from ._scatter_local import LocalLedger
 from ._scatter_ops import SourceConflict
 
 if TYPE_CHECKING:
@@ -83,8 +88,9 @@ class Enumerator:
     :param notify: ``(channel, payload)`` sent with each page
     :param on_page: called with the barrier's state after each page, and whether some of
         its items went in unclaimed
-    :param taker: the starting process's executor: items it has room for go in claimed by
-        it (``worker_no``) and straight to it, without a claim or a decode
+    :param taker: the starting process's executor: items it has room for go straight to
+        it, unstored (unkeyed, unbatched items) or inserted claimed by it (``worker_no``),
+        without a claim or a decode
     :param worker_no: the starting process's worker number
     """
 
@@ -124,11 +130,27 @@ class Enumerator:
         self._batches = checkpoint.batches
         self._read = checkpoint.enumerated
         self._pending_units: list[list[Pair]] | None = None
+        self._reader = _is_reader(source)
+        # Unkeyed, unbatched items the starting process has room for are run before they
+        # are stored (see ``_scatter_local``); keys must be checked for duplicates first.
+        self._ledger: LocalLedger | None = (
+            LocalLedger(checkpoint.enumerated, checkpoint.cursor, None)
+            if taker is not None and spec.batch is None and spec.key is None
+            else None
+        )
+        # The highest position stored before this enumeration began (a resumed one):
+        # items up to it go the claimed way, where inserting twice is harmless.
+        self._stored_max = -1
 
     @property
     def feeds(self) -> bool:
-        """Whether it hands the starting process items as it inserts them."""
+        """Whether it hands the starting process items as it reads them."""
         return self._taker is not None and self._batch is None
+
+    @property
+    def ledger(self) -> LocalLedger | None:
+        """The items the starting process runs before they are stored (``None``: none)."""
+        return self._ledger
 
     async def run(self) -> None:
         """Read the rest of the source into the barrier.
@@ -145,11 +167,40 @@ class Enumerator:
             self._batcher = Batcher(batch)
             if self._read:
                 await self._reopen_batches()
+        if self._ledger is not None:
+            self._stored_max = await self._ops.max_idx(self._id)
         source = self._source
         if _is_reader(source):
             await self._run_reader(source)
         else:
             await self._run_feed(source)
+        if self._ledger is not None and self._ledger.due():
+            await self.finish()
+
+    async def finish(self) -> None:
+        """Record the end of the source once every item taken here is stored (whoever
+        notices it first: the enumerator, or the flush that wrote the last of them)."""
+        ledger = self._ledger
+        if ledger is None or not ledger.due():
+            return
+        ledger.final_sent = True
+        try:
+            counts = await self._ops.insert_page(
+                self._id,
+                [],
+                batched=False,
+                units=[],
+                enumerated=ledger.read,
+                cursor=None,
+                last=True,
+                batches=0,
+                total=ledger.read,
+                notify=self._notify,
+            )
+        except BaseException:
+            ledger.final_sent = False
+            raise
+        self._on_page(counts, False)
 
     # -- sources -----------------------------------------------------------------------
 
@@ -243,10 +294,13 @@ class Enumerator:
         total: int | None,
         units: list[UnitRow] | None = None,
     ) -> None:
-        rows = [self._row(index, item) for index, item in pairs]
         batched = self._batch is not None
         taker = self._taker
-        if taker is not None and not batched and units is None and rows:
+        if taker is not None and not batched and units is None and pairs:
+            if self._ledger is not None and pairs[0][0] > self._stored_max:
+                await self._take_locally(pairs, cursor=cursor, last=last, total=total)
+                return
+            rows = [self._row(index, item) for index, item in pairs]
             claim = 0
             # The page waits for this process at most _ROOM_WAIT in all: a starting
             # process slower than that leaves the rest to any worker.
@@ -254,7 +308,7 @@ class Enumerator:
             while True:
                 want = min(len(rows), taker.half)
                 room, enough = await taker.wait_room(want, max(0.0, deadline - monotonic()))
-                if not enough or room >= len(rows) or cursor is not None:
+                if not enough or room >= len(rows) or self._reader:
                     # A reader's page keeps its cursor: it is not split.
                     claim = min(room, len(rows))
                     break
@@ -265,6 +319,7 @@ class Enumerator:
                 pairs, rows = pairs[room:], rows[room:]
             await self._insert(pairs, rows, cursor=cursor, last=last, total=total, claim=claim)
             return
+        rows = [self._row(index, item) for index, item in pairs]
         if units is None and self._batcher is not None:
             closed: list[list[Pair]] = self._pending_units or []
             self._pending_units = None
@@ -296,6 +351,17 @@ class Enumerator:
     ) -> None:
         """Insert rows (the first ``claim`` taken by this process) and move the checkpoint."""
         read = pairs[-1][0] + 1 if pairs else self._read
+        enumerated = read
+        ledger = self._ledger
+        if ledger is not None:
+            # Items taken here and not yet stored hold the checkpoint back.
+            ledger.advance(
+                read, cursor, page=self._reader and (cursor is not None or last), last=last
+            )
+            enumerated, cursor = ledger.checkpoint()
+            last = ledger.complete()
+            if last:
+                ledger.final_sent = True
         taker = self._taker
         if claim and taker is not None and all(r[2] is not None for r in rows[:claim]):
             taker.reserve(claim)
@@ -308,7 +374,7 @@ class Enumerator:
                 rows,
                 batched=self._batch is not None,
                 units=units or [],
-                enumerated=read,
+                enumerated=enumerated,
                 cursor=cursor,
                 last=last,
                 batches=self._batches,
@@ -317,7 +383,12 @@ class Enumerator:
                 claim=claim,
                 worker_no=self._worker_no,
             )
-        except SourceConflict as conflict:
+        except BaseException as error:
+            if ledger is not None and last:
+                ledger.final_sent = False
+            if not isinstance(error, SourceConflict):
+                raise
+            conflict = error
             if conflict.duplicate:
                 raise DuplicateScatterKeyError(
                     self._asset, conflict.key, conflict.index, self._partition
@@ -328,6 +399,44 @@ class Enumerator:
                 taker.adopt(claim, self._taken(pairs, rows, mine))
         self._read = read
         self._on_page(counts, len(mine) < len(rows))
+
+    async def _take_locally(
+        self, pairs: list[Pair], *, cursor: str | None, last: bool, total: int | None
+    ) -> None:
+        """Hand the starting process as many items as it has room for, to run before they
+        are stored; insert the rest pending, for any worker."""
+        ledger = self._ledger
+        taker = self._taker
+        assert ledger is not None and taker is not None
+        if total is not None:
+            ledger.total = total
+        deadline = monotonic() + _ROOM_WAIT
+        rest = pairs
+        while rest:
+            want = min(len(rest), taker.half)
+            room, _ = await taker.wait_room(want, max(0.0, deadline - monotonic()))
+            if room <= 0:
+                break
+            part, rest = rest[:room], rest[room:]
+            taken: list[tuple[int, Any, str | None, bytes | None]] = []
+            for index, item in part:
+                if item.__class__ in _PLAIN:
+                    taken.append((index, item, None, None))
+                else:
+                    # Checked as if it were stored: a failed item is, to be run again.
+                    _, _, text, raw = self._row(index, item)
+                    taken.append((index, item, text, raw))
+            ledger.take(part[0][0], part[-1][0] + 1)
+            taker.take_local(taken)
+            if rest and monotonic() >= deadline:
+                break
+        if rest:
+            rows = [self._row(index, item) for index, item in rest]
+            await self._insert(rest, rows, cursor=cursor, last=last, total=total)
+            return
+        end = pairs[-1][0] + 1
+        ledger.advance(end, cursor, page=self._reader, last=last)
+        self._read = end
 
     def _taken(
         self, pairs: list[Pair], rows: list[ItemRow], mine: list[int]

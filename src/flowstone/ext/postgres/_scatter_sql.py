@@ -251,7 +251,8 @@ class ScatterQueries:
             WHERE {barrier_items()} AND unit IS NULL ORDER BY item_id"""
         total_now = "CASE WHEN $4 THEN $2 ELSE coalesce($6, b.total) END"
         self.checkpoint = f"""
-            UPDATE {barriers} b SET enumerated = greatest(b.enumerated, $2), cursor = $3,
+            UPDATE {barriers} b SET enumerated = greatest(b.enumerated, $2),
+                cursor = CASE WHEN $2 >= b.enumerated THEN $3 ELSE b.cursor END,
                 source_done = b.source_done OR $4, batches = greatest(b.batches, $5),
                 total = {total_now},
                 status = CASE WHEN b.status = 'open' AND {exceeded_sql("b.failed", total_now)}
@@ -273,7 +274,8 @@ class ScatterQueries:
                     coalesce(array_agg(idx) FILTER (WHERE mine), '{{}}') AS mine
                 FROM ins
             ), cp AS (
-                UPDATE {barriers} b SET enumerated = greatest(b.enumerated, $8), cursor = $9,
+                UPDATE {barriers} b SET enumerated = greatest(b.enumerated, $8),
+                    cursor = CASE WHEN $8 >= b.enumerated THEN $9 ELSE b.cursor END,
                     source_done = b.source_done OR $10, batches = greatest(b.batches, $11),
                     total = {total_page},
                     status = CASE WHEN b.status = 'open'
@@ -371,6 +373,76 @@ class ScatterQueries:
             SELECT {_columns(_STATE_FIELDS, counts, " + c.s")}, c.s AS applied
             FROM {barriers} b, c
             WHERE b.id = $1"""
+        # Results of items the starting process ran without inserting them first (see
+        # ``_scatter_local``): one insert of finished rows, ``ON CONFLICT DO NOTHING`` (an
+        # answer lost and the statement run again counts nothing twice), the counters, the
+        # threshold decision and the enumeration checkpoint on the barrier's row, in one
+        # statement. $2 is the worker, $3 the checkpoint's position, $4 its cursor, $5
+        # whether the source is done, $6 the total when known; the results follow. Failed
+        # items keep their item, so that reopening the barrier can run them again.
+        total_local = "CASE WHEN $5 THEN $3 ELSE coalesce($6, b.total) END"
+
+        def local_update(succeeded: str, failed: str, retried: str) -> str:
+            return f"""
+            UPDATE {barriers} b SET succeeded = b.succeeded + {succeeded},
+                failed = b.failed + {failed}, retried = b.retried + {retried},
+                enumerated = greatest(b.enumerated, $3),
+                cursor = CASE WHEN $3 >= b.enumerated THEN $4 ELSE b.cursor END,
+                source_done = b.source_done OR $5, total = {total_local},
+                status = CASE WHEN b.status = 'open'
+                    AND {exceeded_sql(f"b.failed + {failed}", total_local)}
+                    THEN 'exceeded' ELSE b.status END,
+                updated_at = now()
+            FROM c
+            WHERE b.id = $1"""
+
+        local_columns = """item_id, barrier_id, idx, head, unit, status, result, result_raw,
+                    error, attempts, claims, worker, finished_at, item, item_raw"""
+        # The common batch: every item succeeded at its first attempt with a JSON result;
+        # positions as one array literal ($7), results as one JSON array ($8).
+        self.complete_local_json = f"""
+            WITH input AS (
+                SELECT i.idx, r.result
+                FROM unnest($7::text::bigint[]) WITH ORDINALITY AS i(idx, n)
+                JOIN jsonb_array_elements($8::text::jsonb) WITH ORDINALITY AS r(result, n)
+                    USING (n)
+            ), ins AS (
+                INSERT INTO {items} ({local_columns})
+                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, 'succeeded', t.result, NULL,
+                    NULL, 1, 1, $2::bigint, now(), NULL, NULL
+                FROM input t
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            ), c AS (
+                SELECT count(*) AS s FROM ins
+            ){local_update("c.s", "0", "0")}
+            RETURNING {state_columns}, c.s AS applied"""
+        # Any batch: columns as arrays from $7 on (position, status, result, raw result,
+        # error, attempts, item, raw item).
+        self.complete_local = f"""
+            WITH input AS (
+                SELECT * FROM unnest($7::bigint[], $8::text[], $9::jsonb[], $10::bytea[],
+                    $11::text[], $12::integer[], $13::jsonb[], $14::bytea[])
+                    AS t(idx, status, result, result_raw, error, attempts, item, item_raw)
+            ), ins AS (
+                INSERT INTO {items} ({local_columns})
+                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, t.status, t.result, t.result_raw,
+                    t.error, t.attempts, 1, $2::bigint, now(), t.item, t.item_raw
+                FROM input t
+                ON CONFLICT DO NOTHING
+                RETURNING status, attempts
+            ), c AS (
+                SELECT count(*) FILTER (WHERE status = 'succeeded') AS s,
+                    count(*) FILTER (WHERE status = 'failed') AS f,
+                    count(*) FILTER (WHERE attempts > 1) AS r
+                FROM ins
+            ){local_update("c.s", "c.f", "c.r")}
+            RETURNING {state_columns}, c.s + c.f AS applied"""
+        # The highest position stored in a barrier (-1 when none): where a resumed
+        # enumeration may find items stored past its checkpoint.
+        self.max_idx = f"""
+            SELECT coalesce(max(item_id) - {lo}, -1) AS idx FROM {items}
+            WHERE {barrier_items()}"""
         # Rows for results recorded through the barrier API without add_keys first.
         self.ensure_items = f"""
             INSERT INTO {items} (item_id, barrier_id, idx, key, unit)

@@ -1,0 +1,111 @@
+"""The ledger of items the starting process runs before storing them: wherever results are
+written in whatever order, the checkpoint never passes an item that is not stored, a
+reader's checkpoint stands at a page boundary with that page's cursor, and the source counts
+as read only once everything is stored."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowstone.ext.postgres._scatter_local import LocalLedger
+
+
+def _pages(sizes: list[int], start: int = 0) -> list[tuple[int, int]]:
+    pages = []
+    for size in sizes:
+        pages.append((start, start + size))
+        start += size
+    return pages
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 12), min_size=1, max_size=8),
+    local_share=st.lists(st.integers(0, 12), min_size=8, max_size=8),
+    reader=st.booleans(),
+    seed=st.integers(0, 2**32),
+    resumed_at=st.integers(0, 5),
+)
+def test_the_checkpoint_never_passes_an_unstored_item(
+    sizes: list[int], local_share: list[int], reader: bool, seed: int, resumed_at: int
+) -> None:
+    rng = random.Random(seed)
+    cursor0 = f"c{resumed_at}" if reader and resumed_at else None
+    ledger = LocalLedger(resumed_at, cursor0, None)
+    stored: set[int] = set(range(resumed_at))
+    cursors = {resumed_at: cursor0}
+    unwritten: list[int] = []  # taken here, result not written
+    pages = _pages(sizes, resumed_at)
+
+    def check(enumerated: int, cursor: str | None) -> None:
+        assert all(i in stored for i in range(enumerated)), "checkpoint passes an unstored item"
+        if reader:
+            assert enumerated in cursors and cursors[enumerated] == cursor
+
+    def write_some(last_page: bool) -> None:
+        rng.shuffle(unwritten)
+        count = rng.randint(0, len(unwritten))
+        batch, unwritten[:] = unwritten[:count], unwritten[count:]
+        writing = ledger.ranges(batch)
+        enumerated, cursor = ledger.checkpoint(writing)
+        last = ledger.complete(writing)
+        stored.update(batch)
+        check(enumerated, cursor)
+        if last:
+            assert last_page and not unwritten
+            assert all(i in stored for i in range(ledger.read))
+        ledger.written(writing, last=last)
+
+    for number, (start, end) in enumerate(pages):
+        last_page = number == len(pages) - 1
+        take = min(local_share[number], end - start)
+        if take:
+            ledger.take(start, start + take)
+            unwritten.extend(range(start, start + take))
+        # The rest of the page is inserted pending: stored with the checkpoint statement.
+        stored.update(range(start + take, end))
+        cursor = None if last_page else f"c{end}"
+        cursors[end] = cursor
+        ledger.advance(end, cursor, page=reader, last=last_page)
+        enumerated, at = ledger.checkpoint()
+        check(enumerated, at)
+        write_some(last_page)
+    while unwritten:
+        write_some(True)
+    total = pages[-1][1]
+    assert ledger.complete()
+    assert ledger.checkpoint() == (total, None)
+    assert ledger.total == total
+
+
+def test_the_end_is_due_once_and_only_when_everything_is_stored() -> None:
+    ledger = LocalLedger(0, None, None)
+    ledger.take(0, 4)
+    ledger.advance(4, None, page=False, last=True)
+    assert not ledger.due()
+    first = ledger.ranges([0, 1])
+    ledger.written(first, last=False)
+    assert ledger.checkpoint() == (0, None)  # a range counts as stored once all of it is
+    assert not ledger.due()
+    rest = ledger.ranges([3, 2])
+    assert ledger.complete(rest)
+    ledger.written(rest, last=False)
+    assert ledger.due()  # the flush did not record the end: somebody must
+    ledger.final_sent = True
+    assert not ledger.due()
+
+
+def test_many_ranges_are_trimmed_as_they_are_written() -> None:
+    ledger = LocalLedger(0, None, None)
+    for start in range(0, 3000, 3):
+        ledger.take(start, start + 3)
+    ledger.advance(3000, None, page=False, last=False)
+    for start in range(0, 2997, 3):
+        ledger.written(ledger.ranges([start, start + 1, start + 2]), last=False)
+    assert ledger.checkpoint() == (2997, None)
+    ledger.written(ledger.ranges([2999, 2997, 2998]), last=False)
+    assert ledger.checkpoint() == (3000, None)
+    assert not ledger.complete()
