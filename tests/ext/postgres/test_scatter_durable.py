@@ -900,3 +900,35 @@ async def test_a_resumed_scatter_skips_what_was_stored_past_its_checkpoint(
     rows = await items_table(pg_conn, pg_schema)
     assert [r["idx"] for r in rows] == list(range(100))
     assert {r["status"] for r in rows} == {"succeeded"}
+
+
+async def test_a_process_keeps_its_worker_session_for_the_next_scatter(
+    pg_store: PostgresStore, pg_conn: asyncpg.Connection, pg_schema: str
+) -> None:
+    @fs.asset
+    @scatter(items=lambda deps: range(5), max_concurrent=2)
+    async def small(item: int) -> int:
+        return item + 1
+
+    workers = f'SELECT worker_no FROM "{pg_schema}".scatter_workers'
+    coordinator = PostgresScatterCoordinator(pg_store, lease=2)
+    async with durable_runtime(coordinator, store=pg_store) as runtime:
+        assert (await runtime.materialize([small]))["small"] == [1, 2, 3, 4, 5]
+        first = [r["worker_no"] for r in await pg_conn.fetch(workers)]
+        assert (await runtime.materialize([small], force=True))["small"] == [1, 2, 3, 4, 5]
+        assert [r["worker_no"] for r in await pg_conn.fetch(workers)] == first
+        # An item a kept session still held (its executor could not hand it back) goes
+        # back to the pool when the session is taken up again.
+        await pg_conn.execute(
+            f"UPDATE \"{pg_schema}\".scatter_items SET status = 'running', worker = $1 "
+            "WHERE idx = 0",
+            first[0],
+        )
+        session = coordinator._sessions[0]
+        assert await session.resume()
+        status = await pg_conn.fetchval(
+            f'SELECT status FROM "{pg_schema}".scatter_items WHERE idx = 0 LIMIT 1'
+        )
+        assert status == "pending"
+        await coordinator._release_session(session, reusable=True)
+    assert await pg_conn.fetch(workers) == []  # closed with the runtime

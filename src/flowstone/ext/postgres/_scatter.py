@@ -83,6 +83,8 @@ _log = logging.getLogger("flowstone.postgres")
 
 #: How many failures a threshold error quotes (as the in-process scatter does).
 _FIRST_ERRORS = 10
+#: Worker sessions a coordinator keeps for its next scatters.
+_KEPT_SESSIONS = 2
 _PAGE = 1000
 _GATHER_PAGE = 5000
 _loads = json.loads
@@ -196,6 +198,7 @@ class PostgresScatterCoordinator:
         self.flush_interval = flush_interval
         self.poll_interval = poll_interval
         self._ids: dict[str, BarrierRow] = {}
+        self._sessions: list[WorkerSession] = []
 
     def __repr__(self) -> str:
         return f"PostgresScatterCoordinator(schema={self.store.schema!r}, lease={self.lease:g})"
@@ -208,7 +211,41 @@ class PostgresScatterCoordinator:
         return bool(getattr(self.store.io_manager, "allow_pickle", False))
 
     async def aclose(self) -> None:
-        """Nothing to close: each scatter's worker session ends with it."""
+        """Close the worker sessions kept for the next scatters."""
+        idle, self._sessions = self._sessions, []
+        for session in idle:
+            if session.loop_is_current():
+                await session.close()
+            else:
+                session.discard()
+
+    async def _session(self) -> WorkerSession:
+        """A worker session for one scatter: one kept from an earlier scatter of this
+        process when it can be taken up (a new connection, lock and registration cost more
+        than the scatter of a few items), else a new one."""
+        while self._sessions:
+            session = self._sessions.pop()
+            if await session.resume():
+                return session
+            if session.loop_is_current():
+                await session.close()
+            else:
+                session.discard()
+        session = WorkerSession(self.ops, lease=self.lease)
+        await session.start()
+        return session
+
+    async def _release_session(self, session: WorkerSession, *, reusable: bool) -> None:
+        """Keep ``session`` for the next scatter (a few at most), or close it."""
+        if (
+            reusable
+            and not session.pooled  # it would hold a pool connection while idle
+            and len(self._sessions) < _KEPT_SESSIONS
+            and session.loop_is_current()
+        ):
+            self._sessions.append(session)
+        else:
+            await session.close()
 
     # -- Coordinator -------------------------------------------------------------------
 
@@ -644,8 +681,8 @@ class _StarterRun:
             if local
             else None
         )
-        session = WorkerSession(self.ops, lease=coordinator.lease)
-        await session.start()
+        session = await coordinator._session()
+        reusable = False
         try:
             executor = BarrierExecutor(
                 self.ops,
@@ -705,8 +742,10 @@ class _StarterRun:
                 self.counts = counts
                 self.kept = executor.kept_results()
                 tg.cancel_scope.cancel()
+            reusable = self.fatal is None
         finally:
-            await session.close()
+            with anyio.CancelScope(shield=True):
+                await coordinator._release_session(session, reusable=reusable)
         if self.fatal is not None:
             raise self.fatal
         return counts

@@ -64,6 +64,8 @@ from ._scatter_codec import Unstorable, decode, encode
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from anyio.abc import TaskGroup
+
     from flowstone.ext.scatter import Batch, ItemRunner, ScatterReporter
 
     from ._scatter_local import LocalLedger
@@ -266,6 +268,8 @@ class BarrierExecutor:
         # as there are units (waking all of them for every claim costs a wake-up each).
         self._idle: deque[asyncio.Future[None]] = deque()
         self._waking = 0
+        self._executors = 0
+        self._pool: TaskGroup | None = None
         self._room = _Signal()
         # The starting process's enumerator waits here for room to take items on insert.
         self._roomy = _Signal()
@@ -305,9 +309,10 @@ class BarrierExecutor:
                     tg.start_soon(self._ticker, ticker)
                 with anyio.CancelScope() as self._work_scope:
                     async with anyio.create_task_group() as pool:
+                        # Executors start as units wait (see _wake): trivial units never
+                        # need max_concurrent of them, and tasks cost to start and end.
+                        self._pool = pool
                         pool.start_soon(self._guard, self._claim_loop)
-                        for _ in range(self._max):
-                            pool.start_soon(self._guard, self._execute_loop)
                 self._executing = False
                 self._flush.set()
                 while self._buffer or self._local or self._inflight:
@@ -514,7 +519,8 @@ class BarrierExecutor:
         self._wake_one()
 
     def _wake(self, count: int) -> None:
-        """Wake up to ``count`` idle executors."""
+        """Wake up to ``count`` idle executors, starting new ones (up to ``max_concurrent``)
+        when too few are idle."""
         idle = self._idle
         while count > 0 and idle:
             waiter = idle.popleft()
@@ -522,6 +528,12 @@ class BarrierExecutor:
                 waiter.set_result(None)
                 self._waking += 1
                 count -= 1
+        pool = self._pool
+        if count > 0 and pool is not None and self._claiming:
+            for _ in range(min(count, self._max - self._executors)):
+                self._executors += 1
+                self._waking += 1  # until it runs
+                pool.start_soon(self._guard, self._execute_loop)
 
     def _wake_one(self) -> None:
         """Wake a few idle executors, unless some are already waking up.
@@ -654,65 +666,73 @@ class BarrierExecutor:
         quiet = not self._per_item
         count = 0
         loop = asyncio.get_running_loop()
-        while True:
-            if not queue or self._unwritten() >= self._max_unflushed:
-                if not queue and not self._claiming:
-                    return
-                if queue or (not self._held and (self._buffer or self._local)):
-                    # Results wait to be written: take no unit until a flush makes room.
-                    # Or nothing runs here any more: waiting adds no result to the batch.
+        self._waking -= 1  # started (see _wake)
+        try:
+            while True:
+                if not queue or self._unwritten() >= self._max_unflushed:
+                    if not queue and not self._claiming:
+                        return
+                    if queue or (not self._held and (self._buffer or self._local)):
+                        # Results wait to be written: take no unit until a flush makes room.
+                        # Or nothing runs here any more: waiting adds no result to the batch.
+                        self._urgent = True
+                        self._flush.set()
+                    waiter = loop.create_future()
+                    idle.append(waiter)
+                    try:
+                        await waiter
+                    finally:
+                        if waiter.done() and not waiter.cancelled():
+                            self._waking -= 1
+                        else:
+                            with contextlib.suppress(ValueError):
+                                idle.remove(waiter)
+                    continue
+                unit = queue.popleft()
+                if queue:
+                    self._wake_one()
+                if plain and unit.error is None:
+                    assert call is not None
+                    try:
+                        if isinstance(unit, _Local):
+                            value = await call(str(unit.index), unit.item, None)
+                        else:
+                            value = await call(unit.keys[0], unit.items[0], None)
+                    except Exception as exc:
+                        outcomes = [(False, exc, 1)]
+                    else:
+                        if (
+                            quiet
+                            and value.__class__ is int
+                            and self._unwritten() < self._max_unflushed
+                        ):
+                            self._append_int(unit.index, value, unit.local)
+                            count += 1
+                            if not count % _YIELD_EVERY:
+                                await anyio.lowlevel.checkpoint()
+                            continue
+                        outcomes = [(True, value, 1)]
+                else:
+                    outcomes = await self._run_unit(unit)
+                while self._unwritten() >= self._max_unflushed:
+                    # Finished while others filled the room (their items suspended).
                     self._urgent = True
                     self._flush.set()
-                waiter = loop.create_future()
-                idle.append(waiter)
-                try:
-                    await waiter
-                finally:
-                    if waiter.done() and not waiter.cancelled():
-                        self._waking -= 1
-                    else:
+                    waiter = loop.create_future()
+                    self._blocked.append(waiter)
+                    try:
+                        await waiter
+                    finally:
+                        if not waiter.done():
+                            waiter.cancel()
                         with contextlib.suppress(ValueError):
-                            idle.remove(waiter)
-                continue
-            unit = queue.popleft()
-            if queue:
-                self._wake_one()
-            if plain and unit.error is None:
-                assert call is not None
-                try:
-                    if isinstance(unit, _Local):
-                        value = await call(str(unit.index), unit.item, None)
-                    else:
-                        value = await call(unit.keys[0], unit.items[0], None)
-                except Exception as exc:
-                    outcomes = [(False, exc, 1)]
-                else:
-                    if quiet and value.__class__ is int and self._unwritten() < self._max_unflushed:
-                        self._append_int(unit.index, value, unit.local)
-                        count += 1
-                        if not count % _YIELD_EVERY:
-                            await anyio.lowlevel.checkpoint()
-                        continue
-                    outcomes = [(True, value, 1)]
-            else:
-                outcomes = await self._run_unit(unit)
-            while self._unwritten() >= self._max_unflushed:
-                # Finished while others filled the room (their items suspended).
-                self._urgent = True
-                self._flush.set()
-                waiter = loop.create_future()
-                self._blocked.append(waiter)
-                try:
-                    await waiter
-                finally:
-                    if not waiter.done():
-                        waiter.cancel()
-                    with contextlib.suppress(ValueError):
-                        self._blocked.remove(waiter)
-            self._append(unit, outcomes)
-            count += 1
-            if not count % _YIELD_EVERY:
-                await anyio.lowlevel.checkpoint()
+                            self._blocked.remove(waiter)
+                self._append(unit, outcomes)
+                count += 1
+                if not count % _YIELD_EVERY:
+                    await anyio.lowlevel.checkpoint()
+        finally:
+            self._executors -= 1
 
     def _unwritten(self) -> int:
         """Finished results not written yet (waiting, or being written)."""

@@ -15,6 +15,7 @@ then run twice, and the first stored result wins).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -75,6 +76,7 @@ class WorkerSession:
         self._events: dict[str, anyio.Event] = {}
         self._lost: anyio.Event | None = None
         self._closed = False
+        self._loop: Any = None
 
     def __repr__(self) -> str:
         return f"WorkerSession(worker_no={self.worker_no}, lease={self.lease:g})"
@@ -94,6 +96,52 @@ class WorkerSession:
         what = f"take the lock of scatter worker {self.worker_no}"
         with map_errors(what):
             await retrying(self._connect, what=what, policy=store.retry_policy)
+        self._loop = asyncio.get_running_loop()
+
+    async def resume(self) -> bool:
+        """Take up a session kept idle after an earlier scatter, for the next one: renew its
+        lease and hand back any item it still holds (its executor could not).
+
+        :return: whether it can be used (else close it and start a new one)
+        """
+        conn = self._conn
+        if (
+            self._closed
+            or self._loop is not asyncio.get_running_loop()
+            or conn is None
+            or conn.is_closed()
+        ):
+            return False
+        q = self.ops.q
+        try:
+            with anyio.fail_after(5):
+                async with conn.transaction():
+                    renewed = await conn.execute(q.heartbeat, self.worker_no, self.lease)
+                    await conn.execute(q.release_held, self.worker_no)
+        except Exception as exc:
+            _log.debug("could not take up scatter worker %d: %s", self.worker_no, describe(exc))
+            return False
+        return bool(renewed == "UPDATE 1")
+
+    @property
+    def pooled(self) -> bool:
+        """Whether its connection is one of the store's pool (a store made from a pool)."""
+        return self._pooled
+
+    def loop_is_current(self) -> bool:
+        """Whether the session belongs to the running event loop."""
+        try:
+            return self._loop is asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+
+    def discard(self) -> None:
+        """Drop a session whose event loop has ended (its connection cannot be closed)."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None and not self._pooled:
+            with contextlib.suppress(Exception):
+                conn.terminate()
 
     async def _connect(self) -> None:
         """Open the session's own connection, lock, listen (retried by the caller)."""

@@ -314,6 +314,10 @@ class ScatterQueries:
                     SELECT {lo} + unnest(coalesce(p.members, ARRAY[p.idx])) FROM picked p))
                 AND i.status = 'pending'
             RETURNING i.idx, i.unit, i.key, i.item::text AS item, i.item_raw"""
+        # Everything a worker still holds, in any barrier (a kept session taken up again).
+        self.release_held = f"""
+            UPDATE {items} SET status = 'pending', worker = NULL
+            WHERE status = 'running' AND worker = $1"""
         self.release_worker = f"""
             UPDATE {items} SET status = 'pending', worker = NULL
             WHERE barrier_id = $1 AND status = 'running' AND worker = $2"""
