@@ -26,6 +26,7 @@ from ._core.protocols import ItemReader as ItemReader
 from ._core.protocols import MaterializationStore as MaterializationStore
 from ._core.protocols import ParallelCoordinator as ParallelCoordinator
 from ._core.protocols import PartitionLister as PartitionLister
+from ._core.protocols import PipelinedRecordStore as PipelinedRecordStore
 from ._core.protocols import RouteDecision as RouteDecision
 from ._core.protocols import RoutingCoordinator as RoutingCoordinator
 from ._core.protocols import ScatterCoordinator as ScatterCoordinator
@@ -54,6 +55,7 @@ __all__ = (
     "MaterializationStore",
     "ParallelCoordinator",
     "PartitionLister",
+    "PipelinedRecordStore",
     "Registry",
     "RouteDecision",
     "RoutingCoordinator",

@@ -39,12 +39,12 @@ from .events import (
     RunStarted,
 )
 from .invocation import AssetOutcome, Invocation
-from .protocols import IOContext
+from .protocols import IOContext, PipelinedRecordStore
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from .pipeline import Pipeline
     from .runtime import Runtime
@@ -66,6 +66,26 @@ def data_version(code_version: str, partition: str | None, inputs: Mapping[str, 
 
 def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The first error of ``group``, noting how many more came with it; ``None`` when the
+    group holds a cancellation (it must travel as it is)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending[:0] = list(error.exceptions)
+        else:
+            leaves.append(error)
+    if not leaves or not all(isinstance(e, Exception) for e in leaves):
+        return None
+    first = leaves[0]
+    assert isinstance(first, Exception)
+    if len(leaves) > 1:
+        first.add_note(f"({len(leaves) - 1} more errors came with it)")
+    return first
 
 
 def _now() -> datetime:
@@ -103,6 +123,16 @@ class Run:
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._outcomes: dict[str, AssetOutcome] = {}
         self._running: set[str] = set()
+        # Assets whose dependents were let go before their record was durable (a store
+        # that writes records behind the run), and how to let the dependents of an asset go.
+        self._released: set[str] = set()
+        self._finishers: dict[str, Callable[[str], None]] = {}
+        store = runtime.store
+        self._begin_save: Callable[[MaterializationRecord], Awaitable[None]] | None = (
+            store.begin_save_record
+            if isinstance(store, PipelinedRecordStore) and store.writes_behind
+            else None
+        )
         self._cancelled: dict[str, AssetOutcome] = {}
         self._waiters: dict[str, anyio.Event] = {}
         self._previous: dict[str, MaterializationRecord] = {}
@@ -218,7 +248,15 @@ class Run:
             )
         status = RunStatus.FAILED
         try:
-            await self._schedule(closure)
+            try:
+                await self._schedule(closure)
+            except BaseExceptionGroup as group:
+                # Errors the run cannot go on with (a store that failed, say) reach the
+                # caller as themselves, not wrapped by the task group that ran the assets.
+                first = _first_error(group)
+                if first is None:
+                    raise
+                raise first  # noqa: B904 - the group stays its context
             for name in self._selection:
                 outcome = self._outcomes.get(name)
                 if outcome is not None and outcome.value is _NOT_LOADED:
@@ -331,6 +369,7 @@ class Run:
 
     async def _run_asset(self, name: str, finished: Callable[[str], None]) -> None:
         asset_def = self._pipeline[name]
+        self._finishers[name] = finished
         try:
             if self._limiter is not None:
                 async with self._limiter:
@@ -359,6 +398,20 @@ class Run:
             if event is not None:
                 event.set()
             raise
+        finally:
+            self._finishers.pop(name, None)
+        if name in self._released:
+            return  # its dependents went ahead while its record was written
+        self._done(name, outcome)
+        finished(name)
+
+    def _release(self, name: str, outcome: AssetOutcome) -> None:
+        """Let the dependents of ``name`` start with its value before its record is durable
+        (the store writes theirs after it, and none of them if it fails)."""
+        finished = self._finishers.pop(name, None)
+        if finished is None:
+            return
+        self._released.add(name)
         self._done(name, outcome)
         finished(name)
 
@@ -648,7 +701,14 @@ class Run:
             input_versions=versions,
             io_manager=io_name,
         )
-        await runtime.store.save_record(record)
+        outcome = AssetOutcome(name, Status.SUCCEEDED, value, record=record, data_version=version)
+        begin = self._begin_save
+        if begin is None:
+            await runtime.store.save_record(record)
+        else:
+            durable = begin(record)
+            self._release(name, outcome)
+            await durable  # succeeded once durable: its event, and the run's end, wait for it
         if self._sinks:
             self.emit(
                 AssetSucceeded(
@@ -659,7 +719,7 @@ class Run:
                     metadata=record.metadata,
                 )
             )
-        return AssetOutcome(name, Status.SUCCEEDED, value, record=record, data_version=version)
+        return outcome
 
     async def _skip(
         self,

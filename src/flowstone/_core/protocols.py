@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
     from datetime import datetime
 
     from .assets import AssetDef
@@ -33,6 +33,7 @@ __all__ = [
     "MaterializationStore",
     "ParallelCoordinator",
     "PartitionLister",
+    "PipelinedRecordStore",
     "RouteDecision",
     "RoutingCoordinator",
     "ScatterCoordinator",
@@ -153,6 +154,31 @@ class MaterializationStore(Protocol):
 
     async def invalidate(self, asset: str, partition: str | None) -> None:
         """Make ``latest`` forget the current record of (asset, partition)."""
+        ...
+
+
+@runtime_checkable
+class PipelinedRecordStore(Protocol):
+    """A store that writes succeeded records behind the run, in order (optional).
+
+    The materializer then lets an asset's dependents start while its succeeded record is
+    being written, and counts the asset succeeded (its event, the run's end) only once the
+    record is durable. Contract: records of a run become durable in the order they were
+    begun, and one begun after a write that failed is never written (it fails too), so a
+    stored record never outlives the stored records of its inputs; ``save_record`` and
+    the readers see a begun record at once.
+    """
+
+    @property
+    def writes_behind(self) -> bool:
+        """Whether the materializer may let dependents go before a record is durable."""
+        ...
+
+    def begin_save_record(self, record: MaterializationRecord) -> Awaitable[None]:
+        """Start saving a terminal record; the awaitable ends when it is durable.
+
+        :raises StorageError: (from the awaitable) it could not be written
+        """
         ...
 
 

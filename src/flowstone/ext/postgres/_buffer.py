@@ -11,14 +11,24 @@ Ordering per key is kept by batches: a write takes everything pending into a bat
 waits for earlier in-flight batches that share a key. A failed batch puts back the entries
 it carried for others (unless newer ones replaced them), so nothing taken for a failed
 write is lost; the caller's own entry is dropped and its error raised to the caller.
+
+Succeeded records can also be *begun* (written behind the run, see
+:class:`~flowstone.protocols.PipelinedRecordStore`): each waits here with a future that ends
+when a batch carrying it commits. Batches carrying begun records are written one after
+another, in the order taken, so begun records become durable in the order begun; when one
+of those batches fails, every begun record still waiting fails with it and is dropped (a
+record must not be stored when a record begun before it is not).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
+
+from flowstone import StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -58,6 +68,11 @@ class Batch:
     #: The entries of the caller whose write this is (its error reaches that caller).
     own_record: RecordKey | None = None
     own_value: ValueKey | None = None
+    #: The begun records it carries (then it is written after every earlier such batch).
+    begun: frozenset[RecordKey] = frozenset()
+    ordered: bool = False
+    #: Why it must not be written after all (an earlier batch of begun records failed).
+    abort: BaseException | None = None
 
     def empty(self) -> bool:
         """Whether there is nothing to write."""
@@ -67,7 +82,7 @@ class Batch:
 class WriteBuffer:
     """Pending records and values, and the batches being written."""
 
-    __slots__ = ("open_keys", "records", "values", "writing")
+    __slots__ = ("durable", "fresh", "open_keys", "records", "values", "writing")
 
     def __init__(self) -> None:
         self.records: dict[RecordKey, MaterializationRecord] = {}
@@ -75,6 +90,10 @@ class WriteBuffer:
         #: Records saved as non-terminal whose terminal record has not come yet.
         self.open_keys: set[RecordKey] = set()
         self.writing: list[Batch] = []
+        #: Begun records not yet durable, with what their savers wait on.
+        self.durable: dict[RecordKey, asyncio.Future[None]] = {}
+        #: Begun records whose ``running`` record waited here (most likely not stored yet).
+        self.fresh: set[RecordKey] = set()
 
     def __bool__(self) -> bool:
         return bool(self.records or self.values)
@@ -97,8 +116,29 @@ class WriteBuffer:
             key = (value.asset, value.partition_id)
             batch.values[key] = value
             batch.own_value = key
+        durable = self.durable
+        if durable and not durable.keys().isdisjoint(batch.records.keys()):
+            batch.begun = frozenset(durable.keys() & batch.records.keys())
+            batch.ordered = True
         self.writing.append(batch)
         return batch
+
+    def begin(self, key: RecordKey, record: MaterializationRecord) -> asyncio.Future[None]:
+        """Keep a terminal record to be written behind the run; the future ends when it is
+        durable (or fails with the write that carried it, or one before it)."""
+        self.open_keys.discard(key)
+        if key in self.records:
+            self.fresh.add(key)
+        self.records[key] = record
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
+        self.durable[key] = future
+        return future
+
+    def begun_waiting(self) -> bool:
+        """Whether a begun record waits to be taken into a batch."""
+        records = self.records
+        return any(key in records for key in self.durable)
 
     def track(self, values: Iterable[ValueKey]) -> Batch:
         """An in-flight batch that only orders other writes of ``values`` (deletes, tables)."""
@@ -108,6 +148,20 @@ class WriteBuffer:
             batch.values[key] = _MARKER
         self.writing.append(batch)
         return batch
+
+    def fail_begun(self, error: BaseException) -> None:
+        """Fail every begun record still waiting, and drop it with its value."""
+        error = _as_error(error)
+        durable, self.durable = self.durable, {}
+        self.fresh.clear()
+        for batch in self.writing:
+            if batch.ordered and not batch.finished:
+                batch.abort = error
+        for key, future in durable.items():
+            self.records.pop(key, None)
+            self.values.pop((key[1], key[2]), None)
+            if not future.done():
+                future.set_exception(error)
 
     async def wait_turn(self, batch: Batch) -> None:
         """Wait until every earlier in-flight batch sharing a key with ``batch`` is done."""
@@ -119,26 +173,49 @@ class WriteBuffer:
                     earlier.done = anyio.Event()
                 await earlier.done.wait()
 
-    def finish(self, batch: Batch, *, ok: bool) -> None:
+    def finish(self, batch: Batch, *, ok: bool, error: BaseException | None = None) -> None:
         """End ``batch``. When it failed, put back the entries it carried for others (unless
-        newer ones replaced them); the caller's own entry is dropped, its error raised."""
+        newer ones replaced them); the caller's own entry is dropped, its error raised.
+        Begun records it carried are durable now; if it failed, every begun one fails."""
         try:
             self.writing.remove(batch)
         except ValueError:
             pass
-        if not ok:
+        durable = self.durable
+        if ok and durable:
             for key, record in batch.records.items():
-                if key != batch.own_record:
+                future = durable.get(key)
+                if future is not None and self.records.get(key) is not record:
+                    del durable[key]
+                    self.fresh.discard(key)
+                    if not future.done():
+                        future.set_result(None)
+        if not ok:
+            # Begun records fail with the batch (their savers hear of it): not put back.
+            begun = batch.begun
+            dropped = {(key[1], key[2]) for key in begun}
+            for key, record in batch.records.items():
+                if key != batch.own_record and key not in begun:
                     self.records.setdefault(key, record)
             for vkey, value in batch.values.items():
-                if value is not _MARKER and vkey != batch.own_value:
+                if value is not _MARKER and vkey != batch.own_value and vkey not in dropped:
                     self.values.setdefault(vkey, value)
+            if batch.ordered:
+                failure = error or StorageError("could not save succeeded records")
+                for key in begun:
+                    future = self.durable.pop(key, None)
+                    if future is not None and not future.done():
+                        future.set_exception(_as_error(failure))
+                self.fail_begun(failure)
         batch.finished = True
         if batch.done is not None:
             batch.done.set()
 
     def abandon_in_flight(self) -> None:
-        """Put the entries of batches that can never finish (their event loop is gone) back."""
+        """Put the entries of batches that can never finish (their event loop is gone) back;
+        whoever waited for begun records went with that loop."""
+        self.durable = {}
+        self.fresh.clear()
         writing, self.writing = self.writing, []
         for batch in writing:
             batch.own_record = batch.own_value = None
@@ -179,7 +256,22 @@ class WriteBuffer:
 _MARKER = PendingValue("", None, "", "", None, None, None)
 
 
+def _as_error(error: BaseException) -> Exception:
+    """What a begun record's saver raises for ``error``."""
+    if isinstance(error, Exception):
+        return error
+    return StorageError("could not save succeeded records: the write was cancelled")
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a failed future's error as seen (its waiter may have been cancelled)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _overlaps(a: Batch, b: Batch) -> bool:
+    if a.ordered and b.ordered:
+        return True
     if a.records and b.records and not a.records.keys().isdisjoint(b.records.keys()):
         return True
     return bool(a.values and b.values and not a.values.keys().isdisjoint(b.values.keys()))

@@ -119,7 +119,11 @@ class PostgresStore:
 
     Writes are batched per asset: an asset's ``running`` record and its value wait in memory
     (at most ``flush_interval`` seconds) and are written in one statement with its terminal
-    record, so a value and its record commit together.
+    record, so a value and its record commit together. Succeeded records are written behind
+    the run (``write_behind``): the asset's dependents start at once, records begun while a
+    write is in flight go together in the next statement (a group commit), in order, and an
+    asset counts as succeeded (its event, the end of the run) only once its record is
+    durable. A crash loses only records not yet committed: those assets run again on resume.
 
     :param dsn: a ``postgresql://`` connection string (or pass ``pool=``)
     :param schema: the PostgreSQL schema holding flowstone's tables (created if needed)
@@ -131,6 +135,10 @@ class PostgresStore:
     :param retry: how long and how often transient failures are retried
     :param flush_interval: seconds a ``running`` record may wait before it is written on its
         own; ``0`` writes every record and value at once
+    :param write_behind: let an asset's dependents start while its succeeded record is
+        written (records still land in order, and the asset counts as succeeded once its
+        record is durable; see :meth:`begin_save_record`); ``False`` makes each record
+        durable before its dependents start
     :param allow_pickle: let the ``postgres`` IO manager pickle values JSON and Arrow cannot
         hold (only for data you trust: loading a pickle runs code)
     :param connect_options: further keyword arguments for ``asyncpg.create_pool``
@@ -148,6 +156,7 @@ class PostgresStore:
         migrate: bool = True,
         retry: RetryPolicy | None = None,
         flush_interval: float = 0.1,
+        write_behind: bool = True,
         allow_pickle: bool = False,
         connect_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -171,6 +180,7 @@ class PostgresStore:
         self._auto_migrate = migrate
         self.retry_policy = retry or RetryPolicy()
         self.flush_interval = flush_interval
+        self.write_behind = write_behind
         self._connect_options = dict(connect_options or {})
         self.queries = Queries(schema)
         self._pool: Pool | None = None
@@ -183,6 +193,8 @@ class PostgresStore:
         self._buffer = WriteBuffer()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_tasks: set[asyncio.Task[None]] = set()
+        #: Writes records begun behind their run (see begin_save_record).
+        self._writer: asyncio.Task[None] | None = None
         self.io_manager: PostgresIOManager = PostgresIOManager(self, allow_pickle=allow_pickle)
 
     def __repr__(self) -> str:
@@ -279,6 +291,7 @@ class PostgresStore:
             self._drop_primary()
             self._buffer.abandon_in_flight()
             self._flush_handle = None
+            self._writer = None
         if self._given_pool is not None:
             self._pool = self._given_pool
         else:
@@ -357,6 +370,7 @@ class PostgresStore:
             if self._loop is None or self._loop is asyncio.get_running_loop():
                 for task in list(self._flush_tasks):
                     await task
+                await self._wait_for_writer()
             if self._buffer:
                 await self.flush()
         finally:
@@ -570,6 +584,56 @@ class PostgresStore:
             fresh=fresh,
         )
 
+    @property
+    def writes_behind(self) -> bool:
+        """Whether succeeded records are written behind the run (``write_behind`` and
+        batched writes)."""
+        return self.write_behind and self.flush_interval > 0
+
+    def begin_save_record(self, record: MaterializationRecord) -> Awaitable[None]:
+        """Start writing a terminal record behind the run; the awaitable ends when it is
+        durable (see :class:`~flowstone.protocols.PipelinedRecordStore`).
+
+        The materializer lets the asset's dependents start meanwhile. Records begun while
+        a write is in flight go together in the next statement, in the order begun; when a
+        write fails, the records begun after it fail too and are not stored. With
+        ``flush_interval=0`` the record is written at once, as by :meth:`save_record`.
+
+        :raises StorageError: (from the awaitable) the record could not be written
+        """
+        if not record.status.terminal or not self.writes_behind:
+            return self.save_record(record)
+        run_id, asset, partition = record.run_id, record.asset, record.partition
+        if "\x00" in run_id or "\x00" in asset or (partition and "\x00" in partition):
+            raise StorageError(
+                f"cannot save the record of {where_record(record)}: PostgreSQL text cannot hold NUL"
+            )
+        key: RecordKey = (run_id, asset, "" if partition is None else "=" + partition)
+        future = self._buffer.begin(key, record)
+        writer = self._writer
+        if writer is None or writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_begun())
+        return future
+
+    async def _write_begun(self) -> None:
+        """Write begun records, the waiting ones together, until none waits."""
+        buffer = self._buffer
+        while buffer.begun_waiting():
+            batch = buffer.take()
+            fresh = len(batch.records) == 1 and not buffer.fresh.isdisjoint(batch.records)
+            try:
+                await self._write(batch, "save succeeded records", fresh=fresh)
+            except Exception as exc:
+                # Their savers get the error (the buffer failed them with it).
+                _log.debug("could not save succeeded records: %s", describe(exc))
+                return
+
+    async def _wait_for_writer(self) -> None:
+        """Until records begun in this event loop are written (or failed)."""
+        writer = self._writer
+        if writer is not None and not writer.done() and self._loop is asyncio.get_running_loop():
+            await asyncio.wait([writer])
+
     async def get_records(self, run_id: str) -> list[MaterializationRecord]:
         """All records of a run, in the order they were first saved."""
         sql = self.queries.get_records
@@ -633,7 +697,9 @@ class PostgresStore:
     # -- deferred writes ---------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write every pending record and value now."""
+        """Write every pending record and value now (and wait for records being written
+        behind their run)."""
+        await self._wait_for_writer()
         if self._buffer:
             await self._write(self._buffer.take(), "write pending records")
 
@@ -693,10 +759,12 @@ class PostgresStore:
 
     async def _write(self, batch: Batch, what: What, *, fresh: bool = False) -> None:
         buffer = self._buffer
-        ok = False
+        error: BaseException | None = None
         try:
             if buffer.writing and buffer.writing[0] is not batch:
                 await buffer.wait_turn(batch)
+            if batch.abort is not None:
+                raise batch.abort  # begun records before these failed: these must not land
             if not batch.empty():
                 sql, upsert, args = self._write_statement(batch, fresh=fresh)
                 if upsert is None:
@@ -714,9 +782,11 @@ class PostgresStore:
                             await conn.execute(upsert, *args)
 
                     await self.call(what, write)
-            ok = True
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            buffer.finish(batch, ok=ok)
+            buffer.finish(batch, ok=error is None, error=error)
 
 
 def _text(what: What) -> str:
