@@ -486,3 +486,35 @@ def test_every_asset_starts_after_its_dependencies_finish(raw: list[list[int]], 
     for name, upstream in deps.items():
         for dep in upstream:
             assert position["end", dep] < position["start", name]
+
+
+class _BrokenStore(fs.MemoryStore):
+    """Refuses to save succeeded records of the assets it names."""
+
+    def __init__(self, *broken: str) -> None:
+        super().__init__()
+        self.broken = set(broken)
+
+    async def save_record(self, record: fs.MaterializationRecord) -> None:
+        if record.asset in self.broken and record.status is fs.Status.SUCCEEDED:
+            raise fs.StorageError(f"could not save the record of asset {record.asset!r}")
+        await super().save_record(record)
+
+
+async def test_a_store_failure_reaches_the_caller_as_itself() -> None:
+    @fs.asset
+    def left() -> int:
+        return 1
+
+    @fs.asset
+    def right() -> int:
+        return 2
+
+    async with fs.Runtime(store=_BrokenStore("left", "right")) as runtime:
+        with pytest.raises(fs.StorageError, match="could not save") as caught:
+            await runtime.materialize([left, right])
+    assert "1 more error came with it" in "".join(getattr(caught.value, "__notes__", []))
+    async with fs.Runtime(store=_BrokenStore("left")) as runtime:
+        with pytest.raises(fs.StorageError, match="asset 'left'") as caught:
+            await runtime.materialize([left, right])
+    assert not getattr(caught.value, "__notes__", [])

@@ -84,7 +84,8 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     first = leaves[0]
     assert isinstance(first, Exception)
     if len(leaves) > 1:
-        first.add_note(f"({len(leaves) - 1} more errors came with it)")
+        more = len(leaves) - 1
+        first.add_note(f"({more} more error{'s' if more > 1 else ''} came with it)")
     return first
 
 
