@@ -87,6 +87,16 @@ def _columns(fields: tuple[str, ...], counts: str, more_succeeded: str = "") -> 
     return ", ".join(out)
 
 
+def _zipped(name: str, numbers: str, results: str) -> str:
+    """Rows ``(name, result)`` from an array literal of numbers and a JSON array of results
+    (one parameter each, parsed by the server), matched by position."""
+    return f"""
+                SELECT i.{name}, r.result
+                FROM unnest({numbers}::text::bigint[]) WITH ORDINALITY AS i({name}, n)
+                JOIN jsonb_array_elements({results}::text::jsonb) WITH ORDINALITY
+                    AS r(result, n) USING (n)"""
+
+
 def item_id(barrier_id: int, idx: int) -> int:
     """The single-column key of item ``idx`` of a barrier."""
     return (barrier_id << ITEM_SHIFT) + idx
@@ -355,11 +365,7 @@ class ScatterQueries:
         # The common batch (every item succeeded at its first attempt, JSON results): ids
         # as one array literal, results as one JSON array.
         self.complete_json = f"""
-            WITH input AS (
-                SELECT i.item_id, r.result
-                FROM unnest($2::text::bigint[]) WITH ORDINALITY AS i(item_id, n)
-                JOIN jsonb_array_elements($3::text::jsonb) WITH ORDINALITY AS r(result, n)
-                    USING (n)
+            WITH input AS ({_zipped("item_id", "$2", "$3")}
             ), done AS (
                 UPDATE {items} i SET status = 'succeeded', result = t.result,
                     result_raw = NULL, error = NULL, attempts = 1, finished_at = now()
@@ -405,11 +411,7 @@ class ScatterQueries:
         # The common batch: every item succeeded at its first attempt with a JSON result;
         # positions as one array literal ($7), results as one JSON array ($8).
         self.complete_local_json = f"""
-            WITH input AS (
-                SELECT i.idx, r.result
-                FROM unnest($7::text::bigint[]) WITH ORDINALITY AS i(idx, n)
-                JOIN jsonb_array_elements($8::text::jsonb) WITH ORDINALITY AS r(result, n)
-                    USING (n)
+            WITH input AS ({_zipped("idx", "$7", "$8")}
             ), ins AS (
                 INSERT INTO {items} ({local_columns})
                 SELECT {lo} + t.idx, $1, t.idx, true, t.idx, 'succeeded', t.result, NULL,
