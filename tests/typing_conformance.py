@@ -38,10 +38,11 @@ from flowstone.protocols import ScatterCoordinator  # noqa: E402
 _scatter: ScatterCoordinator = InProcessScatterCoordinator()
 
 from flowstone.ext.postgres import PostgresItemReader, PostgresStore  # noqa: E402
-from flowstone.protocols import ItemReader  # noqa: E402
+from flowstone.protocols import ItemReader, PipelinedRecordStore  # noqa: E402
 
 _pg = PostgresStore("postgresql://localhost/db")
 _pg_store: MaterializationStore = _pg
+_pg_pipelined: PipelinedRecordStore = _pg
 _pg_io: IOManager = _pg.io_manager
 _pg_reader: ItemReader[dict[str, Any]] = PostgresItemReader(_pg, table="t")
 
