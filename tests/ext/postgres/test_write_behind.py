@@ -134,3 +134,33 @@ async def test_a_failed_write_fails_the_run_and_stores_nothing_after_it(
         assert {r["status"] for r in rows} <= {"running"}  # no succeeded record landed
         result = await runtime.materialize(pipeline, run_id="broken")  # resume
         assert result.ok and result["c4"] == 4
+
+
+async def test_the_current_record_counts_what_is_still_being_written(
+    pg_dsn: str, pg_schema: str, pg_conn: asyncpg.Connection
+) -> None:
+    seen: list[str | None] = []
+    asked = asyncio.Event()
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+
+    @fs.asset
+    def upstream() -> int:
+        return 1
+
+    @fs.asset
+    async def downstream(upstream: int) -> int:
+        current = await store.latest("upstream", None)
+        seen.append(None if current is None else current.run_id)
+        asked.set()
+        return upstream + 1
+
+    async with fs.Runtime(store=store) as runtime:
+        await runtime.migrate()
+        # Hold the writes back (reads go on) until the downstream asset has asked.
+        async with pg_conn.transaction():
+            await pg_conn.execute(f'LOCK TABLE "{pg_schema}".latest IN EXCLUSIVE MODE')
+            run = asyncio.ensure_future(runtime.materialize([upstream, downstream], run_id="now"))
+            await asyncio.wait_for(asked.wait(), 10)
+            assert not run.done()  # the upstream record is still being written
+        result = await run
+    assert result.ok and seen == ["now"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from flowstone import StorageError
+from flowstone import Status, StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -242,6 +242,15 @@ class WriteBuffer:
             for (name, pid), value in source.items():
                 if name == asset and value is not _MARKER:
                     found[pid] = value.partition
+        return found
+
+    def newest_succeeded(self, asset: str, pid: str) -> MaterializationRecord | None:
+        """The newest succeeded record of (asset, partition id) not yet committed, if any."""
+        found: MaterializationRecord | None = None
+        for source in [*(batch.records for batch in self.writing), self.records]:
+            for key, record in source.items():
+                if key[1] == asset and key[2] == pid and record.status is Status.SUCCEEDED:
+                    found = record
         return found
 
     def uncommitted_records(self) -> dict[RecordKey, MaterializationRecord]:

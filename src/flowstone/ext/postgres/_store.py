@@ -651,13 +651,17 @@ class PostgresStore:
         return list(records.values())
 
     async def latest(self, asset: str, partition: str | None) -> MaterializationRecord | None:
-        """The newest succeeded, not invalidated record of (asset, partition)."""
+        """The newest succeeded, not invalidated record of (asset, partition); a succeeded
+        record this process is still writing counts (read your own writes)."""
         sql = self.queries.latest
         pid = partition_id(partition)
         row = await self.call(
             f"read the current record of {where_names(asset, partition)}",
             lambda conn: conn.fetchrow(sql, asset, pid),
         )
+        writing = self._buffer.newest_succeeded(asset, pid)
+        if writing is not None:
+            return writing
         return None if row is None else record_from_row(row)
 
     async def history(
