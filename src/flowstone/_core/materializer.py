@@ -544,19 +544,33 @@ class Run:
             io_manager=previous.io_manager,
             reused=True,
         )
-        if previous.run_id != self._run_id:
-            await self._runtime.store.save_record(record)
-        else:
+        if previous.run_id == self._run_id:
             record = previous.replace(reused=True)
+        outcome = AssetOutcome(
+            asset_def.name, Status.SUCCEEDED, _NOT_LOADED, record=record, data_version=version
+        )
+        if previous.run_id != self._run_id:
+            await self._save_succeeded(asset_def.name, record, outcome)
         if self._sinks:
             self.emit(
                 AssetSucceeded(
                     run_id=self._run_id, asset=asset_def.name, partition=partition, reused=True
                 )
             )
-        return AssetOutcome(
-            asset_def.name, Status.SUCCEEDED, _NOT_LOADED, record=record, data_version=version
-        )
+        return outcome
+
+    async def _save_succeeded(
+        self, name: str, record: MaterializationRecord, outcome: AssetOutcome
+    ) -> None:
+        """Save a succeeded record; with a store that writes behind the run, the asset's
+        dependents start while it is written (it counts as succeeded once it is durable)."""
+        begin = self._begin_save
+        if begin is None:
+            await self._runtime.store.save_record(record)
+            return
+        durable = begin(record)
+        self._release(name, outcome)
+        await durable
 
     async def _compute(
         self,
@@ -703,13 +717,7 @@ class Run:
             io_manager=io_name,
         )
         outcome = AssetOutcome(name, Status.SUCCEEDED, value, record=record, data_version=version)
-        begin = self._begin_save
-        if begin is None:
-            await runtime.store.save_record(record)
-        else:
-            durable = begin(record)
-            self._release(name, outcome)
-            await durable  # succeeded once durable: its event, and the run's end, wait for it
+        await self._save_succeeded(name, record, outcome)
         if self._sinks:
             self.emit(
                 AssetSucceeded(
