@@ -932,3 +932,69 @@ async def test_a_process_keeps_its_worker_session_for_the_next_scatter(
         assert status == "pending"
         await coordinator._release_session(session, reusable=True)
     assert await pg_conn.fetch(workers) == []  # closed with the runtime
+
+
+@pytest.mark.parametrize("count", [0, 1, 7])
+async def test_small_sources_end_their_barrier(
+    durable: fs.Runtime, pg_conn: asyncpg.Connection, pg_schema: str, count: int
+) -> None:
+    @fs.asset
+    @scatter(items=lambda deps: range(count), max_concurrent=3)
+    async def few(item: int) -> int:
+        return item * 5
+
+    result = await durable.materialize([few])
+    assert result["few"] == [i * 5 for i in range(count)]
+    summary = result.records["few"].metadata["scatter"]
+    assert (summary["total"], summary["succeeded"]) == (count, count)
+    barrier = await pg_conn.fetchrow(
+        f'SELECT status, total, enumerated, source_done FROM "{pg_schema}".scatter_barriers'
+    )
+    assert barrier is not None and tuple(barrier) == ("done", count, count, True)
+
+
+async def test_a_reader_checkpoint_stays_on_a_page_boundary_with_its_cursor(
+    pg_store: PostgresStore, pg_conn: asyncpg.Connection, pg_schema: str
+) -> None:
+    """Items run before being stored hold a reader's checkpoint at the boundary of the page
+    before them, with that page's cursor; a resumed scatter reads on from there."""
+    release = anyio.Event()
+    reader = PagedReader(60)
+    runs: list[int] = []
+
+    @fs.asset
+    @scatter(reader=reader, max_concurrent=4, page_size=10)
+    async def paged(item: int) -> int:
+        runs.append(item)
+        if item == 35:
+            await release.wait()
+        return item
+
+    async def stored() -> int:
+        try:
+            found = await pg_conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".scatter_items')
+        except asyncpg.UndefinedTableError:
+            return 0
+        return int(found)
+
+    coordinator = PostgresScatterCoordinator(pg_store, lease=2, flush_interval=0)
+    async with durable_runtime(coordinator, store=pg_store) as runtime:
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(runtime.materialize, [paged], run_id="pages"))
+                while await stored() < 59:
+                    await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+        barrier = await pg_conn.fetchrow(
+            f'SELECT enumerated, cursor, source_done FROM "{pg_schema}".scatter_barriers'
+        )
+        assert barrier is not None and not barrier["source_done"]
+        assert barrier["enumerated"] in (0, 10, 20, 30)
+        assert barrier["cursor"] == (str(barrier["enumerated"]) if barrier["enumerated"] else None)
+        release.set()
+        runs.clear()
+        reader.cursors.clear()
+        result = await runtime.materialize([paged], run_id="pages")
+    assert result["paged"] == list(range(60))
+    assert runs == [35]
+    assert reader.cursors[0] == barrier["cursor"]
