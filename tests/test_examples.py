@@ -44,6 +44,27 @@ def run_example(name: str, *args: str) -> str:
     return process.stdout
 
 
+@pytest.mark.postgres
+def test_durable_script_carries_on_after_dying_halfway(pg_dsn: str, pg_schema: str) -> None:
+    common = ["--dsn", pg_dsn, "--schema", pg_schema, "--run-id", "halfway"]
+    died = subprocess.run(
+        [sys.executable, str(EXAMPLES / "durable.py"), *common, "--crash-after", "700"],
+        capture_output=True,
+        cwd=ROOT,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+    assert died.returncode == 1, died.stderr  # it died in the middle of the fan-out
+    out = run_example("durable.py", *common)
+    assert "run halfway: succeeded (resumed: True)" in out
+    assert "  orders            succeeded  reused" in out
+    assert "scatter: 2000 of 2000 orders, 0 failed" in out
+    assert "risky orders by country: {'DE': 140, 'FR': 140, 'NL': 140, 'SE': 140}" in out
+    scored = int(out.split("orders scored by this process: ")[1].split(" ")[0])
+    assert 2000 - 700 <= scored <= 2000 - 700 + 1 + 2 * 100  # unwritten ones run again
+
+
 def load_example(name: str) -> ModuleType:
     """Import ``examples/<name>.py`` as a module (without relying on the working directory)."""
     module_name = f"flowstone_examples_{name}"
