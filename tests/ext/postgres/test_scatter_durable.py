@@ -65,6 +65,31 @@ def barrier_sql(schema: str, columns: str = "status, total, succeeded, failed") 
     return f'SELECT {listed} FROM "{schema}".scatter_barriers b'
 
 
+async def cancel_once_stored(
+    runtime: fs.Runtime,
+    assets: list[Any],
+    run_id: str,
+    conn: asyncpg.Connection,
+    schema: str,
+    count: int,
+) -> None:
+    """Materialize ``assets`` and cancel the run once ``count`` item rows are stored."""
+
+    async def stored() -> int:
+        try:
+            found = await conn.fetchval(f'SELECT count(*) FROM "{schema}".scatter_items')
+        except asyncpg.UndefinedTableError:
+            return 0
+        return int(found)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(runtime.materialize, assets, run_id=run_id))
+            while await stored() < count:
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+
+
 async def items_table(conn: asyncpg.Connection, schema: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         f'SELECT idx, key, status, result::text AS result, attempts, claims FROM "{schema}".scatter_items ORDER BY idx'
@@ -867,21 +892,9 @@ async def test_a_resumed_scatter_skips_what_was_stored_past_its_checkpoint(
             await release.wait()
         return item
 
-    async def stored() -> int:
-        try:
-            found = await pg_conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".scatter_items')
-        except asyncpg.UndefinedTableError:
-            return 0
-        return int(found)
-
     coordinator = PostgresScatterCoordinator(pg_store, lease=2, flush_interval=0)
     async with durable_runtime(coordinator, store=pg_store) as runtime:
-        with anyio.fail_after(20):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(functools.partial(runtime.materialize, [held], run_id="past"))
-                while await stored() < 99:
-                    await anyio.sleep(0.01)
-                tg.cancel_scope.cancel()
+        await cancel_once_stored(runtime, [held], "past", pg_conn, pg_schema, 99)
         barrier = await pg_conn.fetchrow(
             f'SELECT enumerated, source_done FROM "{pg_schema}".scatter_barriers'
         )
@@ -970,21 +983,9 @@ async def test_a_reader_checkpoint_stays_on_a_page_boundary_with_its_cursor(
             await release.wait()
         return item
 
-    async def stored() -> int:
-        try:
-            found = await pg_conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".scatter_items')
-        except asyncpg.UndefinedTableError:
-            return 0
-        return int(found)
-
     coordinator = PostgresScatterCoordinator(pg_store, lease=2, flush_interval=0)
     async with durable_runtime(coordinator, store=pg_store) as runtime:
-        with anyio.fail_after(20):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(functools.partial(runtime.materialize, [paged], run_id="pages"))
-                while await stored() < 59:
-                    await anyio.sleep(0.01)
-                tg.cancel_scope.cancel()
+        await cancel_once_stored(runtime, [paged], "pages", pg_conn, pg_schema, 59)
         barrier = await pg_conn.fetchrow(
             f'SELECT enumerated, cursor, source_done FROM "{pg_schema}".scatter_barriers'
         )
