@@ -42,6 +42,8 @@ from flowstone.ext.postgres._scatter import PostgresScatterCoordinator
 from flowstone.ext.postgres._worker import ScatterWorker
 from flowstone.ext.scatter import scatter
 
+from .bench_postgres import Statements
+
 if TYPE_CHECKING:
     from . import Report
 
@@ -81,19 +83,6 @@ async def w7_waited(item: int) -> int:
 
 W5 = fs.Pipeline([w5_count, w5_doubled], name="bench_w5")
 W7 = fs.Pipeline([w7_count, w7_waited], name="bench_w7")
-
-
-class Statements:
-    """Counts statements sent on a pool's connections (asyncpg query logger)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, record: Any) -> None:
-        self.count += 1
-
-    async def init(self, conn: asyncpg.Connection[Any]) -> None:
-        conn.add_query_logger(self)
 
 
 async def baseline_rows_per_s(admin: asyncpg.Connection[Any], schema: str) -> float:

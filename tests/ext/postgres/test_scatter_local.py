@@ -34,7 +34,7 @@ def test_the_checkpoint_never_passes_an_unstored_item(
 ) -> None:
     rng = random.Random(seed)
     cursor0 = f"c{resumed_at}" if reader and resumed_at else None
-    ledger = LocalLedger(resumed_at, cursor0, None)
+    ledger = LocalLedger(resumed_at, cursor0)
     stored: set[int] = set(range(resumed_at))
     cursors = {resumed_at: cursor0}
     unwritten: list[int] = []  # taken here, result not written
@@ -82,7 +82,7 @@ def test_the_checkpoint_never_passes_an_unstored_item(
 
 
 def test_the_end_is_due_once_and_only_when_everything_is_stored() -> None:
-    ledger = LocalLedger(0, None, None)
+    ledger = LocalLedger(0, None)
     ledger.take(0, 4)
     ledger.advance(4, None, page=False, last=True)
     assert not ledger.due()
@@ -99,7 +99,7 @@ def test_the_end_is_due_once_and_only_when_everything_is_stored() -> None:
 
 
 def test_many_ranges_are_trimmed_as_they_are_written() -> None:
-    ledger = LocalLedger(0, None, None)
+    ledger = LocalLedger(0, None)
     for start in range(0, 3000, 3):
         ledger.take(start, start + 3)
     ledger.advance(3000, None, page=False, last=False)

@@ -70,7 +70,6 @@ class Batch:
     own_value: ValueKey | None = None
     #: The begun records it carries (then it is written after every earlier such batch).
     begun: frozenset[RecordKey] = frozenset()
-    ordered: bool = False
     #: Why it must not be written after all (an earlier batch of begun records failed).
     abort: BaseException | None = None
 
@@ -119,7 +118,6 @@ class WriteBuffer:
         durable = self.durable
         if durable and not durable.keys().isdisjoint(batch.records.keys()):
             batch.begun = frozenset(durable.keys() & batch.records.keys())
-            batch.ordered = True
         self.writing.append(batch)
         return batch
 
@@ -155,7 +153,7 @@ class WriteBuffer:
         durable, self.durable = self.durable, {}
         self.fresh.clear()
         for batch in self.writing:
-            if batch.ordered and not batch.finished:
+            if batch.begun and not batch.finished:
                 batch.abort = error
         for key, future in durable.items():
             self.records.pop(key, None)
@@ -200,13 +198,8 @@ class WriteBuffer:
             for vkey, value in batch.values.items():
                 if value is not _MARKER and vkey != batch.own_value and vkey not in dropped:
                     self.values.setdefault(vkey, value)
-            if batch.ordered:
-                failure = error or StorageError("could not save succeeded records")
-                for key in begun:
-                    future = self.durable.pop(key, None)
-                    if future is not None and not future.done():
-                        future.set_exception(_as_error(failure))
-                self.fail_begun(failure)
+            if begun:
+                self.fail_begun(error or StorageError("could not save succeeded records"))
         batch.finished = True
         if batch.done is not None:
             batch.done.set()
@@ -279,7 +272,7 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 
 
 def _overlaps(a: Batch, b: Batch) -> bool:
-    if a.ordered and b.ordered:
+    if a.begun and b.begun:
         return True
     if a.records and b.records and not a.records.keys().isdisjoint(b.records.keys()):
         return True

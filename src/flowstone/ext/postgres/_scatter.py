@@ -53,6 +53,7 @@ from flowstone.ext.scatter import (
 from flowstone.protocols import BarrierState, ScatterItemResult
 
 from ._errors import describe
+from ._rows import where_names
 from ._scatter_codec import Unstorable, decode, encode
 from ._scatter_exec import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, BarrierExecutor
 from ._scatter_ops import BarrierInit, BarrierRow, Counts, ScatterOps, SourceConflict
@@ -105,11 +106,6 @@ def recipe_of(code_version: str, partition: str | None, input_versions: Mapping[
     return digest.hexdigest()
 
 
-def _where(asset: str, partition: str | None) -> str:
-    where = f"asset {asset!r}"
-    return where if partition is None else f"{where} partition {partition!r}"
-
-
 class BarrierCancelledError(ExecutionError):
     """The durable scatter's barrier was cancelled (``coordinator.cancel(...)``).
 
@@ -123,7 +119,7 @@ class BarrierCancelledError(ExecutionError):
         self.partition = partition
         self.reason = reason
         super().__init__(
-            f"{_where(asset, partition)}: the scatter was cancelled"
+            f"{where_names(asset, partition)}: the scatter was cancelled"
             + (f": {reason}" if reason else "")
         )
 
@@ -139,7 +135,7 @@ class ScatterBarrierFailedError(ExecutionError):
         self.partition = partition
         self.reason = reason
         super().__init__(
-            f"{_where(asset, partition)}: the scatter failed: {reason or 'unknown error'}"
+            f"{where_names(asset, partition)}: the scatter failed: {reason or 'unknown error'}"
         )
 
 
@@ -214,10 +210,7 @@ class PostgresScatterCoordinator:
         """Close the worker sessions kept for the next scatters."""
         idle, self._sessions = self._sessions, []
         for session in idle:
-            if session.loop_is_current():
-                await session.close()
-            else:
-                session.discard()
+            await session.close()
 
     async def _session(self) -> WorkerSession:
         """A worker session for one scatter: one kept from an earlier scatter of this
@@ -227,10 +220,7 @@ class PostgresScatterCoordinator:
             session = self._sessions.pop()
             if await session.resume():
                 return session
-            if session.loop_is_current():
-                await session.close()
-            else:
-                session.discard()
+            await session.close()
         session = WorkerSession(self.ops, lease=self.lease)
         await session.start()
         return session
@@ -341,19 +331,7 @@ class PostgresScatterCoordinator:
     async def set_total(self, barrier_id: str, total: int) -> BarrierState:
         """Record the total once the source is exhausted (a fraction can then be decided)."""
         row = await self._barrier(barrier_id)
-        counts = await self.ops.insert_page(
-            row.id,
-            [],
-            batched=False,
-            units=[],
-            enumerated=total,
-            cursor=None,
-            last=True,
-            batches=0,
-            total=total,
-            notify=None,
-        )
-        return _state(barrier_id, counts)
+        return _state(barrier_id, await self.ops.end_source(row.id, total))
 
     async def record(self, barrier_id: str, results: Sequence[ScatterItemResult]) -> BarrierState:
         """Record terminal results; a key recorded before keeps its first result.
@@ -369,7 +347,7 @@ class PostgresScatterCoordinator:
                     text, raw = encode(result.value, allow_pickle=self.allow_pickle)
                 except Unstorable as exc:
                     raise StorageError(
-                        f"{_where(row.asset, row.partition)}: the result of item "
+                        f"{where_names(row.asset, row.partition)}: the result of item "
                         f"{result.key!r} cannot be stored: {exc.problem}"
                     ) from None
                 outcomes.append((result.index, "succeeded", text, raw, None, result.attempts))
@@ -553,7 +531,7 @@ class _StarterRun:
         self.asset = context.asset
         self.partition = context.partition
         self.run_id = invocation.run.run_id
-        self.where = _where(self.asset, self.partition)
+        self.where = where_names(self.asset, self.partition)
         self.allow_pickle = coordinator.allow_pickle
         self.counts: Counts | None = None
         self.barrier_id: int | None = None

@@ -39,11 +39,9 @@ class LocalLedger:
 
     :param read: items read from the source so far (the checkpoint a resumed run starts at)
     :param cursor: the reader's cursor at ``read`` (``None`` for other sources)
-    :param total: the total when known up front
     """
 
     __slots__ = (
-        "_ends",
         "_first",
         "_left",
         "_marks",
@@ -55,9 +53,8 @@ class LocalLedger:
         "final_sent",
     )
 
-    def __init__(self, read: int, cursor: str | None, total: int | None) -> None:
+    def __init__(self, read: int, cursor: str | None) -> None:
         self._starts: list[int] = []
-        self._ends: list[int] = []
         self._left: list[int] = []
         self._first = 0
         self._read = read
@@ -65,7 +62,8 @@ class LocalLedger:
         self._marks: deque[tuple[int, str | None]] = deque()
         self._safe: tuple[int, str | None] = (read, cursor)
         self.ended = False
-        self.total = total
+        #: The source's total once known (up front, or at its end).
+        self.total: int | None = None
         self.final_sent = False
 
     @property
@@ -77,7 +75,6 @@ class LocalLedger:
         """Items ``start`` to ``end`` (exclusive) are taken here, not stored."""
         if end > start:
             self._starts.append(start)
-            self._ends.append(end)
             self._left.append(end - start)
 
     def advance(self, end: int, cursor: str | None, *, page: bool, last: bool) -> None:
@@ -138,7 +135,7 @@ class LocalLedger:
             first += 1
         self._first = first
         if first >= _TRIM:
-            del self._starts[:first], self._ends[:first], self._left[:first]
+            del self._starts[:first], self._left[:first]
             self._first = 0
         watermark = self._watermark(None)
         marks = self._marks

@@ -22,6 +22,7 @@ import asyncpg
 from flowstone import RuntimeStateError
 
 from ._errors import is_transient, map_errors, retrying
+from ._rows import where_names
 from ._scatter_sql import ITEM_SHIFT, ScatterQueries, item_id
 
 if TYPE_CHECKING:
@@ -340,7 +341,10 @@ class ScatterOps:
                     await conn.execute(q.attempt, barrier.id, init.attempt)
                 return barrier, _checkpoint(row), "continued"
 
-        return await self.call(f"open the scatter barrier of {_describe(init)}", open_)
+        return await self.call(
+            f"open the scatter barrier of {where_names(init.asset, init.partition)} in run {init.run_id!r}",
+            open_,
+        )
 
     async def create_manual(self, init: BarrierInit) -> BarrierRow:
         """Create a barrier driven through the barrier API, or return the stored one."""
@@ -577,6 +581,23 @@ class ScatterOps:
         counts = await self.call(f"insert items of scatter barrier {barrier_id}", insert)
         return counts, mine
 
+    async def end_source(
+        self, barrier_id: int, total: int, notify: tuple[str, str] | None = None
+    ) -> Counts:
+        """Record that the source is read to its end after ``total`` items, every one of
+        them stored (then ``notify``)."""
+        sql = self.q.checkpoint
+
+        async def end(conn: Connection) -> asyncpg.Record | None:
+            row = await conn.fetchrow(sql, barrier_id, total, None, True, 0, total)
+            if notify is not None:
+                await conn.execute("SELECT pg_notify($1, $2)", *notify)
+            return row
+
+        row = await self.call(f"end the source of scatter barrier {barrier_id}", end)
+        assert row is not None
+        return Counts.from_row(row)
+
     async def checkpoint(self, barrier_id: int) -> Checkpoint:
         """The barrier's enumeration checkpoint."""
         sql = self.q.barrier_by_id
@@ -672,10 +693,7 @@ class ScatterOps:
             ]
         else:
             sql = self.q.complete
-            columns: list[list[Any]] = [[], [], [], [], [], []]
-            for outcome in sorted(outcomes):
-                for column, value in zip(columns, outcome, strict=True):
-                    column.append(value)
+            columns = _columns(sorted(outcomes), 6)
             columns[0] = [item_id(barrier_id, idx) for idx in columns[0]]
             args = [barrier_id, *columns]
 
@@ -716,11 +734,7 @@ class ScatterOps:
             ]
         else:
             sql = self.q.complete_local
-            columns: list[list[Any]] = [[], [], [], [], [], [], [], []]
-            for outcome in outcomes:
-                for column, value in zip(columns, outcome, strict=True):
-                    column.append(value)
-            args = [*head, *columns]
+            args = [*head, *_columns(outcomes, 8)]
 
         async def complete(conn: Connection) -> asyncpg.Record | None:
             return await conn.fetchrow(sql, *args)
@@ -782,6 +796,11 @@ def _by_idx(row: asyncpg.Record) -> int:
     return int(row["idx"])
 
 
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """``rows`` (of ``width`` fields) as one list per column, for an ``unnest``."""
+    return [[row[at] for row in rows] for at in range(width)]
+
+
 def _checkpoint(row: asyncpg.Record) -> Checkpoint:
     return Checkpoint(
         enumerated=row["enumerated"],
@@ -789,13 +808,6 @@ def _checkpoint(row: asyncpg.Record) -> Checkpoint:
         source_done=row["source_done"],
         batches=row["batches"],
     )
-
-
-def _describe(init: BarrierInit) -> str:
-    where = f"asset {init.asset!r}"
-    if init.partition is not None:
-        where += f" partition {init.partition!r}"
-    return f"{where} in run {init.run_id!r}"
 
 
 async def _check_conflicts(

@@ -105,12 +105,7 @@ class WorkerSession:
         :return: whether it can be used (else close it and start a new one)
         """
         conn = self._conn
-        if (
-            self._closed
-            or self._loop is not asyncio.get_running_loop()
-            or conn is None
-            or conn.is_closed()
-        ):
+        if self._closed or not self.loop_is_current() or conn is None or conn.is_closed():
             return False
         q = self.ops.q
         try:
@@ -135,7 +130,7 @@ class WorkerSession:
         except RuntimeError:
             return False
 
-    def discard(self) -> None:
+    def _discard(self) -> None:
         """Drop a session whose event loop has ended (its connection cannot be closed)."""
         self._closed = True
         conn, self._conn = self._conn, None
@@ -217,8 +212,14 @@ class WorkerSession:
                 interval = min(next(delays), self.lease / 3)
 
     async def close(self) -> None:
-        """Release the lock, stop listening and forget the worker row (best effort)."""
+        """Release the lock, stop listening and forget the worker row (best effort).
+
+        A session of an event loop that has ended is only dropped (its connection cannot be closed).
+        """
         if self._closed:
+            return
+        if self._loop is not None and not self.loop_is_current():
+            self._discard()
             return
         self._closed = True
         with anyio.CancelScope(shield=True):

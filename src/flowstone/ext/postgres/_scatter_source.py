@@ -134,7 +134,7 @@ class Enumerator:
         # Unkeyed, unbatched items the starting process has room for are run before they
         # are stored (see ``_scatter_local``); keys must be checked for duplicates first.
         self._ledger: LocalLedger | None = (
-            LocalLedger(checkpoint.enumerated, checkpoint.cursor, None)
+            LocalLedger(checkpoint.enumerated, checkpoint.cursor)
             if taker is not None and spec.batch is None and spec.key is None
             else None
         )
@@ -185,18 +185,7 @@ class Enumerator:
             return
         ledger.final_sent = True
         try:
-            counts = await self._ops.insert_page(
-                self._id,
-                [],
-                batched=False,
-                units=[],
-                enumerated=ledger.read,
-                cursor=None,
-                last=True,
-                batches=0,
-                total=ledger.read,
-                notify=self._notify,
-            )
+            counts = await self._ops.end_source(self._id, ledger.read, self._notify)
         except BaseException:
             ledger.final_sent = False
             raise

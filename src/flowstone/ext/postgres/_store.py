@@ -561,12 +561,7 @@ class PostgresStore:
         A non-terminal record (``running``) waits in memory for the terminal one (or for
         ``flush_interval``); a terminal record is written at once, with whatever waits.
         """
-        run_id, asset, partition = record.run_id, record.asset, record.partition
-        if "\x00" in run_id or "\x00" in asset or (partition and "\x00" in partition):
-            raise StorageError(
-                f"cannot save the record of {where_record(record)}: PostgreSQL text cannot hold NUL"
-            )
-        key: RecordKey = (run_id, asset, "" if partition is None else "=" + partition)
+        key = _record_key(record)
         buffer = self._buffer
         if not record.status.terminal and self.flush_interval > 0:
             buffer.records[key] = record
@@ -603,12 +598,7 @@ class PostgresStore:
         """
         if not record.status.terminal or not self.writes_behind:
             return self.save_record(record)
-        run_id, asset, partition = record.run_id, record.asset, record.partition
-        if "\x00" in run_id or "\x00" in asset or (partition and "\x00" in partition):
-            raise StorageError(
-                f"cannot save the record of {where_record(record)}: PostgreSQL text cannot hold NUL"
-            )
-        key: RecordKey = (run_id, asset, "" if partition is None else "=" + partition)
+        key = _record_key(record)
         future = self._buffer.begin(key, record)
         writer = self._writer
         if writer is None or writer.done():
@@ -791,6 +781,19 @@ class PostgresStore:
             raise
         finally:
             buffer.finish(batch, ok=error is None, error=error)
+
+
+def _record_key(record: MaterializationRecord) -> RecordKey:
+    """The buffer's key of ``record``.
+
+    :raises StorageError: a name holds a NUL character, which PostgreSQL text cannot hold
+    """
+    run_id, asset, partition = record.run_id, record.asset, record.partition
+    if "\x00" in run_id or "\x00" in asset or (partition and "\x00" in partition):
+        raise StorageError(
+            f"cannot save the record of {where_record(record)}: PostgreSQL text cannot hold NUL"
+        )
+    return (run_id, asset, "" if partition is None else "=" + partition)
 
 
 def _text(what: What) -> str:

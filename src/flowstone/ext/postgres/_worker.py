@@ -34,6 +34,7 @@ from flowstone.ext.scatter import (
 from flowstone.protocols import Invocation, IOContext
 
 from ._errors import describe
+from ._rows import where_names
 from ._scatter import evaluate_batch_input
 from ._scatter_exec import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, BarrierExecutor
 from ._scatter_ops import ScatterOps
@@ -381,10 +382,7 @@ class ScatterWorker:
 
 
 def _where(row: BarrierRow) -> str:
-    where = f"asset {row.asset!r}"
-    if row.partition is not None:
-        where += f" partition {row.partition!r}"
-    return f"{where} in run {row.run_id!r}"
+    return f"{where_names(row.asset, row.partition)} in run {row.run_id!r}"
 
 
 async def run_worker(
