@@ -80,3 +80,41 @@ def test_help_and_demo_as_a_program() -> None:
         timeout=60,
     )
     assert "best market" in demo.stdout
+
+
+BLOCKED_ASYNCPG = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "asyncpg":
+            raise ImportError(f"blocked: {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+from flowstone.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["db", "migrate", "--dsn", "postgresql://nowhere/db"],
+        ["db", "status"],
+        ["worker", "--pipeline", "my_project.pipelines:pipeline", "--stop-when-idle", "1"],
+    ],
+    ids=["db-migrate", "db-status", "worker"],
+)
+def test_a_plugin_command_without_its_extra_names_the_install(argv: list[str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCKED_ASYNCPG, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "invalid choice" not in out.stderr
+    assert "pip install 'flowstone[postgres]'" in out.stderr
+    assert out.stderr.startswith("flowstone: ") and out.stderr.count("\n") == 1
