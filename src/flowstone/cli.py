@@ -47,13 +47,17 @@ def load_target(target: str) -> Any:
         path = Path(location)
         if not path.exists():
             raise CommandError(f"no such file: {location}")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise CommandError(f"cannot import {location}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        sys.path.insert(0, str(path.parent.resolve()))
-        spec.loader.exec_module(module)
+        loaded = sys.modules.get(path.stem)
+        if loaded is not None and Path(getattr(loaded, "__file__", "") or "") == path.resolve():
+            module = loaded  # one file named twice (--runtime and the pipeline): one module
+        else:
+            spec = importlib.util.spec_from_file_location(path.stem, path.resolve())
+            if spec is None or spec.loader is None:
+                raise CommandError(f"cannot import {location}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            sys.path.insert(0, str(path.parent.resolve()))
+            spec.loader.exec_module(module)
     else:
         sys.path.insert(0, str(Path.cwd()))
         try:

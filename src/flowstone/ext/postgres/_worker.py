@@ -36,6 +36,7 @@ from ._scatter_exec import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, Barrie
 from ._scatter_ops import ScatterOps
 from ._scatter_session import DEFAULT_LEASE, WorkerSession
 from ._store import PostgresStore
+from ._worker_resources import missing_resources
 
 if TYPE_CHECKING:
     import argparse
@@ -119,6 +120,10 @@ class _WorkerRun:
 
 class _CannotJoin(Exception):
     """Why this worker does not join a barrier."""
+
+
+class _LacksResources(_CannotJoin):
+    """This worker lacks resources the items read: it must not claim (and fail) them."""
 
 
 class ScatterWorker:
@@ -278,8 +283,12 @@ class ScatterWorker:
         try:
             invocation, spec = await self._invocation(row)
         except _CannotJoin as exc:
-            _log.warning(
-                "scatter worker does not join barrier %d of %s: %s", row.id, _where(row), exc
+            _log.log(
+                logging.ERROR if isinstance(exc, _LacksResources) else logging.WARNING,
+                "scatter worker does not join barrier %d of %s: %s",
+                row.id,
+                _where(row),
+                exc,
             )
             self.stats.skipped[row.id] = str(exc)
             return None
@@ -341,6 +350,16 @@ class ScatterWorker:
                 f"the run's (version {row.code_version}); deploy the same code"
             )
         runtime = self.runtime
+        resources = runtime.resources.merged(self._resources)
+        missing = missing_resources(asset_def.fn, resources)
+        if missing:
+            names = ", ".join(repr(name) for name in missing)
+            raise _LacksResources(
+                f"its items read resource(s) {names}, which this worker's runtime lacks, so "
+                "it claims none of them (the run goes on with other workers); start it with "
+                "a runtime that has them: flowstone worker --runtime module:attr, or "
+                "ScatterWorker(runtime, ...) / resources={...}"
+            )
         inputs: dict[str, Any] = {}
         for param, dep in asset_def.inputs.items():
             if dep not in row.input_versions:
@@ -370,7 +389,7 @@ class ScatterWorker:
             partition=row.partition,
             run_id=row.run_id,
             attempt=row.attempt,
-            resources=runtime.resources.merged(self._resources),
+            resources=resources,
             runtime=runtime,
         )
         handle = _WorkerRun(row, runtime, pipeline)
