@@ -130,8 +130,7 @@ def _add_runtime_option(parser: argparse.ArgumentParser, *, required: bool = Fal
         metavar="MODULE:ATTR",
         help=(
             "a flowstone Runtime, or a function (sync or async) returning one, with its "
-            "store, resources and pipelines"
-            + ("" if required else " (default: in memory)")
+            "store, resources and pipelines" + ("" if required else " (default: in memory)")
         ),
     )
 

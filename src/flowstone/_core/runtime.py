@@ -309,9 +309,7 @@ class Runtime:
             )
         known = self._registered.get(pipeline.name)
         if known is not None and known is not pipeline:
-            raise ConfigurationError(
-                f"another pipeline is already registered as {pipeline.name!r}"
-            )
+            raise ConfigurationError(f"another pipeline is already registered as {pipeline.name!r}")
         self._registered[pipeline.name] = pipeline
         self._pipelines.setdefault(pipeline.name, pipeline)
         self._known_assets.update(pipeline.assets)

@@ -91,7 +91,8 @@ async def test_a_runtime_target_that_gives_no_runtime_is_one_line(
     flows.write_text(FLOWS.format(broken="x", dsn=pg_dsn, schema=pg_schema))
     code, _, err = await flowstone("runs", f"--runtime={flows}:PIPELINE")
     assert code == 2
-    assert err == f"flowstone: --runtime {flows}:PIPELINE gives Pipeline, not a flowstone Runtime (name a Runtime, or a function returning one)\n"
+    assert err.startswith(f"flowstone: --runtime {flows}:PIPELINE gives Pipeline, not a")
+    assert err.count("\n") == 1
 
 
 SCATTER = """
