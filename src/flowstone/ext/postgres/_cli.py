@@ -24,7 +24,7 @@ from ._worker_cli import register_worker_cli
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["register_db_cli", "register_worker_cli"]
+__all__ = ["register_cli", "register_db_cli", "register_worker_cli"]
 
 _DSN_ENV = "FLOWSTONE_DSN"
 
@@ -63,6 +63,13 @@ def register_db_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
         )
     migrate.set_defaults(func=_migrate_command)
     status.set_defaults(func=_status_command)
+
+
+def register_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add both of the plugin's commands, ``db`` and ``worker`` (for code that builds its
+    own parser; the ``flowstone`` CLI adds each through its own entry point)."""
+    register_db_cli(subparsers)
+    register_worker_cli(subparsers)
 
 
 def _options(args: argparse.Namespace) -> tuple[str, str]:
