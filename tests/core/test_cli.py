@@ -118,3 +118,45 @@ def test_a_plugin_command_without_its_extra_names_the_install(argv: list[str]) -
     assert "invalid choice" not in out.stderr
     assert "pip install 'flowstone[postgres]'" in out.stderr
     assert out.stderr.startswith("flowstone: ") and out.stderr.count("\n") == 1
+
+
+RUNTIME_FACTORY = """
+import flowstone as fs
+
+@fs.asset
+async def greeting(ctx: fs.Context) -> str:
+    return f"hello {ctx.resources.name}"
+
+pipeline = fs.Pipeline([greeting], name="greet")
+
+def runtime() -> fs.Runtime:
+    return fs.Runtime(resources={"name": "world"}, pipelines=[pipeline])
+"""
+
+
+def test_materialize_with_a_runtime_factory_and_its_pipeline_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cli_factory.py"
+    path.write_text(RUNTIME_FACTORY)
+    assert main(["materialize", "greet", "--runtime", f"{path}:runtime", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["assets"]["greeting"]["status"] == "succeeded"
+    assert main(["materialize", f"{path}:pipeline"]) == 1  # no runtime: no resource
+    assert "no resource named 'name'" in capsys.readouterr().out
+
+
+def test_resume_needs_a_runtime(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["resume", "some-run"])
+    assert exited.value.code == 2
+    assert "--runtime" in capsys.readouterr().err
+
+
+def test_an_unknown_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cli_factory.py"
+    path.write_text(RUNTIME_FACTORY)
+    assert main(["resume", "nope", "--runtime", f"{path}:runtime"]) == 1
+    assert capsys.readouterr().err == "flowstone: no run with id 'nope' in the store\n"
+    assert main(["runs", "--runtime", f"{path}:runtime"]) == 0
+    assert capsys.readouterr().out == "no runs\n"

@@ -103,7 +103,9 @@ from flowstone.ext.scatter import scatter
 @fs.asset
 @scatter(items=lambda deps: range(40), max_concurrent=4)
 async def placed(ctx: fs.Context, item: int) -> str:
-    return ctx.resources.geo[item % 3]
+    # A mapping method is no resource: a worker without "cache" still serves this.
+    cached = ctx.resources.get("cache", {{}})
+    return cached.get(item) or ctx.resources.geo[item % 3]
 
 PIPELINE = fs.Pipeline([placed], name="places")
 
