@@ -80,3 +80,83 @@ def test_help_and_demo_as_a_program() -> None:
         timeout=60,
     )
     assert "best market" in demo.stdout
+
+
+BLOCKED_ASYNCPG = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "asyncpg":
+            raise ImportError(f"blocked: {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+from flowstone.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["db", "migrate", "--dsn", "postgresql://nowhere/db"],
+        ["db", "status"],
+        ["worker", "--pipeline", "my_project.pipelines:pipeline", "--stop-when-idle", "1"],
+    ],
+    ids=["db-migrate", "db-status", "worker"],
+)
+def test_a_plugin_command_without_its_extra_names_the_install(argv: list[str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCKED_ASYNCPG, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "invalid choice" not in out.stderr
+    assert "pip install 'flowstone[postgres]'" in out.stderr
+    assert out.stderr.startswith("flowstone: ") and out.stderr.count("\n") == 1
+
+
+RUNTIME_FACTORY = """
+import flowstone as fs
+
+@fs.asset
+async def greeting(ctx: fs.Context) -> str:
+    return f"hello {ctx.resources.name}"
+
+pipeline = fs.Pipeline([greeting], name="greet")
+
+def runtime() -> fs.Runtime:
+    return fs.Runtime(resources={"name": "world"}, pipelines=[pipeline])
+"""
+
+
+def test_materialize_with_a_runtime_factory_and_its_pipeline_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cli_factory.py"
+    path.write_text(RUNTIME_FACTORY)
+    assert main(["materialize", "greet", "--runtime", f"{path}:runtime", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["assets"]["greeting"]["status"] == "succeeded"
+    assert main(["materialize", f"{path}:pipeline"]) == 1  # no runtime: no resource
+    assert "no resource named 'name'" in capsys.readouterr().out
+
+
+def test_resume_needs_a_runtime(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["resume", "some-run"])
+    assert exited.value.code == 2
+    assert "--runtime" in capsys.readouterr().err
+
+
+def test_an_unknown_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cli_factory.py"
+    path.write_text(RUNTIME_FACTORY)
+    assert main(["resume", "nope", "--runtime", f"{path}:runtime"]) == 1
+    assert capsys.readouterr().err == "flowstone: no run with id 'nope' in the store\n"
+    assert main(["runs", "--runtime", f"{path}:runtime"]) == 0
+    assert capsys.readouterr().out == "no runs\n"

@@ -289,9 +289,24 @@ class Run:
             selection=tuple(self._selection),
             partition=self._partition,
             duration=perf_counter() - started,
-            outcomes={**self._cancelled, **self._outcomes},
+            outcomes={**self._cancelled, **self._carried_over(), **self._outcomes},
             resumed=resumed,
         )
+
+    def _carried_over(self) -> dict[str, AssetOutcome]:
+        """What succeeded earlier in a resumed run and was not touched again (the branches
+        of a reused parallel asset, say): their stored records, so the result lists them."""
+        return {
+            name: AssetOutcome(
+                name,
+                Status.SUCCEEDED,
+                _NOT_LOADED,
+                record=record.replace(reused=True),
+                data_version=record.data_version,
+            )
+            for name, record in self._previous.items()
+            if name not in self._outcomes and name in self._pipeline
+        }
 
     def _names(self, status: Status) -> tuple[str, ...]:
         return tuple(n for n, o in self._outcomes.items() if o.status is status)

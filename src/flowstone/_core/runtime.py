@@ -97,6 +97,8 @@ class Runtime:
     :param gate_store: where suspended assets wait (default: in memory)
     :param max_concurrent: limit on assets executing at once across all runs of this runtime
     :param plugins: further objects with an ``install(runtime)`` method
+    :param pipelines: named pipelines this runtime knows, so that :meth:`resume` finds a
+        run's pipeline by the name its record keeps (see :meth:`register`)
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class Runtime:
         gate_store: GateStore | None = None,
         max_concurrent: int | None = None,
         plugins: Sequence[object] = (),
+        pipelines: Iterable[Pipeline] = (),
     ) -> None:
         if max_concurrent is not None and max_concurrent < 1:
             raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
@@ -137,6 +140,7 @@ class Runtime:
         self._given: list[object] = [self.store, self.gate_store, *self._plugins, *self._sinks]
         self._known_assets: dict[str, AssetDef[..., Any]] = {}
         self._pipelines: dict[str, Pipeline] = {}
+        self._registered: dict[str, Pipeline] = {}
         self._last_pipeline: Pipeline | None = None
         self._state = "new"
         self._stack: contextlib.AsyncExitStack | None = None
@@ -158,6 +162,8 @@ class Runtime:
             self.item_readers.register(name, reader)
         if default_io_manager is not None:
             self.default_io_manager = default_io_manager
+        for pipeline in pipelines:
+            self.register(pipeline)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -285,6 +291,30 @@ class Runtime:
         if pipeline.name:
             self._pipelines[pipeline.name] = pipeline
 
+    def register(self, pipeline: Pipeline) -> Pipeline:
+        """Make a named pipeline known, so that ``resume(run_id)`` finds it in any process.
+
+        :return: ``pipeline``, so ``pipeline = rt.register(fs.Pipeline([...], name=...))``
+        :raises ConfigurationError: the pipeline has no name, or another pipeline is
+            registered under its name
+        """
+        if not isinstance(pipeline, Pipeline):
+            raise ConfigurationError(
+                f"register() takes a Pipeline, not {type(pipeline).__name__}: "
+                "wrap the assets in fs.Pipeline([...], name=...)"
+            )
+        if not pipeline.name:
+            raise ConfigurationError(
+                "only a named pipeline can be registered: fs.Pipeline([...], name=...)"
+            )
+        known = self._registered.get(pipeline.name)
+        if known is not None and known is not pipeline:
+            raise ConfigurationError(f"another pipeline is already registered as {pipeline.name!r}")
+        self._registered[pipeline.name] = pipeline
+        self._pipelines.setdefault(pipeline.name, pipeline)
+        self._known_assets.update(pipeline.assets)
+        return pipeline
+
     # -- operations ------------------------------------------------------------------
 
     async def materialize(
@@ -376,10 +406,15 @@ class Runtime:
     ) -> MaterializeResult:
         """Continue a run where it stopped: what succeeded is kept, the rest runs.
 
+        The run's record keeps its pipeline's name, selection and partition. In a fresh
+        process (the usual case after a crash) the runtime knows the pipeline when it was
+        registered (``Runtime(pipelines=[...])`` or :meth:`register`); otherwise pass it.
+
         :param run_id: the run to resume
-        :param pipeline: the pipeline (default: the one with the run's pipeline name that this
-            runtime has materialized before)
-        :raises ConfigurationError: the run or its pipeline is unknown
+        :param pipeline: the pipeline (default: the registered, or earlier materialized,
+            pipeline with the run's pipeline name)
+        :raises ConfigurationError: the run is not in the store, or its pipeline is not
+            known to this runtime (the message says how to pass it)
         """
         await self._ready()
         run = await self.store.get_run(run_id)
@@ -388,9 +423,15 @@ class Runtime:
         if pipeline is None:
             pipeline = self._pipelines.get(run.pipeline or "")
             if pipeline is None:
+                made_by = (
+                    f"pipeline {run.pipeline!r}, which this runtime does not know"
+                    if run.pipeline
+                    else "an unnamed pipeline, which cannot be found by name"
+                )
                 raise ConfigurationError(
-                    f"run {run_id!r} was made by pipeline {run.pipeline!r}, which this runtime "
-                    "does not know; pass it: resume(run_id, pipeline)"
+                    f"cannot resume run {run_id!r}: it was made by {made_by}; pass it as "
+                    "resume(run_id, pipeline), or register the named pipeline with "
+                    "Runtime(pipelines=[...]) or runtime.register(pipeline)"
                 )
         return await self.materialize(
             pipeline,
@@ -514,7 +555,7 @@ class Runtime:
         return await self.store.history(name, partition, limit=limit)
 
     def pipeline(self, name: str) -> Pipeline:
-        """A pipeline this runtime has materialized, by name."""
+        """A pipeline this runtime has registered or materialized, by name."""
         try:
             return self._pipelines[name]
         except KeyError:

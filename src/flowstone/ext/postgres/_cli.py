@@ -1,6 +1,7 @@
 """``flowstone db …``: the PostgreSQL plugin's commands for the ``flowstone`` CLI.
 
-The CLI calls :func:`register_cli` for every entry point in the ``flowstone.cli`` group.
+The CLI calls the function of each entry point in the ``flowstone.cli`` group, named after
+its command: :func:`register_db_cli` (``db``) and :func:`register_worker_cli` (``worker``).
 ``flowstone db migrate --dsn … [--schema …]`` applies the schema migrations (safe to run
 from several processes at once); ``flowstone db status`` prints the schema's version.
 """
@@ -18,16 +19,17 @@ from flowstone import ConfigurationError
 from ._errors import map_errors
 from ._migrations import current_version, latest_version, migrate_schema
 from ._sql import validate_identifier
+from ._worker_cli import register_worker_cli
 
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["register_cli"]
+__all__ = ["register_cli", "register_db_cli", "register_worker_cli"]
 
 _DSN_ENV = "FLOWSTONE_DSN"
 
 
-def register_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
+def register_db_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``db`` command group (``migrate``, ``status``) to the CLI's subparsers.
 
     Each command's ``func`` is a coroutine function of the parsed arguments returning the
@@ -62,8 +64,11 @@ def register_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
     migrate.set_defaults(func=_migrate_command)
     status.set_defaults(func=_status_command)
 
-    from ._worker import register_worker_cli
 
+def register_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add both of the plugin's commands, ``db`` and ``worker`` (for code that builds its
+    own parser; the ``flowstone`` CLI adds each through its own entry point)."""
+    register_db_cli(subparsers)
     register_worker_cli(subparsers)
 
 

@@ -13,10 +13,6 @@ skipped with a warning.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
-import types
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +36,11 @@ from ._scatter_exec import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, Barrie
 from ._scatter_ops import ScatterOps
 from ._scatter_session import DEFAULT_LEASE, WorkerSession
 from ._store import PostgresStore
+from ._worker_resources import missing_resources
 
 if TYPE_CHECKING:
     import argparse
+    import types
     from collections.abc import Iterable, Mapping
 
     from flowstone import AssetDef, Pipeline, Runtime
@@ -54,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["ScatterWorker", "WorkerStats", "register_worker_cli", "run_worker"]
 
 _log = logging.getLogger("flowstone.postgres")
-_DSN_ENV = "FLOWSTONE_DSN"
 _ANY = "*"
 
 
@@ -123,6 +120,10 @@ class _WorkerRun:
 
 class _CannotJoin(Exception):
     """Why this worker does not join a barrier."""
+
+
+class _LacksResources(_CannotJoin):
+    """This worker lacks resources the items read: it must not claim (and fail) them."""
 
 
 class ScatterWorker:
@@ -282,8 +283,12 @@ class ScatterWorker:
         try:
             invocation, spec = await self._invocation(row)
         except _CannotJoin as exc:
-            _log.warning(
-                "scatter worker does not join barrier %d of %s: %s", row.id, _where(row), exc
+            _log.log(
+                logging.ERROR if isinstance(exc, _LacksResources) else logging.WARNING,
+                "scatter worker does not join barrier %d of %s: %s",
+                row.id,
+                _where(row),
+                exc,
             )
             self.stats.skipped[row.id] = str(exc)
             return None
@@ -345,6 +350,16 @@ class ScatterWorker:
                 f"the run's (version {row.code_version}); deploy the same code"
             )
         runtime = self.runtime
+        resources = runtime.resources.merged(self._resources)
+        missing = missing_resources(asset_def.fn, resources)
+        if missing:
+            names = ", ".join(repr(name) for name in missing)
+            raise _LacksResources(
+                f"its items read resource(s) {names}, which this worker's runtime lacks, so "
+                "it claims none of them (the run goes on with other workers); start it with "
+                "a runtime that has them: flowstone worker --runtime module:attr, or "
+                "ScatterWorker(runtime, ...) / resources={...}"
+            )
         inputs: dict[str, Any] = {}
         for param, dep in asset_def.inputs.items():
             if dep not in row.input_versions:
@@ -374,7 +389,7 @@ class ScatterWorker:
             partition=row.partition,
             run_id=row.run_id,
             attempt=row.attempt,
-            resources=runtime.resources.merged(self._resources),
+            resources=resources,
             runtime=runtime,
         )
         handle = _WorkerRun(row, runtime, pipeline)
@@ -417,90 +432,7 @@ async def run_worker(
 
 
 def register_worker_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``flowstone worker --dsn … --pipeline module:attr`` to the CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "worker",
-        help="run items of durable scatters beside the process that started them",
-        description=(
-            "Join open durable scatter barriers of a pipeline and run their items. Start as "
-            "many as you like, on any machine that reaches the database and runs the same code."
-        ),
-    )
-    parser.add_argument(
-        "--dsn", default=None, help=f"postgresql:// connection string (default: ${_DSN_ENV})"
-    )
-    parser.add_argument(
-        "--pipeline",
-        required=True,
-        metavar="MODULE:ATTR",
-        help="the pipeline (module:attr, path/to/file.py:attr, or a module of assets)",
-    )
-    parser.add_argument("--schema", default="flowstone", help="the schema (default: flowstone)")
-    parser.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=None,
-        help="units run at once per barrier (default: each asset's max_concurrent)",
-    )
-    parser.add_argument(
-        "--lease",
-        type=float,
-        default=DEFAULT_LEASE,
-        help=f"seconds claims outlive a silent worker (default: {DEFAULT_LEASE:g})",
-    )
-    parser.add_argument(
-        "--stop-when-idle",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="exit after this many seconds without work (default: run until interrupted)",
-    )
-    parser.set_defaults(func=_worker_command)
+    """Add ``flowstone worker`` to the CLI's subparsers (see ``_worker_cli``)."""
+    from ._worker_cli import register_worker_cli as register
 
-
-def _load_pipeline(target: str) -> Pipeline:
-    from flowstone.cli import load_target
-
-    try:
-        obj = load_target(target)
-    except Exception as exc:
-        raise ConfigurationError(f"cannot load the pipeline {target!r}: {exc}") from exc
-    if isinstance(obj, fs.Pipeline):
-        return obj
-    if isinstance(obj, fs.AssetDef | types.ModuleType):
-        return fs.Pipeline([obj])
-    if isinstance(obj, list | tuple):
-        return fs.Pipeline(obj)
-    raise ConfigurationError(f"{target} is not a pipeline, an asset, a list of assets or a module")
-
-
-async def _worker_command(args: argparse.Namespace) -> int:
-    dsn = args.dsn or os.environ.get(_DSN_ENV)
-    if not dsn:
-        raise ConfigurationError(f"no database given: pass --dsn or set ${_DSN_ENV}")
-    pipeline = _load_pipeline(args.pipeline)
-    worker = ScatterWorker(
-        dsn,
-        pipeline,
-        schema=args.schema,
-        max_concurrent=args.max_concurrent,
-        lease=args.lease,
-        stop_when_idle=args.stop_when_idle is not None,
-        idle_timeout=args.stop_when_idle or 0.0,
-    )
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with anyio.create_task_group() as tg:
-
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    worker.stop()
-                    return
-
-            tg.start_soon(stop_on_signal)
-            stats = await worker.run()
-            tg.cancel_scope.cancel()
-    sys.stdout.write(
-        f"worker done: {stats.barriers} barrier(s), {stats.items} item(s) run, "
-        f"{stats.recorded} result(s) stored\n"
-    )
-    return 0
+    register(subparsers)
