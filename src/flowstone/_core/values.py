@@ -20,6 +20,7 @@ IO manager is told it may pickle. This module never imports an optional dependen
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -242,18 +243,25 @@ def _string(text: str, what: str) -> int:
 
 def _big_int(number: int) -> None:
     """Raise unless ``number`` can be written as JSON and read back."""
-    try:
-        digits = len(int.__repr__(abs(number)))
-    except ValueError:
-        limit = sys.get_int_max_str_digits()
+    limit = sys.get_int_max_str_digits()
+    if limit and limit < MAX_INT_DIGITS:
+        if abs(number) >= _power_of_ten(limit):
+            raise _Problem(
+                f"is an int of more than {limit} digits, more than Python turns into text "
+                "(sys.get_int_max_str_digits())"
+            )
+    elif abs(number) >= _power_of_ten(MAX_INT_DIGITS):
         raise _Problem(
-            f"is an int of more than {limit} digits, more than Python turns into text "
-            "(sys.get_int_max_str_digits())"
-        ) from None
-    if digits > MAX_INT_DIGITS:
-        raise _Problem(
-            f"is an int of {digits} digits; PostgreSQL numbers hold at most {MAX_INT_DIGITS}"
+            f"is an int of more than {MAX_INT_DIGITS} digits; PostgreSQL numbers hold at "
+            f"most {MAX_INT_DIGITS}"
         )
+
+
+@functools.lru_cache(maxsize=4)
+def _power_of_ten(digits: int) -> int:
+    """The smallest int with ``digits + 1`` digits."""
+    power: int = 10**digits
+    return power
 
 
 def _path_text(path: Path) -> str:
