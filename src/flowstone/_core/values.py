@@ -94,6 +94,8 @@ def check_json(value: Any) -> JsonCheck:
         flags = _walk(value, 0, set())
     except _Problem as problem:
         return JsonCheck(f"{_path_text(problem.path)} {problem.reason}")
+    except RecursionError:  # only when called with the stack already nearly full
+        return JsonCheck("value nests too deeply to check here")
     return JsonCheck(None, bool(flags & _EXACT), bool(flags & _TUPLES))
 
 
@@ -112,13 +114,12 @@ def check_storable(value: Any, asset: str, partition: str | None = None) -> None
     :param partition: its partition key, if any (for the message)
     :raises StorageError: the value is not storable (naming the asset, partition and why)
     """
-    where = _location(asset, partition)
     if isinstance(value, (bytes, bytearray, memoryview)) or is_arrow_table(value):
         return
     problem = check_json(value).problem
     if problem is not None:
         raise StorageError(
-            f"{where}: a durable IO manager cannot store this value ({problem}); return "
+            f"{_location(asset, partition)}: a durable IO manager cannot store this value ({problem}); return "
             "JSON-able data (strings, numbers, bools, None, lists, tuples, dicts with string "
             "keys), bytes or an Arrow table"
         )
