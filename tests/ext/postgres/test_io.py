@@ -91,6 +91,13 @@ REFUSED = [
 ]
 
 
+async def test_values_at_the_limits_round_trip(pg_store: PostgresStore) -> None:
+    io = pg_store.io_manager
+    for value in (nested(500), 10**4000, [-(10**4000)], {"😀 é": "日本語 😀"}):
+        await io.store(ctx(), value)
+        assert await io.load(ctx()) == value
+
+
 @pytest.mark.parametrize(("bad", "reason"), REFUSED)
 async def test_values_postgres_would_refuse_fail_before_writing(
     pg_store: PostgresStore, pg_conn: asyncpg.Connection, bad: Any, reason: str
