@@ -5,6 +5,9 @@ coordinator that calls an asset's function without :meth:`Invocation.call` sets 
 
 Implement one of these protocols and register it with a :class:`flowstone.Runtime` (or
 through an entry-point group) to add a storage backend, a coordinator or an event sink.
+An IO manager that stores values durably checks them with :func:`check_json` or
+:func:`check_storable`, the rules the ``postgres`` IO manager and the in-memory IO manager's
+strict mode share.
 """
 
 from ._core.assets import AssetKind as AssetKind
@@ -35,6 +38,11 @@ from ._core.records import GateRecord as GateRecord
 from ._core.records import GateStatus as GateStatus
 from ._core.registry import Registry as Registry
 from ._core.registry import import_string as import_string
+from ._core.values import JsonCheck as JsonCheck
+from ._core.values import check_json as check_json
+from ._core.values import check_storable as check_storable
+from ._core.values import restore_tuples as restore_tuples
+from ._core.values import tuple_paths as tuple_paths
 
 __all__ = (
     "AssetKind",
@@ -52,6 +60,7 @@ __all__ = (
     "Invocation",
     "ItemPage",
     "ItemReader",
+    "JsonCheck",
     "MaterializationStore",
     "ParallelCoordinator",
     "PartitionLister",
@@ -63,6 +72,10 @@ __all__ = (
     "ScatterCoordinator",
     "ScatterItemResult",
     "attach_kind",
+    "check_json",
+    "check_storable",
     "code_fingerprint",
     "import_string",
+    "restore_tuples",
+    "tuple_paths",
 )

@@ -3,7 +3,13 @@
 Fixtures:
 
 - ``flowstone_runtime``: a fresh, opened in-memory :class:`flowstone.Runtime` per test,
-  closed afterwards. It is the real runtime, not a fake.
+  closed afterwards. It is the real runtime, not a fake. Its ``memory`` IO manager is in
+  strict mode (:class:`flowstone.MemoryIOManager`): a value PostgreSQL would refuse, or
+  give back different (a set, a dict with an int key, a lone surrogate, a cycle), fails
+  the asset with :class:`flowstone.StorageError`, as it would in production. To keep
+  arbitrary Python objects in one test, turn it off with
+  ``flowstone_runtime.io_managers.get("memory").strict = False``; for a whole suite,
+  define your own ``flowstone_runtime`` fixture in ``conftest.py``.
 - ``flowstone_events``: a :class:`flowstone.MemoryEventSink` attached to that runtime.
 
 Helpers, usable with or without pytest::
@@ -20,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
-from ._core.memory import MemoryEventSink
+from ._core.memory import MemoryEventSink, MemoryIOManager
 from ._core.records import Status
 from ._core.runtime import Runtime
 
@@ -118,6 +124,8 @@ def flowstone_events() -> MemoryEventSink:
 
 @_async_fixture
 async def flowstone_runtime(flowstone_events: MemoryEventSink) -> AsyncIterator[Runtime]:
-    """A fresh, opened in-memory runtime; closed after the test."""
-    async with Runtime(event_sinks=[flowstone_events]) as runtime:
+    """A fresh, opened in-memory runtime (its ``memory`` IO manager in strict mode); closed
+    after the test."""
+    strict = MemoryIOManager(strict=True)
+    async with Runtime(event_sinks=[flowstone_events], io_managers={"memory": strict}) as runtime:
         yield runtime

@@ -56,6 +56,18 @@ async def test_memory_io_manager_round_trip() -> None:
     assert not await io.exists(key)
 
 
+async def test_the_default_runtime_keeps_any_python_object() -> None:
+    @fs.asset
+    async def model() -> set[object]:
+        return {object()}
+
+    async with fs.Runtime() as runtime:
+        result = await runtime.materialize([model])
+        assert result["model"] is await runtime.load("model")
+        assert repr(runtime.io_managers.get("memory")) == "MemoryIOManager(1 values)"
+    assert repr(fs.MemoryIOManager(strict=True)) == "MemoryIOManager(0 values, strict)"
+
+
 def test_logging_sink_logs_what_matters(caplog: pytest.LogCaptureFixture) -> None:
     sink = fs.LoggingSink()
     with caplog.at_level(logging.INFO, logger="flowstone"):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ValueNotFoundError
 from .events import AssetFailed, AssetRetried, AssetSkipped, Event, RunFinished
 from .records import GateRecord, GateStatus, MaterializationRecord, RunRecord, RunStatus, Status
+from .values import check_storable
 
 if TYPE_CHECKING:
     from .protocols import IOContext
@@ -21,13 +22,32 @@ __all__ = ["LoggingSink", "MemoryEventSink", "MemoryGateStore", "MemoryIOManager
 
 
 class MemoryIOManager:
-    """Keeps values in a dict by (asset, partition). Values are stored as given, not copied."""
+    """Keeps values in a dict by (asset, partition). Values are stored as given, not copied.
 
-    def __init__(self) -> None:
+    By default any Python object is kept (a notebook may hold a model or a DataFrame). In
+    **strict mode** a value is stored only if a durable IO manager would store it and load
+    it back the same: JSON-able data (with tuples, string keys only, valid Unicode, no
+    cycles, not nested too deep), ``bytes`` or an Arrow table, as
+    :func:`flowstone.protocols.check_storable` checks. Anything else (a set, a dict with an
+    int key, a string with a lone surrogate, a list holding itself, an arbitrary object)
+    raises :class:`~flowstone.StorageError` naming the asset, as the ``postgres`` IO manager
+    would in production. The ``flowstone_runtime`` pytest fixture turns it on.
+
+    :param strict: apply the durable value rules
+    """
+
+    def __init__(self, *, strict: bool = False) -> None:
         self._values: dict[tuple[str, str | None], Any] = {}
+        self.strict = strict
 
     async def store(self, context: IOContext, value: Any) -> None:
-        """Store ``value`` for (asset, partition)."""
+        """Store ``value`` for (asset, partition).
+
+        :raises StorageError: strict mode, and a durable IO manager could not store the
+            value (nothing is stored)
+        """
+        if self.strict:
+            check_storable(value, context.asset, context.partition)
         self._values[context.asset, context.partition] = value
 
     async def load(self, context: IOContext) -> Any:
@@ -50,7 +70,8 @@ class MemoryIOManager:
         return [p for (a, p) in self._values if a == asset]
 
     def __repr__(self) -> str:
-        return f"MemoryIOManager({len(self._values)} values)"
+        strict = ", strict" if self.strict else ""
+        return f"MemoryIOManager({len(self._values)} values{strict})"
 
 
 class MemoryStore:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import flowstone as fs
 from flowstone.ext.postgres import PostgresIOManager, PostgresStore, TableSpec
 from flowstone.protocols import IOContext
+from flowstone.testing import assert_failed
 
 pytestmark = pytest.mark.postgres
 
@@ -26,8 +28,8 @@ async def stored_count(conn: asyncpg.Connection, schema: str) -> int:
 
 async def test_json_values_are_jsonb(pg_store: PostgresStore, pg_conn: asyncpg.Connection) -> None:
     io = pg_store.io_manager
-    await io.store(ctx(), {"b": [1, 2.5, None, True], "a": "x", "t": (1, 2)})
-    assert await io.load(ctx()) == {"a": "x", "b": [1, 2.5, None, True], "t": [1, 2]}
+    await io.store(ctx(), {"b": [1, 2.5, None, True], "a": "x"})
+    assert await io.load(ctx()) == {"a": "x", "b": [1, 2.5, None, True]}
     row = await pg_conn.fetchrow(
         f"SELECT format, value_json->'a' AS a FROM \"{pg_store.schema}\".asset_values WHERE asset = 'a'"
     )
@@ -41,6 +43,97 @@ async def test_values_jsonb_would_change_are_kept_exactly(pg_store: PostgresStor
     loaded = await io.load(ctx())
     assert loaded == value
     assert isinstance(loaded["big"], float)
+
+
+async def test_tuples_load_back_as_tuples(pg_store: PostgresStore) -> None:
+    io = pg_store.io_manager
+    value = {"t": (1, (2, [3, (4,)])), "l": [(), [5]], "nul\x00": ("a\x00",), "big": (1e300,)}
+    await io.store(ctx(), value)
+    loaded = await io.load(ctx())
+    assert loaded == value
+    assert type(loaded["t"]) is tuple and type(loaded["t"][1][1]) is list
+    assert type(loaded["t"][1][1][1]) is tuple and type(loaded["l"][0]) is tuple
+    assert type(loaded["nul\x00"]) is tuple and type(loaded["big"]) is tuple
+    await io.store(ctx("top"), ((1, 2), [3]))
+    assert await io.load(ctx("top")) == ((1, 2), [3])
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def cyclic_list() -> list[Any]:
+    value: list[Any] = [1, {"k": []}]
+    value[1]["k"].append(value)
+    return value
+
+
+def cyclic_dict() -> dict[str, Any]:
+    value: dict[str, Any] = {"a": 1}
+    value["self"] = value
+    return value
+
+
+REFUSED = [
+    pytest.param("\ud800", "surrogate code point U\\+D800", id="lone-surrogate"),
+    pytest.param(["ok", {"k": "x\udfffy"}], r"value\[1\]\['k'\].*U\+DFFF", id="nested-surrogate"),
+    pytest.param({"\udc00": 1}, "key holding the surrogate", id="surrogate-key"),
+    pytest.param("\ud83d\ude00", "surrogate code point U\\+D83D", id="split-pair"),
+    pytest.param(10**5000, "int of more than", id="huge-int"),
+    pytest.param([1, -(10**5000)], r"value\[1\] is an int", id="nested-huge-int"),
+    pytest.param(nested(5000), "nests more than 500 levels deep", id="deep-nesting"),
+    pytest.param({"x": float("inf")}, "inf", id="infinity"),
+    pytest.param(cyclic_list(), r"value\[1\]\['k'\]\[0\] contains itself", id="cyclic-list"),
+    pytest.param(cyclic_dict(), r"value\['self'\] contains itself", id="cyclic-dict"),
+]
+
+
+async def test_values_at_the_limits_round_trip(pg_store: PostgresStore) -> None:
+    io = pg_store.io_manager
+    for value in (nested(500), 10**4000, [-(10**4000)], {"😀 é": "日本語 😀"}):
+        await io.store(ctx(), value)
+        assert await io.load(ctx()) == value
+
+
+@pytest.mark.parametrize(("bad", "reason"), REFUSED)
+async def test_values_postgres_would_refuse_fail_before_writing(
+    pg_store: PostgresStore, pg_conn: asyncpg.Connection, bad: Any, reason: str
+) -> None:
+    io = pg_store.io_manager
+    await io.store(ctx("a", "p1"), [1, 2])
+    with pytest.raises(fs.StorageError, match="asset 'a' partition 'p1'") as failed:
+        await io.store(ctx("a", "p1"), bad)
+    assert re.search(reason, str(failed.value)), str(failed.value)
+    assert await stored_count(pg_conn, pg_store.schema) == 1
+    assert await io.load(ctx("a", "p1")) == [1, 2]
+
+
+@pytest.mark.parametrize(("bad", "reason"), REFUSED)
+async def test_materialize_of_a_value_postgres_would_refuse_fails_the_asset(
+    pg_runtime: fs.Runtime, bad: Any, reason: str
+) -> None:
+    @fs.asset
+    async def refused() -> Any:
+        return bad
+
+    result = await pg_runtime.materialize([refused], raise_on_error=False)
+    error = assert_failed(result, "refused", fs.StorageError).__cause__
+    assert isinstance(error, fs.StorageError)
+    assert str(error).startswith("asset 'refused': ") and re.search(reason, str(error))
+    assert not await pg_runtime.exists("refused")
+
+
+async def test_pickle_stores_what_json_cannot_hold(pg_dsn: str, pg_schema: str) -> None:
+    async with PostgresStore(pg_dsn, schema=pg_schema, allow_pickle=True) as store:
+        io = store.io_manager
+        await io.store(ctx("c"), cyclic_list())
+        loaded = await io.load(ctx("c"))
+        assert loaded[1]["k"][0] is loaded
+        await io.store(ctx("s"), "\ud800")
+        assert await io.load(ctx("s")) == "\ud800"
 
 
 async def test_bytes_round_trip(pg_store: PostgresStore) -> None:

@@ -1,12 +1,16 @@
 """How the ``postgres`` IO manager turns a value into stored bytes or JSON, and back.
 
-Values are stored by (asset, partition) in the store's ``asset_values`` table:
+Values are stored by (asset, partition) in the store's ``asset_values`` table, by the value
+rules of :func:`flowstone.protocols.check_json` (shared with the in-memory IO manager's strict mode):
 
 - JSON-able values (``None``, bools, numbers, strings, lists, tuples, dicts with string
-  keys) as ``jsonb``. They load back as JSON gives them: tuples as lists, and ``jsonb``
-  orders object keys by itself (shorter keys first), so a dict's key order is not kept.
-  The few values ``jsonb`` would change (strings with NUL characters, floats of 1e16 or
-  more, which it prints as integers) are kept as exact JSON text instead;
+  keys) as ``jsonb``. ``jsonb`` orders object keys by itself (shorter keys first), so a
+  dict's key order is not kept. The few values ``jsonb`` would change (strings with NUL
+  characters, floats of 1e16 or more, which it prints as integers) are kept as exact JSON
+  text instead; so are values holding tuples, with the paths of the tuples, so that they
+  load back as tuples (``json_tuples``). What JSON or PostgreSQL cannot hold (a surrogate
+  code point in a string, a reference cycle, an int too long for text, nesting deeper
+  than 500 levels) is not JSON-able;
 - ``pyarrow.Table`` and ``pyarrow.RecordBatch`` as Arrow IPC stream bytes (pyarrow is
   imported only when such a value shows up), loaded back as the same type;
 - ``bytes`` as ``bytea``;
@@ -18,11 +22,11 @@ Values are stored by (asset, partition) in the store's ``asset_values`` table:
 from __future__ import annotations
 
 import json
-import math
 import pickle
 from typing import TYPE_CHECKING, Any
 
 from flowstone import StorageError
+from flowstone.protocols import check_json, restore_tuples, tuple_paths
 
 if TYPE_CHECKING:
     from flowstone.protocols import IOContext
@@ -63,12 +67,12 @@ def encode(
     :raises StorageError: the value has no format (naming the asset)
     """
     kind = type(value)
-    if kind is int:
-        # The common small values, with nothing for the checks below to find.
+    # The common small values, with nothing for the checks below to find.
+    if kind is int and value.bit_length() <= 64:
         return "json", int.__repr__(value), None
     if kind is bool or value is None:
         return "json", "null" if value is None else "true" if value else "false", None
-    if kind is str and "\x00" not in value:
+    if kind is str and value.isascii() and "\x00" not in value:
         return "json", _VALUE_JSON.encode(value), None
     if is_arrow(value):
         pa = pyarrow_module(context)
@@ -83,10 +87,13 @@ def encode(
             return fmt, None, sink.getvalue().to_pybytes()
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "bytes", None, bytes(value)
-    problem, exact = _json_check(value)
-    if problem is None:
+    check = check_json(value)
+    if check.problem is None:
+        if check.has_tuples:
+            text = _VALUE_JSON.encode([tuple_paths(value), value])
+            return "json_tuples", None, text.encode()
         text = _VALUE_JSON.encode(value)
-        if exact:
+        if check.exact:
             return "json_text", None, text.encode()
         return "json", text, None
     if allow_pickle:
@@ -99,41 +106,9 @@ def encode(
             ) from exc
     raise StorageError(
         f"{where(context)}: the postgres IO manager cannot store a {type(value).__qualname__} "
-        f"({problem}); return JSON-able data, bytes or an Arrow table, use table mode "
+        f"({check.problem}); return JSON-able data, bytes or an Arrow table, use table mode "
         "(metadata={'table': ...}), or opt in to pickle with PostgresStore(allow_pickle=True)"
     )
-
-
-def _json_check(value: Any) -> tuple[str | None, bool]:
-    """Why ``value`` is not JSON-able (``None`` when it is), and whether ``jsonb`` would
-    change it: a NUL character (``jsonb`` cannot hold one) or a float of 1e16 or more
-    (``jsonb`` prints it as an integer)."""
-    exact = False
-    stack: list[tuple[str, Any]] = [("value", value)]
-    while stack:
-        path, item = stack.pop()
-        if item is None or isinstance(item, (bool, int)):
-            continue
-        if isinstance(item, str):
-            exact = exact or "\x00" in item
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return f"{path} is {item!r}, which JSON cannot hold", exact
-            exact = exact or abs(item) >= 1e16
-            continue
-        if isinstance(item, (list, tuple)):
-            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
-            continue
-        if isinstance(item, dict):
-            for k, v in item.items():
-                if not isinstance(k, str):
-                    return f"{path} has a non-string key {k!r}", exact
-                exact = exact or "\x00" in k
-                stack.append((f"{path}[{k!r}]", v))
-            continue
-        return f"{path} is a {type(item).__qualname__}", exact
-    return None, exact
 
 
 def decode(
@@ -148,6 +123,10 @@ def decode(
     if fmt == "json_text":
         assert data is not None
         return json.loads(data)
+    if fmt == "json_tuples":
+        assert data is not None
+        paths, value = json.loads(data)
+        return restore_tuples(value, paths)
     if fmt == "bytes":
         return data
     if fmt in ("arrow", "arrow_batch"):

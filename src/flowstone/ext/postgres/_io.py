@@ -40,11 +40,14 @@ __all__ = ["PostgresIOManager", "TableSpec"]
 class PostgresIOManager:
     """Stores asset values in PostgreSQL by (asset, partition).
 
-    Formats, chosen by the value: JSON-able values as ``jsonb`` (tuples come back as lists;
-    ``jsonb`` does not keep a dict's key order; the rare value ``jsonb`` would alter is kept
-    as exact JSON text); ``pyarrow.Table``/``RecordBatch`` as Arrow IPC; ``bytes`` as
-    ``bytea``; anything else only with ``allow_pickle=True``, otherwise
-    :class:`~flowstone.StorageError` names the asset before anything is written.
+    Formats, chosen by the value: JSON-able values as ``jsonb`` (``jsonb`` does not keep a
+    dict's key order; the rare value ``jsonb`` would alter, and a value holding tuples, is
+    kept as exact JSON text, so tuples load back as tuples); ``pyarrow.Table``/
+    ``RecordBatch`` as Arrow IPC; ``bytes`` as ``bytea``; anything else (a set, a non-string
+    key, a string with a lone surrogate, a value holding itself, an int too long for text,
+    nesting over 500 levels: :func:`flowstone.protocols.check_json`) only with
+    ``allow_pickle=True``, otherwise :class:`~flowstone.StorageError` names the asset
+    before anything is written.
 
     **Table mode** writes a list of dicts or an Arrow table as rows of a table of yours,
     with a partition column (``''`` for the unpartitioned value): asset metadata
