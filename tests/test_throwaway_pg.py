@@ -29,6 +29,21 @@ def test_only_the_throwaway_cluster_is_ever_taken_down() -> None:
     assert not offenders, "use the throwaway_pg fixture instead:\n" + "\n".join(offenders)
 
 
+def test_the_set_up_script_never_restarts_or_reconfigures_a_server() -> None:
+    script = TESTS.parent / "scripts" / "setup-postgres.sh"
+    code = [line for line in script.read_text().splitlines() if not line.lstrip().startswith("#")]
+    offenders = [
+        line.strip()
+        for line in code
+        if re.search(r"\brestart\b|\breload\b|ALTER SYSTEM|pg_reload_conf", line)
+    ]
+    assert not offenders, offenders
+    # each change it makes is printed just before it is made
+    for action in ("apt-get install", '"$CLUSTER" start', "ALTER ROLE", "createdb "):
+        [at] = [n for n, line in enumerate(code) if action in line]
+        assert any(line.lstrip().startswith("change ") for line in code[at - 3 : at]), action
+
+
 async def test_the_throwaway_cluster_restarts_and_keeps_its_data(
     throwaway_pg: ThrowawayCluster, pg_dsn: str
 ) -> None:
