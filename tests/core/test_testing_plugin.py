@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -92,51 +91,7 @@ def readme_testing_example() -> str:
     return block
 
 
-def run_readme_example(pytester: pytest.Pytester, *args: str, marker: str = "") -> Any:
-    """Run the README's example alone in a fresh project without any pytest config."""
-    source = readme_testing_example()
-    if marker:
-        source = f"import pytest\n{source}".replace("async def test_", f"{marker}\nasync def test_")
-    pytester.makepyfile(test_readme=source)
-    return pytester.runpytest_subprocess(*STRICT_WARNINGS, *args)
-
-
-def test_the_readme_example_is_a_whole_test() -> None:
-    source = readme_testing_example()
-    assert "async def test_" in source and "flowstone_runtime" in source
-    compile(source, "README.md", "exec")
-
-
-def test_the_readme_example_passes_under_pytest_asyncio_strict_mode(
-    pytester: pytest.Pytester,
-) -> None:
-    result = run_readme_example(pytester, "-o", "asyncio_mode=strict")
-    result.assert_outcomes(passed=1)
-
-
-def test_the_readme_example_passes_under_pytest_asyncio_auto_mode(
-    pytester: pytest.Pytester,
-) -> None:
-    result = run_readme_example(pytester, "-o", "asyncio_mode=auto")
-    result.assert_outcomes(passed=1)
-
-
-def test_a_marked_test_passes_under_pytest_asyncio_strict_mode(
-    pytester: pytest.Pytester,
-) -> None:
-    result = run_readme_example(
-        pytester, "-o", "asyncio_mode=strict", marker="@pytest.mark.asyncio"
-    )
-    result.assert_outcomes(passed=1)
-
-
-def test_the_readme_example_passes_with_anyio_alone(pytester: pytest.Pytester) -> None:
-    unmarked = run_readme_example(pytester, "-p", "no:asyncio")
-    unmarked.assert_outcomes(passed=1)
-    marked = run_readme_example(pytester, "-p", "no:asyncio", marker="@pytest.mark.anyio")
-    marked.assert_outcomes(passed=1)
-
-
+# A user's own test beside it: the runtime is opened in the loop the test runs in.
 LOOP_CHECK = """
 import asyncio
 
@@ -166,27 +121,49 @@ def anyio_backend():
     return "asyncio"
 
 
-MARKER
 async def test_the_runtime_is_opened_in_the_test_s_loop(flowstone_runtime, flowstone_events):
     assert flowstone_events.opened_in is asyncio.get_running_loop()
 """
 
 
+def marked(source: str, marker: str) -> str:
+    """``source`` with ``marker`` on each test (unchanged for no marker)."""
+    if not marker:
+        return source
+    return f"import pytest\n{source}".replace("\nasync def test_", f"\n{marker}\nasync def test_")
+
+
+def test_the_readme_example_is_a_whole_test() -> None:
+    source = readme_testing_example()
+    assert "async def test_" in source and "flowstone_runtime" in source
+    compile(source, "README.md", "exec")
+
+
 @pytest.mark.parametrize(
-    ("marker", "mode"),
+    ("plugins", "marker"),
     [
-        ("@pytest.mark.anyio", "strict"),
-        ("@pytest.mark.asyncio", "strict"),
-        ("", "strict"),
-        ("", "auto"),
+        pytest.param(("-o", "asyncio_mode=strict"), "", id="pytest-asyncio-strict"),
+        pytest.param(("-o", "asyncio_mode=auto"), "", id="pytest-asyncio-auto"),
+        pytest.param(
+            ("-o", "asyncio_mode=strict"), "@pytest.mark.asyncio", id="pytest-asyncio-marked"
+        ),
+        pytest.param(("-p", "no:asyncio"), "", id="anyio-alone"),
+        pytest.param(("-p", "no:asyncio"), "@pytest.mark.anyio", id="anyio-alone-marked"),
+        pytest.param(
+            ("-o", "asyncio_mode=strict"), "@pytest.mark.anyio", id="anyio-beside-pytest-asyncio"
+        ),
     ],
 )
-def test_the_runtime_is_opened_in_the_loop_the_test_runs_in(
-    pytester: pytest.Pytester, marker: str, mode: str
+def test_the_readme_example_in_a_project_without_pytest_config(
+    pytester: pytest.Pytester, plugins: tuple[str, ...], marker: str
 ) -> None:
-    pytester.makepyfile(LOOP_CHECK.replace("MARKER", marker))
-    result = pytester.runpytest_subprocess(*STRICT_WARNINGS, "-o", f"asyncio_mode={mode}")
-    result.assert_outcomes(passed=1)
+    """The README's example, pasted into a fresh project, passes as it is (and marked)."""
+    pytester.makepyfile(
+        test_readme=marked(readme_testing_example(), marker),
+        test_loop=marked(LOOP_CHECK, marker),
+    )
+    result = pytester.runpytest_subprocess(*STRICT_WARNINGS, *plugins)
+    result.assert_outcomes(passed=2)
 
 
 # -- assert_reused, named like the other helpers ----------------------------------------
