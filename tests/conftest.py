@@ -1,4 +1,9 @@
-"""Shared test configuration: PostgreSQL fixtures and hypothesis profiles."""
+"""Shared test configuration: PostgreSQL fixtures and hypothesis profiles.
+
+``conftest_pg`` has the fixtures for the shared test server (``pg_dsn`` and friends);
+``throwaway_pg`` has ``throwaway_pg``, a cluster of the suite's own for the tests that
+restart or stop a server.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["conftest_pg"] if importlib.util.find_spec("conftest_pg") else []
+pytest_plugins = [
+    name for name in ("conftest_pg", "throwaway_pg") if importlib.util.find_spec(name)
+]
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -12,16 +12,24 @@ Fixtures:
   define your own ``flowstone_runtime`` fixture in ``conftest.py``.
 - ``flowstone_events``: a :class:`flowstone.MemoryEventSink` attached to that runtime.
 
-Helpers, usable with or without pytest::
+An ``async def`` test that uses ``flowstone_runtime`` needs no marker and no pytest config:
+the plugin marks it for pytest-asyncio when that is installed (strict or auto mode) and
+for anyio's plugin otherwise, and opens the runtime in the loop the test runs in (anyio's
+for ``@pytest.mark.anyio`` tests).
+
+Helpers, usable with or without pytest; each takes the result, then the asset names::
 
     result = await flowstone_runtime.materialize(pipeline)
     assert_succeeded(result, "total", value=30)
     assert_skipped(result, "by_grid")
+    assert_reused(result, "prices", "total")
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import inspect
+import warnings
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
@@ -31,20 +39,26 @@ from ._core.records import Status
 from ._core.runtime import Runtime
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Generator, Iterable
+
     from ._core.result import MaterializeResult
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound="Callable[..., Any]")
 _fixture: Any
 try:  # pytest-asyncio in strict mode only runs async fixtures declared with its decorator
     import pytest_asyncio
 
     _fixture = pytest_asyncio.fixture
-except ImportError:  # pragma: no cover - anyio's pytest plugin handles plain fixtures
+except ImportError:  # pragma: no cover - without it, tests run under anyio's plugin
     _fixture = pytest.fixture
 
 
-def _async_fixture(fn: _F) -> _F:
+def _asyncio_fixture(fn: _F) -> _F:
     return cast("_F", _fixture(fn))
+
+
+_RUNTIME_FIXTURE = "flowstone_runtime"
+_ASYNC_MARKERS = ("asyncio", "anyio")
 
 
 __all__ = [
@@ -107,13 +121,33 @@ def assert_skipped(result: MaterializeResult, *assets: str) -> None:
             raise AssertionError(f"asset {asset!r} {outcome.status.value}, expected it skipped")
 
 
-def assert_reused(result: MaterializeResult, assets: Iterable[str], *, reused: bool = True) -> None:
-    """Assert that each asset's current stored value was reused (or, ``reused=False``, computed)."""
+def assert_reused(
+    result: MaterializeResult, *assets: str | Iterable[str], reused: bool = True
+) -> None:
+    """Assert that each asset's current stored value was reused (or, ``reused=False``, computed).
+
+    The names come after the result, as for the other helpers:
+    ``assert_reused(result, "up", "down")``; with none, every asset of the run's selection.
+    The older form with one list, ``assert_reused(result, ["up", "down"])``, still works and
+    warns with a ``DeprecationWarning``.
+    """
+    names: list[str] = []
     for asset in assets:
-        record = _outcome_of(result, asset).record
+        if isinstance(asset, str):
+            names.append(asset)
+            continue
+        warnings.warn(
+            "assert_reused(result, [names]) is deprecated: pass the names as arguments, "
+            "assert_reused(result, 'a', 'b')",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        names.extend(asset)
+    for name in names if assets else result.selection:
+        record = _outcome_of(result, name).record
         if record is None or record.reused is not reused:
             what = "reused" if reused else "computed"
-            raise AssertionError(f"asset {asset!r} was not {what} in run {result.run_id!r}")
+            raise AssertionError(f"asset {name!r} was not {what} in run {result.run_id!r}")
 
 
 @pytest.fixture
@@ -122,10 +156,67 @@ def flowstone_events() -> MemoryEventSink:
     return MemoryEventSink()
 
 
-@_async_fixture
-async def flowstone_runtime(flowstone_events: MemoryEventSink) -> AsyncIterator[Runtime]:
-    """A fresh, opened in-memory runtime (its ``memory`` IO manager in strict mode); closed
-    after the test."""
+@asynccontextmanager
+async def _opened_runtime(flowstone_events: MemoryEventSink) -> AsyncIterator[Runtime]:
     strict = MemoryIOManager(strict=True)
     async with Runtime(event_sinks=[flowstone_events], io_managers={"memory": strict}) as runtime:
         yield runtime
+
+
+@_asyncio_fixture
+async def _flowstone_runtime_asyncio(flowstone_events: MemoryEventSink) -> AsyncIterator[Runtime]:
+    """``flowstone_runtime`` for a test that pytest-asyncio runs, opened in its event loop."""
+    async with _opened_runtime(flowstone_events) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+async def _flowstone_runtime_anyio(flowstone_events: MemoryEventSink) -> AsyncIterator[Runtime]:
+    """``flowstone_runtime`` for a test that anyio's plugin runs, opened in its event loop."""
+    async with _opened_runtime(flowstone_events) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def flowstone_runtime(request: pytest.FixtureRequest) -> Runtime:
+    """A fresh, opened in-memory runtime (its ``memory`` IO manager in strict mode); closed
+    after the test.
+
+    It is opened in the event loop the test runs in: anyio's for a test that anyio's plugin
+    runs (``@pytest.mark.anyio``), pytest-asyncio's otherwise.
+    """
+    under_anyio = "anyio_backend" in request.fixturenames
+    name = "_flowstone_runtime_anyio" if under_anyio else "_flowstone_runtime_asyncio"
+    runtime: Runtime = request.getfixturevalue(name)
+    return runtime
+
+
+def _is_async_test(function: Any) -> bool:
+    inner = getattr(getattr(function, "hypothesis", None), "inner_test", function)
+    return inspect.iscoroutinefunction(inner)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> Generator[None, Any, Any]:
+    """Mark an unmarked ``async def`` test that uses ``flowstone_runtime`` to run.
+
+    It gets pytest-asyncio's ``asyncio`` marker when that plugin is active (so strict mode
+    needs no marker), anyio's ``anyio`` marker otherwise. A test that already carries
+    either marker, or asks for ``anyio_backend``, is left as it is.
+    """
+    collected = yield
+    items = collected if isinstance(collected, list) else [collected]
+    config = collector.config
+    marker = "asyncio" if config.pluginmanager.has_plugin("asyncio") else "anyio"
+    for item in items:
+        if (
+            isinstance(item, pytest.Function)
+            and _is_async_test(item.obj)
+            and _RUNTIME_FIXTURE in item.fixturenames
+            and "anyio_backend" not in item.fixturenames
+            and not any(item.get_closest_marker(m) for m in _ASYNC_MARKERS)
+        ):
+            item.add_marker(marker)
+    return collected

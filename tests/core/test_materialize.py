@@ -100,12 +100,12 @@ async def test_upstream_reused_while_current(flowstone_runtime: fs.Runtime) -> N
     first = await flowstone_runtime.materialize(p, "down")
     second = await flowstone_runtime.materialize(p, "down")
     assert calls == ["up", "down", "down"]
-    assert_reused(second, ["up"])
-    assert_reused(second, ["down"], reused=False)
+    assert_reused(second, "up")
+    assert_reused(second, "down", reused=False)
     assert second["down"] == 20 and first["down"] == 20
     forced = await flowstone_runtime.materialize(p, "down", force=True)
     assert calls[-2:] == ["up", "down"]
-    assert_reused(forced, ["up"], reused=False)
+    assert_reused(forced, "up", reused=False)
 
 
 async def test_redefined_asset_is_recomputed_with_descendants(

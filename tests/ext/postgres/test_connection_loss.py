@@ -1,8 +1,10 @@
 """Connection loss: killed backends, a server that goes away and comes back, bounded retries.
 
-Backends are killed with ``pg_terminate_backend`` from another connection; a server restart
-is played by a TCP proxy in front of the server that drops every connection and refuses
-new ones until it is brought back.
+Backends are killed with ``pg_terminate_backend`` from another connection, only those of
+the test's own store (a unique ``application_name``); a server going away is played by a
+TCP proxy in front of the shared server that drops every connection and refuses new ones
+until it is brought back. A real restart runs on the suite's own throwaway cluster
+(``throwaway_pg``), never on the shared server.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import asyncpg
 import pytest
 
 import flowstone as fs
+from conftest_pg import drop_schema
 from flowstone.ext.postgres import DatabaseUnavailableError, PostgresStore, RetryPolicy
 from flowstone.protocols import IOContext
+from throwaway_pg import ThrowawayCluster
 
 pytestmark = pytest.mark.postgres
 
@@ -302,3 +307,45 @@ async def test_a_run_continues_across_a_server_restart(
             ["first", "second", "third"], fs.Status.SUCCEEDED
         )
         assert await direct.io_manager.load(IOContext("third")) == 3
+
+
+async def test_a_run_continues_across_a_real_server_restart(
+    throwaway_pg: ThrowawayCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server itself restarts in the middle of a run (its backends are shut down, new
+    connections are refused while it starts); the run finishes and every record is stored."""
+    policy = RetryPolicy(timeout=60, initial_delay=0.02, max_delay=0.2)
+    schema = f"fs_test_{uuid.uuid4().hex[:12]}"
+    restarted: list[bool] = []
+
+    @fs.asset
+    async def first() -> int:
+        return 1
+
+    @fs.asset
+    async def second(first: int) -> int:
+        await anyio.to_thread.run_sync(throwaway_pg.restart)
+        restarted.append(True)
+        return first + 1
+
+    @fs.asset
+    async def third(second: int) -> int:
+        return second + 1
+
+    caplog.set_level(logging.WARNING, "flowstone.postgres")
+    try:
+        store = PostgresStore(throwaway_pg.dsn, schema=schema, retry=policy)
+        async with fs.Runtime(store=store) as rt:
+            result = await rt.materialize([first, second, third], run_id="restart")
+        assert result.ok and result["third"] == 3 and restarted == [True]
+        assert "retrying" in caplog.text, "the store did not see the restart"
+        async with PostgresStore(throwaway_pg.dsn, schema=schema) as direct:
+            records = await direct.get_records("restart")
+            assert {r.asset: r.status for r in records} == dict.fromkeys(
+                ["first", "second", "third"], fs.Status.SUCCEEDED
+            )
+            assert await direct.io_manager.load(IOContext("third")) == 3
+    finally:
+        if not throwaway_pg.running():
+            await anyio.to_thread.run_sync(throwaway_pg.start)
+        await drop_schema(throwaway_pg.dsn, schema)

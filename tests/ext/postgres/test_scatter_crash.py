@@ -1,6 +1,7 @@
 """The durable scatter survives kills and restarts: child processes are SIGKILLed at random
 moments and run again, a worker dies beside the starter and another worker, the server
-restarts in the middle of a run and of a resume. Each time, every item ends with exactly one
+restarts in the middle of a run and of a resume (the suite's own throwaway cluster, see
+``throwaway_pg``, never the shared test server). Each time, every item ends with exactly one
 stored result, the gathered value is right, and little work is done twice.
 
 The children run ``scatter_child.py``; each item records its execution in the side table
@@ -10,20 +11,22 @@ The children run ``scatter_child.py``; each item records its execution in the si
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import signal
 import subprocess
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
 import asyncpg
 import pytest
+
+from conftest_pg import drop_schema
+from throwaway_pg import ThrowawayCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -232,71 +235,50 @@ async def test_a_killed_worker_s_items_return_before_its_lease(
 
 
 # -- a server restart --------------------------------------------------------------------
+# On the suite's own cluster (``throwaway_pg``), never on the shared test server.
 
 
-def _restart_guard(dsn: str) -> tuple[str, str] | None:
-    """The (version, cluster) to restart, or ``None`` (with the reason skipped) when this
-    is not a local Debian cluster that root can restart."""
-    parts = urlsplit(dsn)
-    if shutil.which("pg_ctlcluster") is None:
-        pytest.skip("no pg_ctlcluster: the server cannot be restarted from here")
-    if (parts.hostname, parts.port or 5432) != ("127.0.0.1", 5432):
-        pytest.skip(f"the test server {parts.hostname}:{parts.port} is not the local cluster")
-    if os.geteuid() != 0:
-        pytest.skip("restarting the cluster needs root")
-    listing = subprocess.run(
-        ["pg_lsclusters", "-h"], capture_output=True, text=True, check=False
-    ).stdout.split("\n")
-    for line in listing:
-        fields = line.split()
-        if len(fields) >= 3 and fields[2] == "5432":
-            return fields[0], fields[1]
-    pytest.skip("no cluster listens on port 5432")
+async def _restart_server(cluster: ThrowawayCluster) -> None:
+    await anyio.to_thread.run_sync(cluster.restart)
 
 
-async def _restart_server(dsn: str, cluster: tuple[str, str]) -> None:
-    version, name = cluster
-    done = await anyio.to_thread.run_sync(
-        lambda: subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "restart"],
-            capture_output=True,
-            text=True,
-            check=False,
+async def _create_side(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE "{schema}".executions (key text NOT NULL, pid integer NOT NULL)'
         )
-    )
-    assert done.returncode == 0, done.stderr
-    await _wait_for_server(dsn)
-
-
-async def _wait_for_server(dsn: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            if time.monotonic() > deadline:
-                raise
-            await anyio.sleep(0.1)
-            continue
+    finally:
         await conn.close()
-        return
 
 
 @pytest.fixture
-async def restartable(pg_dsn: str) -> Any:
-    cluster = _restart_guard(pg_dsn)
-    assert cluster is not None
+async def restartable(throwaway_pg: ThrowawayCluster) -> AsyncIterator[str]:
+    """A side schema (as ``side``) on the throwaway cluster; dropped afterwards."""
+    schema = f"fs_test_{uuid.uuid4().hex[:12]}"
+    await _create_side(throwaway_pg.dsn, schema)
     try:
-        yield cluster
+        yield schema
     finally:
-        await _wait_for_server(pg_dsn)  # whatever happened, leave the server up
+        if not throwaway_pg.running():  # whatever happened, leave the server up
+            await anyio.to_thread.run_sync(throwaway_pg.start)
+        await drop_schema(throwaway_pg.dsn, schema)
 
 
 async def test_a_server_restart_in_a_run_and_in_a_resume(
-    spawn: Any, pg_dsn: str, side: str, restartable: tuple[str, str]
+    python: str,
+    child_env: dict[str, str],
+    tmp_path: Path,
+    throwaway_pg: ThrowawayCluster,
+    restartable: str,
 ) -> None:
     items, concurrency = 5000, 20
     options = {"items": items, "max_concurrent": concurrency, "sleep": 0.01, "lease": 5}
+    pg_dsn, side = throwaway_pg.dsn, restartable
+
+    def spawn(role: str, **options: Any) -> Child:
+        return Child(python, child_env, tmp_path, role, pg_dsn, side, **options)
 
     async def progress_at_least(target: int) -> Any:
         async def check() -> bool:
@@ -314,7 +296,7 @@ async def test_a_server_restart_in_a_run_and_in_a_resume(
     # In the middle of a run: the child retries with backoff and finishes.
     child = spawn("starter", run_id="restart-run", **options)
     await wait_until(await progress_at_least(500), child, "500 finished items")
-    await _restart_server(pg_dsn, restartable)
+    await _restart_server(throwaway_pg)
     assert await child.finish(90) == {"ok": True, "len": items}
     assert "retrying" in child.err.read_text(), "the run did not see the restart"
     conn = await asyncpg.connect(pg_dsn)
@@ -333,7 +315,7 @@ async def test_a_server_restart_in_a_run_and_in_a_resume(
     child.kill()
     child = spawn("starter", run_id="restart-resume", **options)
     await wait_until(await progress_at_least(1200), child, "1200 finished items")
-    await _restart_server(pg_dsn, restartable)
+    await _restart_server(throwaway_pg)
     assert await child.finish(90) == {"ok": True, "len": items}
     assert "retrying" in child.err.read_text(), child.output()
     conn = await asyncpg.connect(pg_dsn)

@@ -620,7 +620,7 @@ async def test_killed_connections_do_not_lose_or_repeat_results(
 
     # The scatter's statements (and its worker lock) go through a pool of their own, whose
     # backends are killed again and again while the run's records use the runtime's store.
-    application = "fs-scatter-kill"
+    application = f"fs-scatter-kill-{pg_schema}"  # only this test's backends
     scatter_store = PostgresStore(
         pg_dsn,
         schema=pg_schema,
