@@ -109,3 +109,75 @@ def test_many_ranges_are_trimmed_as_they_are_written() -> None:
     ledger.written(ledger.ranges([2999, 2997, 2998]), last=False)
     assert ledger.checkpoint() == (3000, None)
     assert not ledger.complete()
+
+
+def test_a_flush_in_flight_keeps_its_ranges_while_another_trims_the_front() -> None:
+    """Flushers take their ranges, await the database, then count them written; one that
+    finishes meanwhile may trim the front of the ledger without invalidating the others."""
+    ledger = LocalLedger(0, None)
+    for start in range(0, 3000, 3):
+        ledger.take(start, start + 3)
+    ledger.advance(3000, None, page=False, last=True)
+    slow = ledger.ranges([1500, 1501, 2999, 2997, 2998])  # written last
+    for start in range(0, 2997, 3):
+        if start != 1500:
+            ledger.written(ledger.ranges(range(start, start + 3)), last=False)
+    ledger.written(ledger.ranges([1502]), last=False)
+    assert ledger.checkpoint() == (1500, None)
+    assert not ledger.complete()
+    assert ledger.complete(slow)
+    ledger.written(slow, last=True)
+    assert ledger.checkpoint() == (3000, None)
+    assert not ledger.due()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 3), min_size=260, max_size=600),
+    seed=st.integers(0, 2**32),
+    flushers=st.integers(2, 4),
+)
+def test_interleaved_flushers_never_pass_an_unstored_item(
+    sizes: list[int], seed: int, flushers: int
+) -> None:
+    """Several flushes in flight at once, finishing in any order: each checkpoint passes
+    only items stored before it or with it, and every item ends counted exactly once."""
+    rng = random.Random(seed)
+    ledger = LocalLedger(0, None)
+    pages = _pages(sizes)
+    total = pages[-1][1]
+    for start, end in pages:
+        ledger.take(start, end)
+    ledger.advance(total, None, page=False, last=True)
+    unwritten = list(range(total))
+    rng.shuffle(unwritten)
+    unwritten.sort(key=lambda i: i + rng.randint(0, 40))  # roughly in order, as they finish
+    stored: set[int] = set()
+    in_flight: list[tuple[list[int], dict[int, int], bool]] = []
+
+    def first_unstored(done: set[int]) -> int:
+        return next((i for i in range(total) if i not in done), total)
+
+    ended = 0
+    while unwritten or in_flight:
+        if unwritten and (len(in_flight) < flushers and rng.random() < 0.6 or not in_flight):
+            count = rng.randint(1, 30)
+            batch, unwritten[:] = unwritten[:count], unwritten[count:]
+            writing = ledger.ranges(batch)
+            enumerated, _ = ledger.checkpoint(writing)
+            last = ledger.complete(writing)
+            assert enumerated <= first_unstored(stored | set(batch))
+            if last:
+                assert not unwritten and not in_flight
+            in_flight.append((batch, writing, last))
+            continue
+        batch, writing, last = in_flight.pop(rng.randrange(len(in_flight)))
+        stored.update(batch)
+        ledger.written(writing, last=last)
+        ended += last
+        enumerated, _ = ledger.checkpoint()
+        assert enumerated <= first_unstored(stored)
+    assert stored == set(range(total))
+    assert ledger.checkpoint() == (total, None)
+    assert ledger.complete()
+    assert ended + ledger.due() == 1
