@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import random
 
+import anyio
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowstone.ext.postgres._scatter_local import LocalLedger
+import flowstone as fs
+from flowstone.ext.scatter import scatter
+from flowstone.protocols import ItemPage
+
+asyncpg = pytest.importorskip("asyncpg")
+
+from flowstone.ext.postgres import PostgresStore  # noqa: E402 - after the skip
+from flowstone.ext.postgres._scatter import PostgresScatterCoordinator  # noqa: E402
+from flowstone.ext.postgres._scatter_local import LocalLedger  # noqa: E402
 
 
 def _pages(sizes: list[int], start: int = 0) -> list[tuple[int, int]]:
@@ -181,3 +191,51 @@ def test_interleaved_flushers_never_pass_an_unstored_item(
     assert ledger.checkpoint() == (total, None)
     assert ledger.complete()
     assert ended + ledger.due() == 1
+
+
+class _CountingReader:
+    """An ItemReader over ``range(n)`` with cursors ``"<offset>"``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    async def read_page(self, cursor: str | None, limit: int) -> ItemPage[int]:
+        start = int(cursor) if cursor else 0
+        end = min(self.n, start + limit)
+        return ItemPage(list(range(start, end)), str(end) if end < self.n else None)
+
+    async def count(self) -> int | None:
+        return None
+
+
+@pytest.mark.postgres
+async def test_a_reader_scatter_with_concurrent_flushes_stores_every_item_once(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """One-item reader pages make one range each, far more than the ledger keeps before it
+    trims its front, and three flushers write results at once: each flush counts down its
+    own ranges, whatever another one trimmed meanwhile (this failed with an IndexError)."""
+    runs: list[int] = []
+
+    @fs.asset
+    @scatter(reader=_CountingReader(1500), max_concurrent=6, page_size=1)
+    async def paged(item: int) -> int:
+        runs.append(item)
+        await anyio.sleep(0)
+        return item
+
+    store = PostgresStore(pg_dsn, schema=pg_schema, max_size=6)
+    coordinator = PostgresScatterCoordinator(store, lease=2)
+    runtime = fs.Runtime(store=store)
+    runtime.coordinators.register("scatter", coordinator)
+    async with runtime:
+        result = await runtime.materialize([paged])
+        assert result["paged"] == list(range(1500))
+        assert sorted(runs) == list(range(1500))
+        async with store.pool.acquire() as conn:
+            barrier = await conn.fetchrow(
+                f'SELECT enumerated, source_done, total FROM "{pg_schema}".scatter_barriers'
+            )
+            rows = await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".scatter_items')
+    assert barrier is not None and tuple(barrier) == (1500, True, 1500)
+    assert rows == 1500
