@@ -6,7 +6,8 @@ the reader's cursor for an :class:`~flowstone.protocols.ItemReader`, the count o
 for other sources. A resumed run starts from the checkpoint: a reader from its cursor, an
 iterable is read again and the items before the checkpoint are skipped. Inserting is
 idempotent, so a page written twice (its answer lost) changes nothing; a key seen twice is a
-:class:`~flowstone.ext.scatter.DuplicateScatterKeyError`.
+:class:`~flowstone.ext.scatter.DuplicateScatterKeyError`. A keyed page is never split: its
+keys go in with one statement before any of its items runs.
 
 In the starting process, unkeyed items of an unbatched scatter that it has room for are not
 inserted at all: it runs them first and each row goes in once, finished (see
@@ -297,8 +298,10 @@ class Enumerator:
             while True:
                 want = min(len(rows), taker.half)
                 room, enough = await taker.wait_room(want, max(0.0, deadline - monotonic()))
-                if not enough or room >= len(rows) or self._reader:
-                    # A reader's page keeps its cursor: it is not split.
+                if not enough or room >= len(rows) or self._reader or self._keyfn is not None:
+                    # A reader's page keeps its cursor: it is not split. Nor is a keyed
+                    # page: its keys go in at once, so that a duplicate among them fails
+                    # the page before any of its items runs.
                     claim = min(room, len(rows))
                     break
                 # Room for part of the page: insert that part claimed, then wait again.
