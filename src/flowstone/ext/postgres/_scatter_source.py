@@ -34,7 +34,7 @@ from flowstone.ext.scatter import (
 )
 from flowstone.protocols import ItemReader
 
-from ._scatter_codec import Unstorable, decode, encode
+from ._scatter_codec import Unstorable, decode, encode, has_surrogate, is_plain
 from ._scatter_local import LocalLedger
 from ._scatter_ops import SourceConflict
 
@@ -412,7 +412,7 @@ class Enumerator:
             part, rest = rest[:room], rest[room:]
             taken: list[tuple[int, Any, str | None, bytes | None]] = []
             for index, item in part:
-                if item.__class__ in _PLAIN:
+                if item.__class__ in _PLAIN and is_plain(item):
                     taken.append((index, item, None, None))
                 else:
                     # Checked as if it were stored: a failed item is, to be run again.
@@ -460,10 +460,10 @@ class Enumerator:
                         f"{self._where}: key= must return a string (or an int) for each item; "
                         f"it returned {made!r} for the item at position {index}"
                     )
-            if "\x00" in made:
+            if "\x00" in made or has_surrogate(made):
                 raise StorageError(
                     f"{self._where}: the key of the item at position {index} holds a NUL "
-                    "character, which PostgreSQL text cannot store"
+                    "character or a lone surrogate, which PostgreSQL text cannot store"
                 )
             key = shown = made
         try:
