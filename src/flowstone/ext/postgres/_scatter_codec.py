@@ -54,12 +54,13 @@ def has_surrogate(text: str) -> bool:
 def is_plain(value: Any) -> bool:
     """Whether ``value`` is an int, a string, a bool or ``None`` that :func:`encode` takes as
     it is (an int that prints, a string without lone surrogates)."""
-    kind = type(value)
-    if kind is int:
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
         return -MAX_PLAIN_INT < value < MAX_PLAIN_INT
-    if kind is str:
+    if isinstance(value, str):
         return not has_surrogate(value)
-    return kind is bool or value is None
+    return False
 
 
 def _prints(value: int) -> bool:
