@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import random
 
+import anyio
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowstone.ext.postgres._scatter_local import LocalLedger
+import flowstone as fs
+from flowstone.ext.scatter import scatter
+from flowstone.protocols import ItemPage
+
+asyncpg = pytest.importorskip("asyncpg")
+
+from flowstone.ext.postgres import PostgresStore  # noqa: E402 - after the skip
+from flowstone.ext.postgres._scatter import PostgresScatterCoordinator  # noqa: E402
+from flowstone.ext.postgres._scatter_local import LocalLedger  # noqa: E402
 
 
 def _pages(sizes: list[int], start: int = 0) -> list[tuple[int, int]]:
@@ -109,3 +119,123 @@ def test_many_ranges_are_trimmed_as_they_are_written() -> None:
     ledger.written(ledger.ranges([2999, 2997, 2998]), last=False)
     assert ledger.checkpoint() == (3000, None)
     assert not ledger.complete()
+
+
+def test_a_flush_in_flight_keeps_its_ranges_while_another_trims_the_front() -> None:
+    """Flushers take their ranges, await the database, then count them written; one that
+    finishes meanwhile may trim the front of the ledger without invalidating the others."""
+    ledger = LocalLedger(0, None)
+    for start in range(0, 3000, 3):
+        ledger.take(start, start + 3)
+    ledger.advance(3000, None, page=False, last=True)
+    slow = ledger.ranges([1500, 1501, 2999, 2997, 2998])  # written last
+    for start in range(0, 2997, 3):
+        if start != 1500:
+            ledger.written(ledger.ranges(range(start, start + 3)), last=False)
+    ledger.written(ledger.ranges([1502]), last=False)
+    assert ledger.checkpoint() == (1500, None)
+    assert not ledger.complete()
+    assert ledger.complete(slow)
+    ledger.written(slow, last=True)
+    assert ledger.checkpoint() == (3000, None)
+    assert not ledger.due()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 3), min_size=260, max_size=600),
+    seed=st.integers(0, 2**32),
+    flushers=st.integers(2, 4),
+)
+def test_interleaved_flushers_never_pass_an_unstored_item(
+    sizes: list[int], seed: int, flushers: int
+) -> None:
+    """Several flushes in flight at once, finishing in any order: each checkpoint passes
+    only items stored before it or with it, and every item ends counted exactly once."""
+    rng = random.Random(seed)
+    ledger = LocalLedger(0, None)
+    pages = _pages(sizes)
+    total = pages[-1][1]
+    for start, end in pages:
+        ledger.take(start, end)
+    ledger.advance(total, None, page=False, last=True)
+    unwritten = list(range(total))
+    rng.shuffle(unwritten)
+    unwritten.sort(key=lambda i: i + rng.randint(0, 40))  # roughly in order, as they finish
+    stored: set[int] = set()
+    in_flight: list[tuple[list[int], dict[int, int], bool]] = []
+
+    def first_unstored(done: set[int]) -> int:
+        return next((i for i in range(total) if i not in done), total)
+
+    ended = 0
+    while unwritten or in_flight:
+        if unwritten and (len(in_flight) < flushers and rng.random() < 0.6 or not in_flight):
+            count = rng.randint(1, 30)
+            batch, unwritten[:] = unwritten[:count], unwritten[count:]
+            writing = ledger.ranges(batch)
+            enumerated, _ = ledger.checkpoint(writing)
+            last = ledger.complete(writing)
+            assert enumerated <= first_unstored(stored | set(batch))
+            if last:
+                assert not unwritten and not in_flight
+            in_flight.append((batch, writing, last))
+            continue
+        batch, writing, last = in_flight.pop(rng.randrange(len(in_flight)))
+        stored.update(batch)
+        ledger.written(writing, last=last)
+        ended += last
+        enumerated, _ = ledger.checkpoint()
+        assert enumerated <= first_unstored(stored)
+    assert stored == set(range(total))
+    assert ledger.checkpoint() == (total, None)
+    assert ledger.complete()
+    assert ended + ledger.due() == 1
+
+
+class _CountingReader:
+    """An ItemReader over ``range(n)`` with cursors ``"<offset>"``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    async def read_page(self, cursor: str | None, limit: int) -> ItemPage[int]:
+        start = int(cursor) if cursor else 0
+        end = min(self.n, start + limit)
+        return ItemPage(list(range(start, end)), str(end) if end < self.n else None)
+
+    async def count(self) -> int | None:
+        return None
+
+
+@pytest.mark.postgres
+async def test_a_reader_scatter_with_concurrent_flushes_stores_every_item_once(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """One-item reader pages make one range each, far more than the ledger keeps before it
+    trims its front, and three flushers write results at once: each flush counts down its
+    own ranges, whatever another one trimmed meanwhile (this failed with an IndexError)."""
+    runs: list[int] = []
+
+    @fs.asset
+    @scatter(reader=_CountingReader(1500), max_concurrent=6, page_size=1)
+    async def paged(item: int) -> int:
+        runs.append(item)
+        await anyio.sleep(0)
+        return item
+
+    store = PostgresStore(pg_dsn, schema=pg_schema, max_size=6)
+    coordinator = PostgresScatterCoordinator(store, lease=2)
+    runtime = fs.Runtime(store=store)
+    runtime.coordinators.register("scatter", coordinator)
+    async with runtime:
+        result = await runtime.materialize([paged])
+        assert result["paged"] == list(range(1500))
+        assert sorted(runs) == list(range(1500))
+        async with store.pool.acquire() as conn:
+            barrier = await conn.fetchrow(
+                f'SELECT enumerated, source_done, total FROM "{pg_schema}".scatter_barriers'
+            )
+            rows = await conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".scatter_items')
+    assert barrier is not None and tuple(barrier) == (1500, True, 1500)
+    assert rows == 1500

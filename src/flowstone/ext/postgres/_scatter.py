@@ -17,8 +17,8 @@ database, so that:
 
 The barrier of a scatter asset is keyed by (run, asset, partition). A barrier stored with
 another *recipe* (the asset's code version, partition and input versions) is started over;
-one whose failure threshold was exceeded is reopened on the next execution (a retry of the
-asset, or a resumed run) with its failed items pending again, its succeeded ones kept.
+one that exceeded its failure threshold or ended in a fatal error is reopened on the next
+execution (an asset retry, a resumed run): failed items pending again, succeeded ones kept.
 
 It also implements the :class:`~flowstone.protocols.ScatterCoordinator` barrier methods
 over the same tables, for code that drives items itself.
@@ -127,7 +127,7 @@ class BarrierCancelledError(ExecutionError):
 class ScatterBarrierFailedError(ExecutionError):
     """The durable scatter's barrier ended in a fatal error (for example in enumeration).
 
-    Executing the asset again starts the barrier over.
+    Executing the asset again continues it: its succeeded items are kept.
     """
 
     def __init__(self, asset: str, partition: str | None, reason: str | None) -> None:

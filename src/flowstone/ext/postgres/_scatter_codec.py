@@ -5,7 +5,10 @@ go to a ``jsonb`` column and load back as JSON gives them (tuples as lists). The
 values ``jsonb`` would change (strings with NUL characters, floats of 1e16 or more) are kept
 byte-exact in the ``*_raw`` column as ``b"J" + JSON text``. Anything else is refused with an
 :class:`Unstorable` that says what is wrong, unless pickling was opted into: then it is kept
-as ``b"P" + pickle`` (loading a pickle runs code, so only for data you trust).
+as ``b"P" + pickle`` (loading a pickle runs code, so only for data you trust). So are values
+PostgreSQL or JSON would refuse later: strings with lone surrogates, ints too long to
+print, values nested more than :data:`MAX_DEPTH` deep (or holding themselves): a value is
+checked on its own, before it joins a batch of rows, so that it fails alone.
 """
 
 from __future__ import annotations
@@ -13,9 +16,19 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from typing import Any
 
-__all__ = ["Encoded", "Unstorable", "decode", "encode"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_PLAIN_INT",
+    "Encoded",
+    "Unstorable",
+    "decode",
+    "encode",
+    "has_surrogate",
+    "is_plain",
+]
 
 #: ``(json text for the jsonb column, bytes for the raw column)``; one of them is ``None``.
 Encoded = tuple[str | None, bytes | None]
@@ -26,6 +39,37 @@ _SCALARS = (type(None), bool, int)
 _BIG_FLOAT = 1e16
 _dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 _loads = json.loads
+#: Containers nest at most this deep in a stored value (JSON parsers recurse).
+MAX_DEPTH = 500
+#: Ints below this (in absolute value) always print; larger ones are checked.
+MAX_PLAIN_INT = 10**4000
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate, which UTF-8 (and PostgreSQL) cannot hold."""
+    return _SURROGATE.search(text) is not None
+
+
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` is an int, a string, a bool or ``None`` that :func:`encode` takes as
+    it is (an int that prints, a string without lone surrogates)."""
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int):
+        return -MAX_PLAIN_INT < value < MAX_PLAIN_INT
+    if isinstance(value, str):
+        return not has_surrogate(value)
+    return False
+
+
+def _prints(value: int) -> bool:
+    """Whether the interpreter prints ``value`` (not past its limit of digits)."""
+    try:
+        str(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Unstorable(ValueError):
@@ -43,13 +87,17 @@ def _check(value: Any) -> tuple[str | None, bool]:
     """Why ``value`` is not JSON-able (``None`` when it is), and whether ``jsonb`` would
     change it (a NUL character, or a float of 1e16 or more that it prints as an integer)."""
     exact = False
-    stack: list[tuple[str, Any]] = [("value", value)]
+    stack: list[tuple[str, Any, int]] = [("value", value, 0)]
     while stack:
-        path, item = stack.pop()
+        path, item, depth = stack.pop()
         kind = type(item)
+        if kind is int and not -MAX_PLAIN_INT < item < MAX_PLAIN_INT and not _prints(item):
+            return f"{path} is an int too long to store as JSON", exact
         if kind in _SCALARS:
             continue
         if kind is str:
+            if has_surrogate(item):
+                return f"{path} holds a lone surrogate, which PostgreSQL cannot store", exact
             exact = exact or "\x00" in item
             continue
         if kind is float:
@@ -57,15 +105,19 @@ def _check(value: Any) -> tuple[str | None, bool]:
                 return f"{path} is {item!r}, which JSON cannot hold", exact
             exact = exact or abs(item) >= _BIG_FLOAT
             continue
+        if (kind is list or kind is tuple or kind is dict) and depth >= MAX_DEPTH:
+            return f"{path} is nested more than {MAX_DEPTH} deep (or holds itself)", exact
         if kind is list or kind is tuple:
-            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+            stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(item))
             continue
         if kind is dict:
             for k, v in item.items():
                 if type(k) is not str:
                     return f"{path} has a non-string key {k!r}", exact
+                if has_surrogate(k):
+                    return f"{path} has a key with a lone surrogate {k!r}", exact
                 exact = exact or "\x00" in k
-                stack.append((f"{path}[{k!r}]", v))
+                stack.append((f"{path}[{k!r}]", v, depth + 1))
             continue
         return f"{path} is a {kind.__qualname__}", exact
     return None, exact
@@ -79,14 +131,18 @@ def encode(value: Any, *, allow_pickle: bool) -> Encoded:
     """
     kind = type(value)
     if kind is int:
-        return str(value), None
-    if kind is bool or value is None:
+        if -MAX_PLAIN_INT < value < MAX_PLAIN_INT or _prints(value):
+            return str(value), None
+    elif kind is bool or value is None:
         return _dumps(value), None
-    if kind is str and "\x00" not in value:
+    elif kind is str and "\x00" not in value and not has_surrogate(value):
         return _dumps(value), None
     problem, exact = _check(value)
     if problem is None:
-        text = _dumps(value)
+        try:
+            text = _dumps(value)
+        except (ValueError, RecursionError) as exc:  # checked above; stay typed anyway
+            raise Unstorable(f"value cannot be written as JSON: {exc}") from None
         if exact:
             return None, _JSON + text.encode()
         return text, None

@@ -23,8 +23,7 @@ the list is made from the results kept in memory rather than read back. Other it
 room for go in already claimed by this process and straight to the executors, with no claim
 and no decode; the rest go in unclaimed, for any worker. Meanwhile the claimer claims only
 when a page went in partly unclaimed (or now and then, for items handed back). Idle
-executors are woken a few at a time, as units wait, so trivial units do not wake all of them
-for every claim.
+executors wake a few at a time, as units wait: trivial units do not wake all for each claim.
 
 So a kill makes at most ``max_concurrent`` executing items and ``max_concurrent`` finished
 but unwritten results run again (items held but not started were never run: claimed ones go
@@ -59,7 +58,7 @@ from flowstone import StorageError
 from flowstone.ext.scatter import BatchInfo
 
 from ._errors import describe
-from ._scatter_codec import Unstorable, decode, encode
+from ._scatter_codec import MAX_PLAIN_INT, Unstorable, decode, encode
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -704,6 +703,7 @@ class BarrierExecutor:
                         if (
                             quiet
                             and value.__class__ is int
+                            and -MAX_PLAIN_INT < value < MAX_PLAIN_INT
                             and self._unwritten() < self._max_unflushed
                         ):
                             self._append_int(unit.index, value, unit.local)

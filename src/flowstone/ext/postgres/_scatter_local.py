@@ -13,6 +13,11 @@ not written yet, and says where the checkpoint may stand: the first position not
 read to the end only once the source is exhausted *and* every such item is written: the
 statement that writes the last of them says so, or :meth:`LocalLedger.finish` does.
 
+Several flushes write at once: each takes its ranges (:meth:`LocalLedger.ranges`), awaits
+the database, then counts them written. Ranges are named by stable numbers (their order of
+taking), not by list positions, so a flush that trims the front meanwhile cannot make
+another one's names point elsewhere.
+
 A resumed enumeration re-reads the source from the checkpoint; items past it may have been
 stored already (written out of order, or inserted pending). The enumerator takes only
 items past the highest stored position this way; others go the claimed way, where
@@ -42,6 +47,7 @@ class LocalLedger:
     """
 
     __slots__ = (
+        "_base",
         "_first",
         "_left",
         "_marks",
@@ -56,6 +62,8 @@ class LocalLedger:
     def __init__(self, read: int, cursor: str | None) -> None:
         self._starts: list[int] = []
         self._left: list[int] = []
+        # The stable number of the range at list position 0 (ranges trimmed so far).
+        self._base = 0
         self._first = 0
         self._read = read
         # (end, cursor after it) of each reader page not yet behind the checkpoint.
@@ -91,18 +99,21 @@ class LocalLedger:
             self.total = end
 
     def ranges(self, positions: Iterable[int]) -> dict[int, int]:
-        """How many of ``positions`` (items taken here) fall in each range."""
+        """How many of ``positions`` (items taken here) fall in each range, by the range's
+        stable number (valid until :meth:`written` counts them)."""
         found: dict[int, int] = {}
         starts = self._starts
+        base = self._base
         for position in positions:
-            at = bisect_right(starts, position, self._first) - 1
+            at = base + bisect_right(starts, position, self._first) - 1
             found[at] = found.get(at, 0) + 1
         return found
 
     def _watermark(self, writing: dict[int, int] | None) -> int:
         left = self._left
+        base = self._base
         for at in range(self._first, len(left)):
-            remaining = left[at] - (writing.get(at, 0) if writing else 0)
+            remaining = left[at] - (writing.get(base + at, 0) if writing else 0)
             if remaining > 0:
                 return self._starts[at]
         return self._read
@@ -128,14 +139,18 @@ class LocalLedger:
     def written(self, writing: dict[int, int], *, last: bool) -> None:
         """``writing`` is stored (``last``: with the end of the source)."""
         left = self._left
+        base = self._base
         for at, count in writing.items():
-            left[at] -= count
+            # A range with items still being written is never trimmed: ``at - base`` is
+            # its position whatever other flushes trimmed meanwhile.
+            left[at - base] -= count
         first = self._first
         while first < len(left) and left[first] <= 0:
             first += 1
         self._first = first
         if first >= _TRIM:
             del self._starts[:first], self._left[:first]
+            self._base = base + first
             self._first = 0
         watermark = self._watermark(None)
         marks = self._marks

@@ -305,10 +305,10 @@ class ScatterOps:
     async def open_managed(self, init: BarrierInit) -> tuple[BarrierRow, Checkpoint, str]:
         """Create the barrier of a scatter asset, or continue the stored one.
 
-        A stored barrier of another recipe (changed code or inputs) or one that ended in a
-        fatal error is started over; one whose failure threshold was exceeded, or that was
-        cancelled, is reopened with its failed items pending again; an open or done one is
-        continued as it is.
+        A stored barrier of another recipe (changed code or inputs) is started over; one
+        whose failure threshold was exceeded, that was cancelled or that ended in a fatal
+        error (the store refused a write, say) is reopened with its succeeded items kept
+        and its failed ones pending again; an open or done one is continued as it is.
 
         :return: the barrier, its enumeration checkpoint, and what was done: ``"created"``,
             ``"continued"``, ``"reopened"`` or ``"restarted"``
@@ -325,13 +325,13 @@ class ScatterOps:
                 assert row is not None
                 barrier = BarrierRow.from_row(row)
                 status = barrier.counts.status
-                if barrier.recipe != init.recipe or status == "failed":
+                if barrier.recipe != init.recipe:
                     await conn.execute(q.delete_items, barrier.id)
                     await conn.execute(q.delete_counts, barrier.id)
                     row = await conn.fetchrow(q.reset_barrier, barrier.id, *args[5:])
                     assert row is not None
                     return BarrierRow.from_row(row), _checkpoint(row), "restarted"
-                if status in ("exceeded", "cancelled"):
+                if status in ("exceeded", "cancelled", "failed"):
                     row = await conn.fetchrow(q.reopen_barrier, barrier.id, init.attempt)
                     assert row is not None
                     if barrier.batched:

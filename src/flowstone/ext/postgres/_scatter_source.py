@@ -6,7 +6,8 @@ the reader's cursor for an :class:`~flowstone.protocols.ItemReader`, the count o
 for other sources. A resumed run starts from the checkpoint: a reader from its cursor, an
 iterable is read again and the items before the checkpoint are skipped. Inserting is
 idempotent, so a page written twice (its answer lost) changes nothing; a key seen twice is a
-:class:`~flowstone.ext.scatter.DuplicateScatterKeyError`.
+:class:`~flowstone.ext.scatter.DuplicateScatterKeyError`. A keyed page is never split: its
+keys go in with one statement before any of its items runs.
 
 In the starting process, unkeyed items of an unbatched scatter that it has room for are not
 inserted at all: it runs them first and each row goes in once, finished (see
@@ -33,7 +34,7 @@ from flowstone.ext.scatter import (
 )
 from flowstone.protocols import ItemReader
 
-from ._scatter_codec import Unstorable, decode, encode
+from ._scatter_codec import Unstorable, decode, encode, has_surrogate, is_plain
 from ._scatter_local import LocalLedger
 from ._scatter_ops import SourceConflict
 
@@ -297,8 +298,10 @@ class Enumerator:
             while True:
                 want = min(len(rows), taker.half)
                 room, enough = await taker.wait_room(want, max(0.0, deadline - monotonic()))
-                if not enough or room >= len(rows) or self._reader:
-                    # A reader's page keeps its cursor: it is not split.
+                if not enough or room >= len(rows) or self._reader or self._keyfn is not None:
+                    # A reader's page keeps its cursor: it is not split. Nor is a keyed
+                    # page: its keys go in at once, so that a duplicate among them fails
+                    # the page before any of its items runs.
                     claim = min(room, len(rows))
                     break
                 # Room for part of the page: insert that part claimed, then wait again.
@@ -409,7 +412,7 @@ class Enumerator:
             part, rest = rest[:room], rest[room:]
             taken: list[tuple[int, Any, str | None, bytes | None]] = []
             for index, item in part:
-                if item.__class__ in _PLAIN:
+                if item.__class__ in _PLAIN and is_plain(item):
                     taken.append((index, item, None, None))
                 else:
                     # Checked as if it were stored: a failed item is, to be run again.
@@ -457,10 +460,10 @@ class Enumerator:
                         f"{self._where}: key= must return a string (or an int) for each item; "
                         f"it returned {made!r} for the item at position {index}"
                     )
-            if "\x00" in made:
+            if "\x00" in made or has_surrogate(made):
                 raise StorageError(
                     f"{self._where}: the key of the item at position {index} holds a NUL "
-                    "character, which PostgreSQL text cannot store"
+                    "character or a lone surrogate, which PostgreSQL text cannot store"
                 )
             key = shown = made
         try:
