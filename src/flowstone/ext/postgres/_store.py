@@ -34,7 +34,14 @@ from flowstone import (
 )
 
 from ._buffer import Batch, PendingValue, RecordKey, WriteBuffer
-from ._errors import RetryPolicy, describe, is_transient, map_errors, retrying
+from ._errors import (
+    DatabaseUnavailableError,
+    RetryPolicy,
+    describe,
+    is_transient,
+    map_errors,
+    retrying,
+)
 from ._migrations import check_version, migrate_schema
 from ._queries import Queries
 from ._rows import (
@@ -195,6 +202,8 @@ class PostgresStore:
         self._flush_tasks: set[asyncio.Task[None]] = set()
         #: Writes records begun behind their run (see begin_save_record).
         self._writer: asyncio.Task[None] | None = None
+        #: Whether the server answered once (only then are failures to connect retried).
+        self._reached = False
         self.io_manager: PostgresIOManager = PostgresIOManager(self, allow_pickle=allow_pickle)
 
     def __repr__(self) -> str:
@@ -300,6 +309,18 @@ class PostgresStore:
             pool_max = self._max_size - 1 if self._max_size >= 2 else self._max_size
 
             async def connect() -> Pool:
+                try:
+                    return await create()
+                except OSError as exc:
+                    if self._reached:
+                        raise  # a server that answered before: retried
+                    # Nothing ever answered there (refused, unknown host): a wrong address
+                    # more likely than an outage, so it is not waited for.
+                    raise DatabaseUnavailableError(
+                        "connect to PostgreSQL (never reached, so not retried)", 0.0, 1, exc
+                    ) from exc
+
+            async def create() -> Pool:
                 pool = asyncpg.create_pool(
                     dsn,
                     min_size=min(self._min_size, pool_max),
@@ -317,6 +338,7 @@ class PostgresStore:
                 self._pool = await retrying(
                     connect, what="connect to PostgreSQL", policy=self.retry_policy
                 )
+            self._reached = True
         self._loop = loop
 
     async def _connect_primary(self) -> asyncpg.Connection[asyncpg.Record]:
@@ -570,6 +592,10 @@ class PostgresStore:
                 self._schedule_flush()
             return
         buffer.open_keys.discard(key)
+        refused = buffer.refused(record)
+        if refused is not None:
+            buffer.values.pop((key[1], key[2]), None)  # its value must not land either
+            raise refused
         # A record whose ``running`` record still waits here was not written by this
         # process: it is most likely new, which a plain insert writes for less.
         fresh = key in buffer.records
@@ -591,7 +617,8 @@ class PostgresStore:
 
         The materializer lets the asset's dependents start meanwhile. Records begun while
         a write is in flight go together in the next statement, in the order begun; when a
-        write fails, the records begun after it fail too and are not stored. With
+        write fails, the records begun after it fail too and are not stored, and so does a
+        record naming as an input version one whose record could not be stored. With
         ``flush_interval=0`` the record is written at once, as by :meth:`save_record`.
 
         :raises StorageError: (from the awaitable) the record could not be written
@@ -599,7 +626,15 @@ class PostgresStore:
         if not record.status.terminal or not self.writes_behind:
             return self.save_record(record)
         key = _record_key(record)
-        future = self._buffer.begin(key, record)
+        buffer = self._buffer
+        refused = buffer.refused(record)
+        if refused is not None:
+            buffer.open_keys.discard(key)
+            buffer.values.pop((key[1], key[2]), None)  # its value must not land either
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(refused)
+            return failed
+        future = buffer.begin(key, record)
         writer = self._writer
         if writer is None or writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_begun())
