@@ -4,6 +4,7 @@ ends its asset, and a server that never answered fails fast."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -14,6 +15,7 @@ import pytest
 
 import flowstone as fs
 from flowstone.ext.postgres import DatabaseUnavailableError, PostgresStore
+from flowstone.protocols import IOContext
 
 pytestmark = pytest.mark.postgres
 
@@ -136,6 +138,28 @@ async def test_a_refused_value_fails_its_asset_and_leaves_the_store_usable(
             await runtime.materialize([bad], run_id="again")
     # closing raised nothing
     assert await stored_records(pg_conn, pg_schema, "later-2") == {"good": "succeeded"}
+
+
+async def test_a_record_never_lands_without_the_value_an_earlier_write_failed_to_store(
+    pg_dsn: str, pg_schema: str, pg_conn: asyncpg.Connection
+) -> None:
+    """A flush took the value along; the asset's succeeded record, saved meanwhile, must
+    fail with it (not land on its own), and the refused value is not sent again."""
+    running = fs.MaterializationRecord("r", "x", None, fs.Status.RUNNING)
+    async with PostgresStore(pg_dsn, schema=pg_schema) as store:
+        await refuse_poison(pg_conn, pg_schema)
+        await store.save_record(running)  # waits in memory, with the value stored next
+        await store.io_manager.store(IOContext("x", None, "r"), POISON)
+        flushing = asyncio.ensure_future(store.flush())
+        await asyncio.sleep(0)  # its write is in flight
+        with pytest.raises(fs.StorageError, match="'x'"):
+            await store.save_record(running.replace(status=fs.Status.SUCCEEDED))
+        with pytest.raises(fs.StorageError):
+            await flushing
+        await store.save_record(fs.MaterializationRecord("r", "y", None, fs.Status.SUCCEEDED))
+    # (the running record of x stays for its asset to end: the materializer saves it failed)
+    assert await stored_records(pg_conn, pg_schema, "r") == {"x": "running", "y": "succeeded"}
+    assert await pg_conn.fetchval(f'SELECT count(*) FROM "{pg_schema}".asset_values') == 0
 
 
 async def test_a_dependent_of_a_refused_value_is_never_stored(

@@ -38,7 +38,7 @@ import anyio
 
 from flowstone import Status, StorageError
 
-from ._rows import where_record
+from ._rows import where_names, where_record
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -263,7 +263,11 @@ class WriteBuffer:
             # Its asset's terminal record was taken already: it must not land without it.
             for later in self.writing:
                 if not later.finished and key in later.records and later.abort is None:
-                    later.abort = error
+                    later.abort = StorageError(
+                        f"could not save the record of {where_names(value.asset, value.partition)}"
+                        f" in run {value.run_id!r}: its value could not be stored: {error}"
+                    )
+                    later.abort.__cause__ = error
         if batch.begun:
             self.fail_begun(error)
 
