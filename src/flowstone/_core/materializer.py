@@ -726,9 +726,7 @@ class Run:
         try:
             await self._save_succeeded(name, record, outcome)
         except StorageError as exc:  # its record (or value) did not land: it failed
-            return await self._fail(
-                asset_def, partition, exc, attempt, started, metadata=metadata
-            )
+            return await self._fail(asset_def, partition, exc, attempt, started, metadata=metadata)
         if self._sinks:
             self.emit(
                 AssetSucceeded(

@@ -55,7 +55,9 @@ def assert_failed_storing(result: fs.MaterializeResult, asset: str) -> None:
 
 async def until_a_write_waits_for_lock(conn: asyncpg.Connection, key: int) -> None:
     """Until a backend waits for advisory lock ``key`` (a write held back by a trigger)."""
-    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted"
+    query = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted"
+    )
     with anyio.fail_after(10):
         while not await conn.fetchval(query, key):
             await anyio.sleep(0.01)

@@ -554,14 +554,24 @@ class PostgresStore:
         return run_from_row(row), created
 
     async def finish_run(self, run_id: str, status: RunStatus, ended_at: datetime) -> None:
-        """Mark a run ended with ``status`` (pending writes are written first)."""
-        if self._buffer:
-            await self.flush()
+        """Mark a run ended with ``status`` (pending writes are written first; when they
+        fail, the run is marked failed, not left running, and their error raised)."""
         sql = self.queries.finish_run
-        await self.call(
-            f"finish run {run_id!r}",
-            lambda conn: conn.execute(sql, run_id, str(status), to_utc(ended_at)),
-        )
+
+        async def finish(status: RunStatus) -> None:
+            await self.call(
+                f"finish run {run_id!r}",
+                lambda conn: conn.execute(sql, run_id, str(status), to_utc(ended_at)),
+            )
+
+        if self._buffer:
+            try:
+                await self.flush()
+            except Exception:
+                with contextlib.suppress(Exception):  # the flush's error is the one to raise
+                    await finish(RunStatus.FAILED if status is RunStatus.SUCCEEDED else status)
+                raise
+        await finish(status)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or ``None``."""
