@@ -128,14 +128,19 @@ class WriteBuffer:
         self.records = {}
         self.values = {}
         # A replaced entry keeps its place: records are written in the order first saved.
-        if record is not None:
-            batch.records[record[0]] = record[1]
-            batch.own_record = record[0]
-        if value is not None:
-            key = (value.asset, value.partition_id)
-            batch.values[key] = value
-            batch.own_value = key
         durable = self.durable
+        if record is not None:
+            key, replacing = record[0], batch.records.get(record[0])
+            batch.records[key] = record[1]
+            batch.own_record = key
+            begun = durable.get(key) if replacing is not None and durable else None
+            if begun is not None and begun[0] is replacing:
+                # A begun record replaced before it was written: it lands with this one.
+                durable[key] = (record[1], begun[1])
+        if value is not None:
+            vkey = (value.asset, value.partition_id)
+            batch.values[vkey] = value
+            batch.own_value = vkey
         if durable and not durable.keys().isdisjoint(batch.records.keys()):
             batch.begun = frozenset(durable.keys() & batch.records.keys())
         self.writing.append(batch)
@@ -153,9 +158,10 @@ class WriteBuffer:
         self.durable[key] = (record, future)
         return future
 
-    def refused(self, record: MaterializationRecord) -> StorageError | None:
+    def refused(self, key: RecordKey, record: MaterializationRecord) -> StorageError | None:
         """Why the terminal ``record``, about to be saved, must not be stored: it names an
-        input version whose record failed to land (``None`` when it may be)."""
+        input version whose record failed to land (then its value is dropped too), or
+        ``None`` when it may be."""
         not_stored = self.not_stored
         if not not_stored or record.status is not Status.SUCCEEDED:
             return None
@@ -164,6 +170,8 @@ class WriteBuffer:
         for dep, version in record.input_versions.items():
             if (dep, version) in not_stored:
                 self.mark_not_stored(record)
+                self.open_keys.discard(key)
+                self.values.pop((key[1], key[2]), None)
                 return StorageError(
                     f"could not save the record of {where_record(record)}: the record of its "
                     f"input {dep!r} (version {version!r}) could not be stored"

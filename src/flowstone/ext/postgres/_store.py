@@ -34,14 +34,7 @@ from flowstone import (
 )
 
 from ._buffer import Batch, PendingValue, RecordKey, WriteBuffer
-from ._errors import (
-    DatabaseUnavailableError,
-    RetryPolicy,
-    describe,
-    is_transient,
-    map_errors,
-    retrying,
-)
+from ._errors import RetryPolicy, describe, is_transient, map_errors, retrying
 from ._migrations import check_version, migrate_schema
 from ._queries import Queries
 from ._rows import (
@@ -309,18 +302,6 @@ class PostgresStore:
             pool_max = self._max_size - 1 if self._max_size >= 2 else self._max_size
 
             async def connect() -> Pool:
-                try:
-                    return await create()
-                except OSError as exc:
-                    if self._reached:
-                        raise  # a server that answered before: retried
-                    # Nothing ever answered there (refused, unknown host): a wrong address
-                    # more likely than an outage, so it is not waited for.
-                    raise DatabaseUnavailableError(
-                        "connect to PostgreSQL (never reached, so not retried)", 0.0, 1, exc
-                    ) from exc
-
-            async def create() -> Pool:
                 pool = asyncpg.create_pool(
                     dsn,
                     min_size=min(self._min_size, pool_max),
@@ -336,7 +317,10 @@ class PostgresStore:
 
             with map_errors("connect to PostgreSQL"):
                 self._pool = await retrying(
-                    connect, what="connect to PostgreSQL", policy=self.retry_policy
+                    connect,
+                    what="connect to PostgreSQL",
+                    policy=self.retry_policy,
+                    first_contact=not self._reached,
                 )
             self._reached = True
         self._loop = loop
@@ -602,9 +586,8 @@ class PostgresStore:
                 self._schedule_flush()
             return
         buffer.open_keys.discard(key)
-        refused = buffer.refused(record)
+        refused = buffer.refused(key, record)
         if refused is not None:
-            buffer.values.pop((key[1], key[2]), None)  # its value must not land either
             raise refused
         # A record whose ``running`` record still waits here was not written by this
         # process: it is most likely new, which a plain insert writes for less.
@@ -637,10 +620,8 @@ class PostgresStore:
             return self.save_record(record)
         key = _record_key(record)
         buffer = self._buffer
-        refused = buffer.refused(record)
+        refused = buffer.refused(key, record)
         if refused is not None:
-            buffer.open_keys.discard(key)
-            buffer.values.pop((key[1], key[2]), None)  # its value must not land either
             failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             failed.set_exception(refused)
             return failed
