@@ -489,16 +489,43 @@ def test_every_asset_starts_after_its_dependencies_finish(raw: list[list[int]], 
 
 
 class _BrokenStore(fs.MemoryStore):
-    """Refuses to save succeeded records of the assets it names."""
+    """Refuses to save terminal records (or only succeeded ones) of the assets it names."""
 
-    def __init__(self, *broken: str) -> None:
+    def __init__(self, *broken: str, only_succeeded: bool = False) -> None:
         super().__init__()
         self.broken = set(broken)
+        self.only_succeeded = only_succeeded
 
     async def save_record(self, record: fs.MaterializationRecord) -> None:
-        if record.asset in self.broken and record.status is fs.Status.SUCCEEDED:
+        refused = record.status is fs.Status.SUCCEEDED or (
+            record.status.terminal and not self.only_succeeded
+        )
+        if record.asset in self.broken and refused:
             raise fs.StorageError(f"could not save the record of asset {record.asset!r}")
         await super().save_record(record)
+
+
+async def test_an_asset_whose_succeeded_record_is_refused_fails() -> None:
+    @fs.asset
+    def left() -> int:
+        return 1
+
+    @fs.asset
+    def after(left: int) -> int:
+        return left + 1
+
+    async with fs.Runtime(store=_BrokenStore("left", only_succeeded=True)) as runtime:
+        result = await runtime.materialize([left, after], raise_on_error=False)
+        assert result.status is fs.RunStatus.FAILED
+        error = result.outcomes["left"].error
+        assert isinstance(error, fs.AssetExecutionError) and error.asset == "left"
+        assert isinstance(error.__cause__, fs.StorageError)
+        assert result.outcomes["after"].status is fs.Status.SKIPPED
+        records = await runtime.store.get_records(result.run_id)
+        assert {r.asset: r.status for r in records} == {
+            "left": fs.Status.FAILED,
+            "after": fs.Status.SKIPPED,
+        }
 
 
 async def test_a_store_failure_reaches_the_caller_as_itself() -> None:

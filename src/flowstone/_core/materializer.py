@@ -419,7 +419,11 @@ class Run:
         finally:
             self._finishers.pop(name, None)
         if name in self._released:
-            return  # its dependents went ahead while its record was written
+            # Its dependents went ahead while its record was written; when that failed,
+            # it failed (the store refuses their records too).
+            if outcome.status is not Status.SUCCEEDED:
+                self._outcomes[name] = outcome
+            return
         self._done(name, outcome)
         finished(name)
 
@@ -734,7 +738,10 @@ class Run:
             io_manager=io_name,
         )
         outcome = AssetOutcome(name, Status.SUCCEEDED, value, record=record, data_version=version)
-        await self._save_succeeded(name, record, outcome)
+        try:
+            await self._save_succeeded(name, record, outcome)
+        except StorageError as exc:  # its record (or value) did not land: it failed
+            return await self._fail(asset_def, partition, exc, attempt, started, metadata=metadata)
         if self._sinks:
             self.emit(
                 AssetSucceeded(

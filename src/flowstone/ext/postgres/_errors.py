@@ -191,6 +191,7 @@ async def retrying(
     *,
     what: str,
     policy: RetryPolicy | None = None,
+    first_contact: bool = False,
 ) -> T:
     """Await ``operation()``, retrying it after transient failures for a bounded time.
 
@@ -200,6 +201,9 @@ async def retrying(
     :param operation: a fresh awaitable per call (it acquires its own connection)
     :param what: what it does, completing "could not ...", for messages and logs
     :param policy: the retry policy (default: :class:`RetryPolicy()`)
+    :param first_contact: no server has answered yet: when none answers now either
+        (refused, unknown host), fail at once, as a wrong address is more likely than an
+        outage (a server that answers, say while it starts, is still retried)
     :return: the operation's result
     :raises DatabaseUnavailableError: still failing transiently when the time is up
     """
@@ -214,6 +218,10 @@ async def retrying(
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            if first_contact and isinstance(exc, OSError):
+                raise DatabaseUnavailableError(
+                    f"{what} (never reached, so not retried)", 0.0, attempts, exc
+                ) from exc
             now = time.monotonic()
             if first_failure is None:
                 first_failure = now

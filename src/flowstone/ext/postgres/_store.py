@@ -195,6 +195,8 @@ class PostgresStore:
         self._flush_tasks: set[asyncio.Task[None]] = set()
         #: Writes records begun behind their run (see begin_save_record).
         self._writer: asyncio.Task[None] | None = None
+        #: Whether the server answered once (only then are failures to connect retried).
+        self._reached = False
         self.io_manager: PostgresIOManager = PostgresIOManager(self, allow_pickle=allow_pickle)
 
     def __repr__(self) -> str:
@@ -315,8 +317,12 @@ class PostgresStore:
 
             with map_errors("connect to PostgreSQL"):
                 self._pool = await retrying(
-                    connect, what="connect to PostgreSQL", policy=self.retry_policy
+                    connect,
+                    what="connect to PostgreSQL",
+                    policy=self.retry_policy,
+                    first_contact=not self._reached,
                 )
+            self._reached = True
         self._loop = loop
 
     async def _connect_primary(self) -> asyncpg.Connection[asyncpg.Record]:
@@ -532,14 +538,24 @@ class PostgresStore:
         return run_from_row(row), created
 
     async def finish_run(self, run_id: str, status: RunStatus, ended_at: datetime) -> None:
-        """Mark a run ended with ``status`` (pending writes are written first)."""
-        if self._buffer:
-            await self.flush()
+        """Mark a run ended with ``status`` (pending writes are written first; when they
+        fail, the run is marked failed, not left running, and their error raised)."""
         sql = self.queries.finish_run
-        await self.call(
-            f"finish run {run_id!r}",
-            lambda conn: conn.execute(sql, run_id, str(status), to_utc(ended_at)),
-        )
+
+        async def finish(status: RunStatus) -> None:
+            await self.call(
+                f"finish run {run_id!r}",
+                lambda conn: conn.execute(sql, run_id, str(status), to_utc(ended_at)),
+            )
+
+        if self._buffer:
+            try:
+                await self.flush()
+            except Exception:
+                with contextlib.suppress(Exception):  # the flush's error is the one to raise
+                    await finish(RunStatus.FAILED if status is RunStatus.SUCCEEDED else status)
+                raise
+        await finish(status)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or ``None``."""
@@ -570,6 +586,9 @@ class PostgresStore:
                 self._schedule_flush()
             return
         buffer.open_keys.discard(key)
+        refused = buffer.refused(key, record)
+        if refused is not None:
+            raise refused
         # A record whose ``running`` record still waits here was not written by this
         # process: it is most likely new, which a plain insert writes for less.
         fresh = key in buffer.records
@@ -591,7 +610,8 @@ class PostgresStore:
 
         The materializer lets the asset's dependents start meanwhile. Records begun while
         a write is in flight go together in the next statement, in the order begun; when a
-        write fails, the records begun after it fail too and are not stored. With
+        write fails, the records begun after it fail too and are not stored, and so does a
+        record naming as an input version one whose record could not be stored. With
         ``flush_interval=0`` the record is written at once, as by :meth:`save_record`.
 
         :raises StorageError: (from the awaitable) the record could not be written
@@ -599,7 +619,13 @@ class PostgresStore:
         if not record.status.terminal or not self.writes_behind:
             return self.save_record(record)
         key = _record_key(record)
-        future = self._buffer.begin(key, record)
+        buffer = self._buffer
+        refused = buffer.refused(key, record)
+        if refused is not None:
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(refused)
+            return failed
+        future = buffer.begin(key, record)
         writer = self._writer
         if writer is None or writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_begun())
