@@ -67,3 +67,28 @@ async def test_load_options_reach_the_io_manager() -> None:
         assert await fs.load(rows, options={"columns": ["n"]}, runtime=rt) == [1, 2]
         assert await rt.load("rows") == [1, 2]
     assert manager.load_options == [{"columns": ["n"]}, {}]
+
+
+class Draining(Describing):
+    """Stores an iterator's items as a list, reading the iterator (as a real store would)."""
+
+    async def store(self, context: IOContext, value: Any) -> Any:
+        self.values[context.asset, context.partition] = list(value)
+        return None
+
+
+@fs.asset(io_manager="described")
+async def stream() -> Any:
+    return iter([1, 2, 3])
+
+
+@fs.asset
+async def counted(stream: Any) -> int:
+    return len(list(stream))
+
+
+async def test_dependents_of_an_iterator_get_what_was_stored_not_the_read_iterator() -> None:
+    async with fs.Runtime(io_managers={"described": Draining(None)}) as rt:
+        result = await rt.materialize([stream, counted])
+    assert result["counted"] == 3
+    assert result["stream"] == [1, 2, 3]

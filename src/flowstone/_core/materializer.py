@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
@@ -719,6 +719,8 @@ class Run:
             input_versions=versions,
             io_manager=io_name,
         )
+        if isinstance(value, Iterator):  # storing it read it: dependents load what was stored
+            value = _NOT_LOADED
         outcome = AssetOutcome(name, Status.SUCCEEDED, value, record=record, data_version=version)
         await self._save_succeeded(name, record, outcome)
         if self._sinks:

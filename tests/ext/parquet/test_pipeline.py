@@ -105,3 +105,20 @@ def test_the_registry_name_resolves_to_the_class() -> None:
     from flowstone._core.registry import BUILTIN_IO_MANAGERS, import_string
 
     assert import_string(BUILTIN_IO_MANAGERS["parquet"]) is ParquetIOManager
+
+
+async def test_dependents_of_a_reader_read_the_stored_table(tmp_path: Path) -> None:
+    table = pa.table({"x": [1, 2, 3]})
+
+    @fs.asset(io_manager="parquet")
+    async def streamed() -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+
+    @fs.asset
+    async def rows(streamed: pa.Table) -> int:
+        return streamed.num_rows
+
+    async with fs.Runtime(io_managers={"parquet": ParquetIOManager(tmp_path)}) as rt:
+        result = await rt.materialize([streamed, rows])
+    assert result["rows"] == 3
+    assert result["streamed"].equals(table)
