@@ -80,7 +80,8 @@ class IOManager(Protocol):
     ``load`` of a missing value raises :class:`~flowstone.ValueNotFoundError`; ``delete``
     of a missing value is not an error. ``store`` may return a mapping of JSON-able
     metadata about what it stored (a schema, a row count); the materializer adds it to the
-    succeeded record's metadata (keys the asset set itself win).
+    succeeded record's metadata (keys the asset set itself win). A value that is an
+    iterator (a stream storing it reads) is loaded back with ``load`` for its dependents.
     """
 
     async def store(self, context: IOContext, value: Any) -> Mapping[str, Any] | None:

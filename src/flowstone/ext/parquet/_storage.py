@@ -11,7 +11,14 @@ Everything here blocks; the IO manager calls it in a worker thread.
   uploaded to a temporary key beside its own, then copied onto its key in one server-side
   ``CopyObject`` and the temporary key deleted; a failed write deletes the temporary key and
   leaves the old value as it was. (``CopyObject`` copies up to 5 GiB in one request: a
-  bigger value cannot be stored this way.)
+  bigger value cannot be stored this way.) pyarrow keeps a deleted file's "directory" by
+  leaving an empty ``partition=.../`` marker object; it holds no value and is not listed.
+
+pyarrow's S3 file system was measured against aioboto3 on a moto server (a 1,000,000-row
+table, 12 MiB): aioboto3 ``put_object`` of the file serialized in memory was faster to
+store there (moto handles one request better than a multipart upload), loads were on a par.
+pyarrow's is used: it streams a ``RecordBatchReader`` in bounded memory (multipart, in its
+own I/O threads), reads column subsets with ranged GETs, and needs no other dependency.
 """
 
 from __future__ import annotations
