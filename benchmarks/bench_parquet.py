@@ -15,11 +15,18 @@ string, a timestamp) in a temporary directory:
 
 Target: every figure within 1.11x of its baseline (at least 0.9x its throughput). Each
 figure is the best of several interleaved repetitions.
+
+With moto installed, the same table is also stored and loaded on an ``s3://`` root served
+by moto's HTTP server on a loopback port, beside ``pq.write_table``/``pq.read_table`` on
+the same ``pyarrow.fs.S3FileSystem``; the note gives an aioboto3 ``put_object`` /
+``get_object`` of the same file (how the S3 client was chosen). moto is a Python server:
+these figures compare clients, they are not S3's speed.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -93,7 +100,7 @@ def _fsync_seconds(table: pa.Table, directory: Path, repeat: int) -> float:
 
 async def run(report: Report) -> None:
     """Measure and report the rows."""
-    repeat = 2 if report.quick else 5
+    repeat = 2 if report.quick else 7
     table = make_table()
     with tempfile.TemporaryDirectory(prefix="flowstone-bench-parquet-") as tmp:
         root = Path(tmp)
@@ -162,4 +169,88 @@ async def run(report: Report) -> None:
         stream[1] * ms,
         "ms",
         note(stream, "batches gathered into row groups of up to 2**20 rows"),
+    )
+    await _s3_rows(report, table, 2 if report.quick else 3)
+
+
+async def _s3_rows(report: Report, table: pa.Table, repeat: int) -> None:
+    """Store and load ``table`` on a moto S3 server: flowstone, raw pyarrow, aioboto3."""
+    try:
+        import aioboto3
+        import pyarrow.fs as pafs
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+    saved = {name: os.environ.get(name) for name in credentials}
+    os.environ.update(credentials)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        filesystem = pafs.S3FileSystem(
+            endpoint_override=f"127.0.0.1:{port}",
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
+        filesystem.create_dir("bench")
+        manager = ParquetIOManager(
+            "s3://bench/managed", endpoint_url=url, s3_options={"region": "us-east-1"}
+        )
+        ctx = IOContext("orders", "2025-01-02")
+        raw_key = "bench/raw/orders.parquet"
+        encoded = pa.BufferOutputStream()
+        pq.write_table(table, encoded)
+        body = encoded.getvalue().to_pybytes()
+
+        async def managed_store() -> None:
+            await manager.store(ctx, table)
+
+        async def managed_load() -> None:
+            await manager.load(ctx)
+
+        store, load = await _best(
+            repeat,
+            (managed_store, lambda: pq.write_table(table, raw_key, filesystem=filesystem)),
+            (managed_load, lambda: pq.read_table(raw_key, filesystem=filesystem)),
+        )
+        boto_store = boto_load = float("inf")
+        session = aioboto3.Session()
+        async with session.client("s3", endpoint_url=url, region_name="us-east-1") as client:
+            for _ in range(repeat):
+                began = perf_counter()
+                sink = pa.BufferOutputStream()
+                pq.write_table(table, sink)
+                await client.put_object(Bucket="bench", Key="boto/orders.parquet", Body=body)
+                boto_store = min(boto_store, perf_counter() - began)
+                began = perf_counter()
+                got = await client.get_object(Bucket="bench", Key="boto/orders.parquet")
+                pq.read_table(pa.BufferReader(await got["Body"].read()))
+                boto_load = min(boto_load, perf_counter() - began)
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    ms = 1000.0
+    report(
+        f"store {table.num_rows:,} rows on S3 (moto)",
+        store[0] * ms,
+        store[1] * ms,
+        "ms",
+        f"temporary key + CopyObject; aioboto3 put_object of the file in memory: "
+        f"{boto_store * ms:.0f} ms",
+    )
+    report(
+        f"load {table.num_rows:,} rows from S3 (moto)",
+        load[0] * ms,
+        load[1] * ms,
+        "ms",
+        f"aioboto3 get_object + read: {boto_load * ms:.0f} ms",
     )

@@ -719,9 +719,9 @@ class Run:
             input_versions=versions,
             io_manager=io_name,
         )
-        if isinstance(value, Iterator):  # storing it read it: dependents load what was stored
-            value = _NOT_LOADED
-        outcome = AssetOutcome(name, Status.SUCCEEDED, value, record=record, data_version=version)
+        # An iterator was read by storing it: dependents load what was stored.
+        kept = _NOT_LOADED if isinstance(value, Iterator) else value
+        outcome = AssetOutcome(name, Status.SUCCEEDED, kept, record=record, data_version=version)
         await self._save_succeeded(name, record, outcome)
         if self._sinks:
             self.emit(

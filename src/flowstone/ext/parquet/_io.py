@@ -57,7 +57,8 @@ class ParquetIOManager:
       are percent-encoded UTF-8 (``eu/west`` → ``eu%2Fwest``), as
       :mod:`flowstone.ext.parquet` documents.
     - **Atomic**: a value replaces the previous one whole or not at all (locally a temporary
-      file, ``fsync``, ``os.replace``; on S3 a temporary key copied onto the value's key).
+      file, ``fsync``, ``os.replace``; on S3 a Table is encoded in memory and uploaded in
+      one go, a reader's batches go to a temporary key copied onto the value's key).
     - **Record metadata**: ``store`` returns ``{"parquet": {"path", "rows", "bytes",
       "schema"}}`` (``schema``: one ``{"name", "type", "nullable"}`` per column), which
       the run puts on the materialization record.
@@ -224,7 +225,7 @@ class ParquetIOManager:
                     writer.write_table(pa.Table.from_batches(pending, data.schema))
                     rows += pending_rows
 
-        size = self._location.write(relative, write)
+        size = self._location.write(relative, write, in_memory=isinstance(data, pa.Table))
         return {
             "parquet": {
                 "path": self._location.address(relative),

@@ -7,10 +7,12 @@ Everything here blocks; the IO manager calls it in a worker thread.
   value with ``os.replace`` and the directory synced: a reader sees the old file or the new
   one, and a crash leaves at most a temporary file behind.
 - **S3**: an object appears whole or not at all, but a stream pyarrow has begun cannot be
-  abandoned (closing it completes the upload with what was written). So a value is
-  uploaded to a temporary key beside its own, then copied onto its key in one server-side
-  ``CopyObject`` and the temporary key deleted; a failed write deletes the temporary key and
-  leaves the old value as it was. (``CopyObject`` copies up to 5 GiB in one request: a
+  abandoned (closing it completes the upload with what was written). A value already in
+  memory (a Table) is therefore encoded in memory first and uploaded to its key in one
+  write, which either completes or leaves the old object. A streamed value (a
+  ``RecordBatchReader``, which may fail halfway) is uploaded to a temporary key beside its
+  own, then copied onto its key in one server-side ``CopyObject`` and the temporary key
+  deleted; a failed write deletes the temporary key and leaves the old value as it was. (``CopyObject`` copies up to 5 GiB in one request: a
   bigger value cannot be stored this way.) pyarrow keeps a deleted file's "directory" by
   leaving an empty ``partition=.../`` marker object; it holds no value and is not listed.
 
@@ -77,14 +79,27 @@ class Location:
         """``relative`` as a full address: a local path or an ``s3://`` URI."""
         return self.path(relative) if self.local else f"s3://{self.path(relative)}"
 
-    def write(self, relative: str, write: Callable[[pa.NativeFile], None]) -> int:
+    def write(
+        self, relative: str, write: Callable[[pa.NativeFile], None], *, in_memory: bool = False
+    ) -> int:
         """Replace the file at ``relative`` with what ``write`` writes to the stream it gets.
 
+        :param in_memory: on S3, have ``write`` write to memory and upload the whole file
+            to its key in one go (no temporary key, no copy); for values already in memory,
+            whose Parquet file is rarely bigger than they are
         :return: the bytes written
         :raises Exception: whatever ``write`` or the file system raised; the old file, if
             any, is then as it was and the temporary file is gone
         """
         final = self.path(relative)
+        if in_memory and not self.local:
+            buffer = pa.BufferOutputStream()
+            write(buffer)
+            data = buffer.getvalue()
+            # One write of a whole file: an upload that fails is never completed.
+            with self.filesystem.open_output_stream(final) as sink:
+                sink.write(data)
+            return int(data.size)
         temporary = _temporary_name(final)
         if self.local:
             _make_dirs(os.path.dirname(final))
