@@ -49,3 +49,9 @@ _pg_reader: ItemReader[dict[str, Any]] = PostgresItemReader(_pg, table="t")
 from flowstone.ext.postgres import PostgresScatterCoordinator  # noqa: E402
 
 _pg_scatter: ScatterCoordinator = PostgresScatterCoordinator(_pg)
+
+from flowstone.ext.parquet import ParquetIOManager  # noqa: E402
+from flowstone.protocols import PartitionLister  # noqa: E402
+
+_parquet: IOManager = ParquetIOManager("./data/tables")
+_parquet_lister: PartitionLister = ParquetIOManager("s3://lake/tables")

@@ -79,13 +79,19 @@ def materialize_sync(assets: Any, select: Any = None, **options: Any) -> Materia
 
 
 async def load(
-    asset: AssetDef[..., Any] | str, partition: str | None = None, *, runtime: Runtime | None = None
+    asset: AssetDef[..., Any] | str,
+    partition: str | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+    runtime: Runtime | None = None,
 ) -> Any:
     """Load the stored value of an asset.
 
+    :param options: passed to the asset's IO manager (``IOContext.options``), e.g.
+        ``options={"columns": ["id", "total"]}`` to read two columns of a Parquet table
     :raises ValueNotFoundError: nothing is stored for it
     """
-    return await (runtime or default_runtime()).load(asset, partition)
+    return await (runtime or default_runtime()).load(asset, partition, options=options)
 
 
 async def exists(

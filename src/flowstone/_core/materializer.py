@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
@@ -44,7 +45,7 @@ from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable
 
     from .pipeline import Pipeline
     from .protocols import PipelinedRecordStore
@@ -706,7 +707,7 @@ class Run:
                     versions[dep] = owned.data_version
             version = data_version(asset_def.code_version, partition, versions)
         try:
-            await runtime.io_manager_for(asset_def).store(
+            stored = await runtime.io_manager_for(asset_def).store(
                 IOContext(name, partition, self._run_id, asset_def.metadata, asset_def), value
             )
         except Exception as exc:
@@ -731,13 +732,15 @@ class Run:
             attempts=attempt,
             started_at=started,
             ended_at=ended,
-            metadata=dict(metadata) if metadata else {},
+            metadata={**stored, **metadata} if isinstance(stored, Mapping) else dict(metadata),
             code_version=asset_def.code_version,
             data_version=version,
             input_versions=versions,
             io_manager=io_name,
         )
-        outcome = AssetOutcome(name, Status.SUCCEEDED, value, record=record, data_version=version)
+        # An iterator was read by storing it: dependents load what was stored.
+        kept = _NOT_LOADED if isinstance(value, Iterator) else value
+        outcome = AssetOutcome(name, Status.SUCCEEDED, kept, record=record, data_version=version)
         try:
             await self._save_succeeded(name, record, outcome)
         except StorageError as exc:  # its record (or value) did not land: it failed

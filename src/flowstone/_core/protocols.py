@@ -57,6 +57,9 @@ class IOContext:
     :param metadata: the asset's static metadata (IO managers read options from it, e.g.
         ``{"table": "orders"}``)
     :param definition: the asset's definition, when known
+    :param options: options of one ``load`` call, passed through as given
+        (``fs.load(orders, options={"columns": ["id"]})``); an IO manager reads the ones it
+        knows and may reject the others
     """
 
     asset: str
@@ -64,6 +67,7 @@ class IOContext:
     run_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     definition: AssetDef[..., Any] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -74,11 +78,17 @@ class IOManager(Protocol):
     new value, never half of one); a value the manager cannot store raises
     :class:`~flowstone.StorageError` naming the asset *before* anything is written;
     ``load`` of a missing value raises :class:`~flowstone.ValueNotFoundError`; ``delete``
-    of a missing value is not an error.
+    of a missing value is not an error. ``store`` may return a mapping of JSON-able
+    metadata about what it stored (a schema, a row count); the materializer adds it to the
+    succeeded record's metadata (keys the asset set itself win). A value that is an
+    iterator (a stream storing it reads) is loaded back with ``load`` for its dependents.
     """
 
-    async def store(self, context: IOContext, value: Any) -> None:
-        """Store ``value`` for the asset and partition in ``context``."""
+    async def store(self, context: IOContext, value: Any) -> Mapping[str, Any] | None:
+        """Store ``value`` for the asset and partition in ``context``.
+
+        :return: ``None``, or metadata to add to the materialization record
+        """
         ...
 
     async def load(self, context: IOContext) -> Any:

@@ -464,9 +464,17 @@ class Runtime:
             resources=resources,
         )
 
-    async def load(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> Any:
+    async def load(
+        self,
+        asset: AssetDef[..., Any] | str,
+        partition: str | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Load the stored value of ``asset`` (and ``partition``).
 
+        :param options: passed to the IO manager's ``load`` as ``IOContext.options``, e.g.
+            ``{"columns": ["id"]}`` for the ``parquet`` IO manager
         :raises ValueNotFoundError: nothing is stored
         """
         await self._ready()
@@ -479,6 +487,7 @@ class Runtime:
                 None,
                 definition.metadata if definition is not None else {},
                 definition,
+                options if options is not None else {},
             )
         )
 
