@@ -72,7 +72,7 @@ __all__ = [
 CHAIN_LENGTH = 1_000
 WIDE_CHILDREN = 2_000
 #: The per-asset target, as a multiple of the baseline's per-node cost.
-PER_ASSET_TARGET = 3.0
+PER_ASSET_TARGET = 1.5
 #: The ``import flowstone`` target: milliseconds a process spends beyond ``python -c pass``.
 IMPORT_TARGET_MS = 60.0
 

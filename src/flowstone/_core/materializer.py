@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import deque
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from time import perf_counter
@@ -43,6 +42,7 @@ from .invocation import AssetOutcome, Invocation
 from .protocols import IOContext
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
+from .scheduling import run_ready_queue
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -331,43 +331,25 @@ class Run:
         return self._partition if asset_def.partitions is not None else None
 
     async def _schedule(self, closure: list[str]) -> None:
-        """Ready-queue: start each asset once its scheduled dependencies in ``closure`` are done."""
-        members = set(closure)
-        waiting: dict[str, int] = {}
-        children: dict[str, list[str]] = {name: [] for name in closure}
-        for name in closure:
-            deps = [d for d in self._pipeline[name].scheduled_deps if d in members]
-            waiting[name] = len(deps)
-            for dep in deps:
-                children[dep].append(name)
-        ready: deque[str] = deque(name for name in closure if waiting[name] == 0)
+        """Run each asset of ``closure`` once its scheduled dependencies in it are done."""
+        pipeline = self._pipeline
+        await run_ready_queue(closure, lambda name: pipeline[name].scheduled_deps, self)
 
-        async with anyio.create_task_group() as tg:
+    # -- AssetRunner (the ready queue's view of the run) -----------------------------
 
-            def finished(name: str) -> None:
-                for child in children[name]:
-                    waiting[child] -= 1
-                    if waiting[child] == 0:
-                        ready.append(child)
-                drain()
+    def is_done(self, name: str) -> bool:
+        """Whether ``name`` has its outcome in this run."""
+        return name in self._outcomes
 
-            def drain() -> None:
-                while ready:
-                    name = ready.popleft()
-                    if name in self._outcomes:
-                        for child in children[name]:
-                            waiting[child] -= 1
-                            if waiting[child] == 0:
-                                ready.append(child)
-                    elif name in self._running:
-                        tg.start_soon(self._await_other, name, finished)
-                    else:
-                        self._running.add(name)
-                        tg.start_soon(self._run_asset, name, finished)
+    def claim(self, name: str) -> bool:
+        """Mark ``name`` as running here, unless a nested materialization runs it."""
+        if name in self._running:
+            return False
+        self._running.add(name)
+        return True
 
-            drain()
-
-    async def _await_other(self, name: str, finished: Callable[[str], None]) -> None:
+    async def await_other(self, name: str) -> None:
+        """Wait for ``name``, which another part of the run computes, to have its outcome."""
         if name not in self._outcomes:
             event = self._waiters.get(name)
             if event is None:
@@ -377,7 +359,30 @@ class Run:
                 self._outcomes[name] = self._cancelled.get(name) or AssetOutcome(
                     name, Status.SKIPPED, reason="cancelled"
                 )
-        finished(name)
+
+    def abandon(self, name: str) -> None:
+        """Record the claimed ``name``, which never started, as cancelled."""
+        asset_def = self._pipeline[name]
+        # Not a final outcome: a later part of the run (a retried parallel branch, say)
+        # may run it again. The result shows it as cancelled unless it runs again.
+        self._cancelled[name] = AssetOutcome(
+            name,
+            Status.SKIPPED,
+            reason="cancelled",
+            record=MaterializationRecord(
+                run_id=self._run_id,
+                asset=name,
+                partition=self._partition_of(asset_def),
+                status=Status.SKIPPED,
+                ended_at=_now(),
+                error="cancelled",
+                code_version=asset_def.code_version,
+            ),
+        )
+        self._running.discard(name)
+        event = self._waiters.pop(name, None)
+        if event is not None:
+            event.set()
 
     def _done(self, name: str, outcome: AssetOutcome) -> None:
         self._outcomes[name] = outcome
@@ -386,9 +391,11 @@ class Run:
         if event is not None:
             event.set()
 
-    async def _run_asset(self, name: str, finished: Callable[[str], None]) -> None:
+    async def run_asset(self, name: str, release: Callable[[str], None]) -> bool:
+        """Materialize the claimed ``name``; ``False`` when its dependents were released
+        while its record was written (see :meth:`_release`)."""
         asset_def = self._pipeline[name]
-        self._finishers[name] = finished
+        self._finishers[name] = release
         try:
             if self._limiter is not None:
                 async with self._limiter:
@@ -396,26 +403,7 @@ class Run:
             else:
                 outcome = await self._materialize_asset(asset_def)
         except _cancelled():
-            # Not a final outcome: a later part of the run (a retried parallel branch, say)
-            # may run it again. The result shows it as cancelled unless it runs again.
-            self._cancelled[name] = AssetOutcome(
-                name,
-                Status.SKIPPED,
-                reason="cancelled",
-                record=MaterializationRecord(
-                    run_id=self._run_id,
-                    asset=name,
-                    partition=self._partition_of(asset_def),
-                    status=Status.SKIPPED,
-                    ended_at=_now(),
-                    error="cancelled",
-                    code_version=asset_def.code_version,
-                ),
-            )
-            self._running.discard(name)
-            event = self._waiters.pop(name, None)
-            if event is not None:
-                event.set()
+            self.abandon(name)
             raise
         finally:
             self._finishers.pop(name, None)
@@ -424,9 +412,9 @@ class Run:
             # it failed (the store refuses their records too).
             if outcome.status is not Status.SUCCEEDED:
                 self._outcomes[name] = outcome
-            return
+            return False
         self._done(name, outcome)
-        finished(name)
+        return True
 
     def _release(self, name: str, outcome: AssetOutcome) -> None:
         """Let the dependents of ``name`` start with its value before its record is durable
