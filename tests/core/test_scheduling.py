@@ -113,9 +113,7 @@ async def test_a_cancelled_fan_out_reports_unstarted_assets_cancelled(
         tg.start_soon(run)
         await first.wait()
         tg.cancel_scope.cancel()
-    records = [
-        await flowstone_runtime.store.latest(f"child_{i}", None) for i in range(width)
-    ]
+    records = [await flowstone_runtime.store.latest(f"child_{i}", None) for i in range(width)]
     assert all(r is None or r.status is not fs.Status.SUCCEEDED for r in records)
 
 
