@@ -449,6 +449,7 @@ def asset(
     :param partitions: the asset's partitions (``DailyPartitions(...)``, …)
     :param retry: a :class:`Retry` policy, or a number of attempts
     :param timeout: seconds an attempt may take before it is cancelled and counted as failed
+        (a plain function's worker thread is then abandoned: it runs on in the background)
     :param code_version: the version of the asset's logic; default: a fingerprint of the code
     :param tags: string tags, for selection and display
     :return: an :class:`AssetDef`

@@ -8,6 +8,7 @@ storage and events are applied the same way to every kind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import deque
@@ -19,6 +20,7 @@ import anyio
 
 from .assets import AssetDef, SkipAsset
 from .context import Context, Resources
+from .deadline import call_with_timeout
 from .errors import (
     AssetExecutionError,
     AssetTimeoutError,
@@ -626,20 +628,22 @@ class Run:
                     )
                 )
             invocation = Invocation(asset_def, context, inputs, self, versions)
+            work = (
+                invocation.call
+                if coordinator is None
+                else functools.partial(coordinator.execute, invocation)
+            )
             try:
                 if timeout is None:
-                    if coordinator is None:
-                        value = await invocation.call()
-                    else:
-                        value = await coordinator.execute(invocation)
+                    value = await work()
                 else:
-                    with anyio.move_on_after(timeout) as scope:
-                        if coordinator is None:
-                            value = await invocation.call()
-                        else:
-                            value = await coordinator.execute(invocation)
-                    if scope.cancelled_caught:
-                        raise AssetTimeoutError(name, partition, self._run_id, attempt, timeout)
+                    value = await call_with_timeout(
+                        timeout,
+                        work,
+                        functools.partial(
+                            AssetTimeoutError, name, partition, self._run_id, attempt, timeout
+                        ),
+                    )
             except _cancelled():
                 with anyio.CancelScope(shield=True):
                     await runtime.store.save_record(
