@@ -33,6 +33,7 @@ from .protocols import (
     MaterializationStore,
 )
 from .registry import BUILTIN_COORDINATORS, BUILTIN_IO_MANAGERS, Registry
+from .runtime_options import check_runtime_options
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -97,6 +98,7 @@ class Runtime:
     :param gate_store: where suspended assets wait (default: in memory)
     :param max_concurrent: limit on assets executing at once across all runs of this runtime
     :param plugins: further objects with an ``install(runtime)`` method
+    :raises ConfigurationError: an argument cannot work (naming it)
     """
 
     def __init__(
@@ -113,8 +115,18 @@ class Runtime:
         max_concurrent: int | None = None,
         plugins: Sequence[object] = (),
     ) -> None:
-        if max_concurrent is not None and max_concurrent < 1:
-            raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
+        check_runtime_options(
+            store=store,
+            io_managers=io_managers,
+            default_io_manager=default_io_manager,
+            resources=resources,
+            event_sinks=event_sinks,
+            coordinators=coordinators,
+            item_readers=item_readers,
+            gate_store=gate_store,
+            max_concurrent=max_concurrent,
+            plugins=plugins,
+        )
         self.store: MaterializationStore = store if store is not None else MemoryStore()
         self.gate_store: GateStore = gate_store if gate_store is not None else MemoryGateStore()
         self.io_managers: Registry[IOManager] = Registry(
