@@ -56,6 +56,10 @@ class AssetKind:
     kind: ClassVar[str] = "asset"
     #: Parameters filled by the coordinator rather than by dependencies (``item``, ``branches``).
     reserved_params: ClassVar[frozenset[str]] = frozenset()
+    #: Whether a skip of this kind follows from the asset's inputs alone (a routed asset its
+    #: router did not choose): while they are unchanged a run would skip it again, so
+    #: ``status`` calls it ``"skipped"`` and a backfill does not run it again for that.
+    skips_follow_inputs: ClassVar[bool] = False
 
     def extra_deps(self) -> tuple[str, ...]:
         """Upstream assets this kind adds for ordering (not passed as inputs)."""

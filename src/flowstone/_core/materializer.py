@@ -9,7 +9,6 @@ storage and events are applied the same way to every kind.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from collections import deque
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 
 from .assets import AssetDef, SkipAsset
+from .canonical_keys import canonical_partition
 from .context import Context, Resources
 from .deadline import call_with_timeout
 from .errors import (
@@ -44,6 +44,7 @@ from .invocation import AssetOutcome, Invocation
 from .protocols import IOContext
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
+from .versions import data_version
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -55,16 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["Run", "data_version"]
 
 _cancelled = anyio.get_cancelled_exc_class
-
-
-def data_version(code_version: str, partition: str | None, inputs: Mapping[str, str]) -> str:
-    """The version of a value computed by ``code_version`` for ``partition`` from ``inputs``."""
-    digest = hashlib.blake2b(digest_size=10)
-    digest.update(code_version.encode())
-    digest.update(b"\x00" + (partition or "").encode())
-    for name in sorted(inputs):
-        digest.update(b"\x00" + name.encode() + b"=" + inputs[name].encode())
-    return digest.hexdigest()
 
 
 def _error_text(error: BaseException) -> str:
@@ -218,6 +209,9 @@ class Run:
             closure = self._pipeline.upstream(self._selection, scheduled_only=True)
         else:
             closure = list(self._selection)
+        self._partition = canonical_partition(
+            map(self._pipeline.__getitem__, closure), self._partition
+        )
         self._preflight(closure)
         started = perf_counter()
         run, created = await runtime.store.create_run(
@@ -756,8 +750,13 @@ class Run:
                 started_at=now,
                 code_version=asset_def.code_version,
             )
+        # A skipped asset produced no value: no attempt counts (a routed-away one never ran).
         record = record.replace(
-            status=Status.SKIPPED, ended_at=now, error=reason, metadata=dict(metadata or {})
+            status=Status.SKIPPED,
+            attempts=0,
+            ended_at=now,
+            error=reason,
+            metadata=dict(metadata or {}),
         )
         await self._runtime.store.save_record(record)
         if self._sinks:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
@@ -18,9 +17,10 @@ from anyio.lowlevel import RunVar
 
 from .assets import AssetDef
 from .backfill import BackfillResult, backfill_with
+from .canonical_keys import canonical_partition, partition_for
 from .context import Resources
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
-from .materializer import Run, data_version
+from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
 from .pipeline import Pipeline, as_pipeline
 from .protocols import (
@@ -34,6 +34,7 @@ from .protocols import (
 )
 from .registry import BUILTIN_COORDINATORS, BUILTIN_IO_MANAGERS, Registry
 from .runtime_options import check_runtime_options
+from .status import AssetState, asset_states
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -52,26 +53,6 @@ _log = logging.getLogger("flowstone")
 def new_run_id() -> str:
     """A new, time-sortable run id: ``20250102T030405-1a2b3c4d``."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
-
-
-@dataclass(frozen=True, slots=True)
-class AssetState:
-    """Whether an asset's stored value is current.
-
-    :ivar state: ``"current"`` (stored and up to date), ``"stale"`` (stored, but its code or
-        an input changed since) or ``"missing"`` (never materialized, or invalidated)
-    :ivar record: the latest succeeded record, if any
-    """
-
-    asset: str
-    partition: str | None
-    state: str
-    record: MaterializationRecord | None = None
-
-    @property
-    def current(self) -> bool:
-        """Whether the stored value is up to date."""
-        return self.state == "current"
 
 
 def _is_async_cm(obj: object) -> bool:
@@ -435,29 +416,45 @@ class Runtime:
             resources=resources,
         )
 
-    async def load(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> Any:
-        """Load the stored value of ``asset`` (and ``partition``).
+    def _definition(self, asset: AssetDef[..., Any] | str) -> AssetDef[..., Any] | None:
+        if isinstance(asset, AssetDef):
+            return asset
+        return self._known_assets.get(asset)
 
-        :raises ValueNotFoundError: nothing is stored
-        """
-        await self._ready()
+    def _io_context(self, asset: AssetDef[..., Any] | str, partition: str | None) -> IOContext:
+        """Where ``asset``'s value for ``partition`` is, with the key made canonical."""
         name = asset.name if isinstance(asset, AssetDef) else asset
-        definition = asset if isinstance(asset, AssetDef) else self._known_assets.get(name)
-        return await self.io_manager_for(asset).load(
-            IOContext(
-                name,
-                partition,
-                None,
-                definition.metadata if definition is not None else {},
-                definition,
-            )
+        definition = self._definition(asset)
+        return IOContext(
+            name,
+            partition_for(definition, partition),
+            None,
+            definition.metadata if definition is not None else {},
+            definition,
         )
 
-    async def exists(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> bool:
-        """Whether a value of ``asset`` (and ``partition``) is stored."""
+    async def load(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> Any:
+        """Load the stored value of ``asset`` (and ``partition``, made canonical).
+
+        :raises ValueNotFoundError: nothing is stored
+        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
+            invalid
+        """
         await self._ready()
-        name = asset.name if isinstance(asset, AssetDef) else asset
-        return await self.io_manager_for(asset).exists(IOContext(name, partition))
+        context = self._io_context(asset, partition)
+        return await self.io_manager_for(asset).load(context)
+
+    async def exists(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> bool:
+        """Whether a value of ``asset`` (and ``partition``, made canonical) is stored.
+
+        An invalidated value is still stored (``status`` calls it ``"stale"``).
+
+        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
+            invalid
+        """
+        await self._ready()
+        context = self._io_context(asset, partition)
+        return await self.io_manager_for(asset).exists(context)
 
     async def invalidate(
         self,
@@ -468,61 +465,56 @@ class Runtime:
     ) -> list[str]:
         """Mark the stored value of ``asset`` not current, so the next run recomputes it.
 
-        The value stays loadable until it is replaced.
+        The value stays stored and loadable until it is replaced: ``exists`` stays true and
+        ``status`` says ``"stale"``.
 
+        :param partition: the partition (made canonical); downstream assets that are not
+            partitioned are invalidated as a whole
         :param downstream: a pipeline; its assets downstream of ``asset`` are invalidated too
         :return: the invalidated asset names
+        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
+            invalid
         """
         await self._ready()
         name = asset.name if isinstance(asset, AssetDef) else asset
-        names = downstream.downstream(name) if downstream is not None else [name]
+        if downstream is None:
+            await self.store.invalidate(name, partition_for(self._definition(asset), partition))
+            return [name]
+        names = downstream.downstream(name)
+        partition_for(downstream[name], partition)  # a partitioned asset needs its key
+        key = canonical_partition((downstream[n] for n in names), partition)
         for each in names:
-            await self.store.invalidate(each, partition)
+            part = key if downstream[each].partitions is not None else None
+            await self.store.invalidate(each, part)
         return names
 
     async def status(self, assets: Any, partition: str | None = None) -> dict[str, AssetState]:
         """Whether each asset's stored value is current, stale or missing.
 
+        The rules are the materializer's: a value is current when a run would reuse it. An
+        optional input the value was not computed from (a router's unchosen branch) does not
+        make it stale.
+
         :param assets: a pipeline, assets or modules
-        :param partition: the partition key for partitioned assets
+        :param partition: the partition key for partitioned assets (made canonical)
+        :raises PartitionError: the key is not valid for a partitioned asset
         """
         await self._ready()
         pipeline = as_pipeline(assets)
-        expected: dict[str, str] = {}
-        states: dict[str, AssetState] = {}
-        for name in pipeline.order:
-            asset_def = pipeline[name]
-            part = partition if asset_def.partitions is not None else None
-            record = await self.store.latest(name, part)
-            inputs = {d: expected[d] for d in asset_def.deps if d in expected}
-            if not asset_def.owned_deps:
-                version = data_version(asset_def.code_version, part, inputs)
-            elif record is not None and all(
-                record.input_versions.get(d) == v for d, v in inputs.items()
-            ):
-                version = record.data_version or ""
-            else:
-                version = data_version(asset_def.code_version, part, inputs)
-            if record is None:
-                state = "missing"
-                expected[name] = version
-            elif record.data_version == version and all(
-                states[d].current for d in asset_def.deps if d in states
-            ):
-                state = "current"
-                expected[name] = version
-            else:
-                state = "stale"
-                expected[name] = version
-            states[name] = AssetState(name, part, state, record)
-        return states
+        return await asset_states(self, pipeline, canonical_partition(pipeline, partition))
 
     async def history(
         self, asset: AssetDef[..., Any] | str, partition: str | None = None, *, limit: int = 100
     ) -> list[MaterializationRecord]:
-        """The materialization records of ``asset``, newest first."""
+        """The materialization records of ``asset``, newest first.
+
+        :param partition: one partition (made canonical), or ``None`` for all of them
+        :raises PartitionError: ``partition`` is not valid for the asset
+        """
         await self._ready()
         name = asset.name if isinstance(asset, AssetDef) else asset
+        if partition is not None:
+            partition = partition_for(self._definition(asset), partition) or partition
         return await self.store.history(name, partition, limit=limit)
 
     def pipeline(self, name: str) -> Pipeline:

@@ -221,7 +221,7 @@ async def test_partitioned_assets_keep_partitions_apart(pg_runtime: fs.Runtime) 
     assert await io.list_partitions("day") == ["2025-01-01", "2025-01-02"]
     await pg_runtime.invalidate("day", "2025-01-01")
     states = await pg_runtime.status([day], partition="2025-01-01")
-    assert states["day"].state == "missing"
+    assert states["day"].state == "stale"  # still stored, no longer current
 
 
 async def test_runtime_metadata_lands_in_the_record(pg_runtime: fs.Runtime) -> None:
