@@ -91,7 +91,7 @@ async def backfill_with(
         raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
     pipeline = as_pipeline(assets)
     names = pipeline.resolve(select)
-    closure = [pipeline[name] for name in pipeline.upstream(names)]
+    closure = [pipeline[name] for name in pipeline.upstream(names, include_self=True)]
     # One partition is one run, whatever way its key was written.
     keys = list(
         dict.fromkeys(

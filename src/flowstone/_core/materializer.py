@@ -185,7 +185,7 @@ class Run:
     async def materialize(self, names: Iterable[str]) -> dict[str, AssetOutcome]:
         """Materialize ``names`` with their upstream inside this run (see ``RunHandle``)."""
         wanted = self._pipeline.resolve(list(names))
-        closure = self._pipeline.upstream(wanted, scheduled_only=True)
+        closure = self._pipeline.upstream(wanted, include_self=True, scheduled_only=True)
         self._preflight(closure)
         await self._schedule(closure)
         outcomes: dict[str, AssetOutcome] = {}
@@ -206,7 +206,9 @@ class Run:
         """Run the selection to the end and return the result (raising is the caller's)."""
         runtime = self._runtime
         if self._with_deps:
-            closure = self._pipeline.upstream(self._selection, scheduled_only=True)
+            closure = self._pipeline.upstream(
+                self._selection, include_self=True, scheduled_only=True
+            )
         else:
             closure = list(self._selection)
         self._partition = canonical_partition(

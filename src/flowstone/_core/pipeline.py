@@ -215,9 +215,15 @@ class Pipeline:
         return list(dict.fromkeys(names))
 
     def upstream(
-        self, select: Any, *, include_self: bool = True, scheduled_only: bool = False
+        self, select: Any, *, include_self: bool = False, scheduled_only: bool = False
     ) -> list[str]:
-        """The selected assets and everything they depend on, in dependency order."""
+        """Everything the selected assets depend on, in dependency order.
+
+        :param include_self: also list the selected assets themselves (after their
+            upstream); a selected asset upstream of another selected one is listed anyway
+        :param scheduled_only: follow only the dependencies a run schedules first (not the
+            ones a coordinator materializes itself)
+        """
         wanted: set[str] = set()
         stack = self.resolve(select)
         if include_self:
@@ -235,8 +241,12 @@ class Pipeline:
                     stack.append(dep)
         return sorted(wanted, key=self._index.__getitem__)
 
-    def downstream(self, select: Any, *, include_self: bool = True) -> list[str]:
-        """The selected assets and everything that depends on them, in dependency order."""
+    def downstream(self, select: Any, *, include_self: bool = False) -> list[str]:
+        """Everything that depends on the selected assets, in dependency order.
+
+        :param include_self: also list the selected assets themselves (before their
+            downstream); a selected asset downstream of another selected one is listed anyway
+        """
         start = self.resolve(select)
         wanted: set[str] = set(start) if include_self else set()
         stack = list(start)
@@ -253,7 +263,7 @@ class Pipeline:
 
     def subset(self, select: Any, *, with_deps: bool = True, name: str | None = None) -> Pipeline:
         """A pipeline of the selected assets (and their upstream, by default)."""
-        names = self.upstream(select) if with_deps else self.resolve(select)
+        names = self.upstream(select, include_self=True) if with_deps else self.resolve(select)
         return Pipeline([self._assets[n] for n in names], name=name or self.name)
 
     # -- display ---------------------------------------------------------------------

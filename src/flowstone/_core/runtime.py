@@ -480,7 +480,7 @@ class Runtime:
         if downstream is None:
             await self.store.invalidate(name, partition_for(self._definition(asset), partition))
             return [name]
-        names = downstream.downstream(name)
+        names = downstream.downstream(name, include_self=True)
         partition_for(downstream[name], partition)  # a partitioned asset needs its key
         key = canonical_partition((downstream[n] for n in names), partition)
         for each in names:
