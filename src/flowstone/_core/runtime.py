@@ -20,6 +20,7 @@ from .backfill import BackfillResult, backfill_with
 from .canonical_keys import canonical_partition, partition_for
 from .context import Resources
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
+from .loop_watch import DEFAULT_THRESHOLD, loop_watch
 from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
 from .pipeline import Pipeline, as_pipeline
@@ -79,6 +80,9 @@ class Runtime:
     :param gate_store: where suspended assets wait (default: in memory)
     :param max_concurrent: limit on assets executing at once across all runs of this runtime
     :param plugins: further objects with an ``install(runtime)`` method
+    :param loop_block_warning: seconds an ``async def`` asset may hold the event loop (a
+        blocking call inside it) before one warning names it (default 0.5); ``None`` never
+        warns
     :raises ConfigurationError: an argument cannot work (naming it)
     """
 
@@ -95,6 +99,7 @@ class Runtime:
         gate_store: GateStore | None = None,
         max_concurrent: int | None = None,
         plugins: Sequence[object] = (),
+        loop_block_warning: float | None = DEFAULT_THRESHOLD,
     ) -> None:
         check_runtime_options(
             store=store,
@@ -107,7 +112,11 @@ class Runtime:
             gate_store=gate_store,
             max_concurrent=max_concurrent,
             plugins=plugins,
+            loop_block_warning=loop_block_warning,
         )
+        #: Seconds an ``async def`` asset may hold the event loop before one warning names
+        #: it (``None``: never warn); see :mod:`flowstone._core.loop_watch`.
+        self.loop_block_warning = loop_block_warning
         self.store: MaterializationStore = store if store is not None else MemoryStore()
         self.gate_store: GateStore = gate_store if gate_store is not None else MemoryGateStore()
         self.io_managers: Registry[IOManager] = Registry(
@@ -346,11 +355,16 @@ class Runtime:
                 resources=run_resources,
                 max_concurrent=max_concurrent,
             )
-            if self._limiter is not None:
-                async with self._limiter:
+            threshold = self.loop_block_warning
+            watched = None if threshold is None else loop_watch.start(self, pipeline, threshold)
+            try:
+                if self._limiter is not None:
+                    async with self._limiter:
+                        result = await run.execute()
+                else:
                     result = await run.execute()
-            else:
-                result = await run.execute()
+            finally:
+                loop_watch.stop(watched)
         if raise_on_error and not result.ok:
             for name in pipeline.order:
                 error = result.errors.get(name)

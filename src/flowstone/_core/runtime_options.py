@@ -6,6 +6,7 @@ letting a wrong value fail in the first run with an ``AttributeError``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -74,6 +75,7 @@ def check_runtime_options(
     gate_store: object,
     max_concurrent: object,
     plugins: object,
+    loop_block_warning: object = None,
 ) -> None:
     """Raise :class:`ConfigurationError` naming the first argument that cannot work."""
     if isinstance(store, str):
@@ -116,3 +118,13 @@ def check_runtime_options(
         or max_concurrent < 1
     ):
         raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
+    if loop_block_warning is not None and (
+        isinstance(loop_block_warning, bool)
+        or not isinstance(loop_block_warning, int | float)
+        or not math.isfinite(loop_block_warning)
+        or loop_block_warning <= 0
+    ):
+        raise ConfigurationError(
+            "loop_block_warning= must be a positive number of seconds or None, "
+            f"not {_shown(loop_block_warning)}"
+        )
