@@ -79,3 +79,14 @@ async def test_after_invalidate_status_and_exists_agree(flowstone_runtime: fs.Ru
     assert state.state == "stale"
     assert await flowstone_runtime.exists("report", "2025-01-06")
     assert await flowstone_runtime.load("report", "2025-01-06") == "RAW OF 2025-01-06"
+
+
+async def test_loading_by_name_in_a_new_runtime_says_the_asset_is_partitioned() -> None:
+    io = fs.MemoryIOManager()
+    async with fs.Runtime(io_managers={"shared": io}, default_io_manager="shared") as first:
+        await first.materialize(day_pipeline([]), partition="2025-01-07")
+    async with fs.Runtime(io_managers={"shared": io}, default_io_manager="shared") as fresh:
+        with pytest.raises(fs.PartitionError, match=r"'raw'.*stored by partition \('2025-01-07'\)"):
+            await fresh.load("raw")
+        with pytest.raises(fs.ValueNotFoundError, match="'ghost'"):
+            await fresh.load("ghost")

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from .assets import AssetDef
+    from .protocols import IOManager
 
-__all__ = ["canonical_partition", "partition_for"]
+__all__ = ["canonical_partition", "check_stored_unpartitioned", "partition_for"]
 
 
 def canonical_partition(assets: Iterable[AssetDef[..., Any]], partition: str | None) -> str | None:
@@ -65,3 +66,23 @@ def partition_for(asset_def: AssetDef[..., Any] | None, partition: str | None) -
     if partition is None:
         raise PartitionError(asset_def.name, None, "the asset is partitioned; pass partition=...")
     return definition.validate(partition, asset=asset_def.name)
+
+
+async def check_stored_unpartitioned(io: IOManager, asset: str) -> None:
+    """For an asset the runtime has no definition of, read without a partition and not
+    found: say so when its values are stored by partition instead.
+
+    :raises PartitionError: the IO manager lists partitions of ``asset``
+    """
+    list_partitions = getattr(io, "list_partitions", None)
+    if list_partitions is None:
+        return
+    try:
+        keys = [k for k in await list_partitions(asset) if k is not None]
+    except Exception:  # only a better message is at stake: the caller raises its own
+        return
+    if keys:
+        shown = ", ".join(repr(k) for k in keys[:3]) + (", …" if len(keys) > 3 else "")
+        raise PartitionError(
+            asset, None, f"the asset is stored by partition ({shown}); pass partition=..."
+        )

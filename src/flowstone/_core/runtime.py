@@ -17,9 +17,9 @@ from anyio.lowlevel import RunVar
 
 from .assets import AssetDef
 from .backfill import BackfillResult, backfill_with
-from .canonical_keys import canonical_partition, partition_for
+from .canonical_keys import canonical_partition, check_stored_unpartitioned, partition_for
 from .context import Resources
-from .errors import ConfigurationError, RuntimeStateError, SelectionError
+from .errors import ConfigurationError, RuntimeStateError, SelectionError, ValueNotFoundError
 from .loop_watch import DEFAULT_THRESHOLD, loop_watch
 from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
@@ -456,7 +456,13 @@ class Runtime:
         """
         await self._ready()
         context = self._io_context(asset, partition)
-        return await self.io_manager_for(asset).load(context)
+        io = self.io_manager_for(asset)
+        try:
+            return await io.load(context)
+        except ValueNotFoundError:
+            if partition is None and context.definition is None:
+                await check_stored_unpartitioned(io, context.asset)
+            raise
 
     async def exists(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> bool:
         """Whether a value of ``asset`` (and ``partition``, made canonical) is stored.
