@@ -1,8 +1,11 @@
-"""``Runtime.status``: whether each asset's stored value is current, stale or missing.
+"""``Runtime.status``: whether each asset's stored value is current, stale or missing, or
+whether a run would skip the asset again.
 
 It applies the materializer's rules (:mod:`.versions`) to what is stored, without running
 anything: a value is *current* when it is stored, its record has the version its inputs
-give now, and those inputs are current themselves.
+give now, and those inputs are current themselves. An asset whose kind skips by its inputs
+alone (a routed asset) is *skipped* while its newest record is a skip at the version its
+current inputs give, and so is an asset that needs the value of a skipped one.
 """
 
 from __future__ import annotations
