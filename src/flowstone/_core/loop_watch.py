@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -99,6 +100,13 @@ class LoopWatch:
         if watched is not None:
             self._watched.remove(watched)
 
+    def _forget(self) -> None:
+        """In a forked child: the parent's thread and runs are not there."""
+        self._lock = threading.Lock()
+        self._watched = []
+        self._wake = threading.Event()
+        self._thread = None
+
     def _snapshot(self) -> list[_Watched]:
         return list(self._watched)
 
@@ -112,7 +120,9 @@ class LoopWatch:
                 continue
             half = min(w.threshold for w in watched) / 2
             time.sleep(half)
-            self._probe(watched, half)
+            watched = self._snapshot()  # the runs in progress now
+            if watched:
+                self._probe(watched, half)
 
     def _probe(self, watched: list[_Watched], half: float) -> None:
         """Post a callback to each watched loop; look at the ones that do not run it."""
@@ -179,3 +189,5 @@ def _asset_frame(
 
 #: The process's one watcher.
 loop_watch = LoopWatch()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=loop_watch._forget)
