@@ -752,13 +752,10 @@ class Run:
                 started_at=now,
                 code_version=asset_def.code_version,
             )
-        # A skipped asset produced no value: no attempt counts (a routed-away one never ran).
+        # A skip produced no value: no attempt counts (a routed-away asset never ran).
+        meta = dict(metadata or {})
         record = record.replace(
-            status=Status.SKIPPED,
-            attempts=0,
-            ended_at=now,
-            error=reason,
-            metadata=dict(metadata or {}),
+            status=Status.SKIPPED, attempts=0, ended_at=now, error=reason, metadata=meta
         )
         await self._runtime.store.save_record(record)
         if self._sinks:
