@@ -7,6 +7,7 @@ from ._core.events import AssetSkipped as AssetSkipped
 from ._core.events import AssetStarted as AssetStarted
 from ._core.events import AssetSucceeded as AssetSucceeded
 from ._core.events import Event as Event
+from ._core.events import LogEntry as LogEntry
 from ._core.events import RunFinished as RunFinished
 from ._core.events import RunStarted as RunStarted
 
@@ -18,6 +19,7 @@ __all__ = (
     "AssetStarted",
     "AssetSucceeded",
     "Event",
+    "LogEntry",
     "RunFinished",
     "RunStarted",
 )

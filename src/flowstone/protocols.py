@@ -2,6 +2,8 @@
 
 ``CURRENT_CONTEXT`` is the context variable behind :func:`flowstone.current_context`; a
 coordinator that calls an asset's function without :meth:`Invocation.call` sets it.
+``call_with_timeout`` and ``run_in_thread`` give a coordinator's own time limits the reach
+of asset timeouts: plain functions in worker threads are abandoned at the deadline.
 
 Implement one of these protocols and register it with a :class:`flowstone.Runtime` (or
 through an entry-point group) to add a storage backend, a coordinator or an event sink.
@@ -14,6 +16,8 @@ from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
 from ._core.assets import code_fingerprint as code_fingerprint
 from ._core.context import _current as CURRENT_CONTEXT
+from ._core.deadline import call_with_timeout as call_with_timeout
+from ._core.deadline import run_in_thread as run_in_thread
 from ._core.invocation import AssetOutcome as AssetOutcome
 from ._core.invocation import Invocation as Invocation
 from ._core.invocation import RunHandle as RunHandle
@@ -72,10 +76,12 @@ __all__ = (
     "ScatterCoordinator",
     "ScatterItemResult",
     "attach_kind",
+    "call_with_timeout",
     "check_json",
     "check_storable",
     "code_fingerprint",
     "import_string",
     "restore_tuples",
+    "run_in_thread",
     "tuple_paths",
 )

@@ -393,7 +393,7 @@ async def test_status_exists_load_invalidate(flowstone_runtime: fs.Runtime) -> N
     invalidated = await flowstone_runtime.invalidate("doubled", downstream=pipeline)
     assert invalidated == ["doubled", "total"]
     states = await flowstone_runtime.status(pipeline)
-    assert states["numbers"].current and states["doubled"].state == "missing"
+    assert states["numbers"].current and states["doubled"].state == "stale"  # still stored
     with pytest.raises(fs.ValueNotFoundError, match="'ghost'"):
         await flowstone_runtime.load("ghost")
 

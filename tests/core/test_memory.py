@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 import flowstone as fs
-from flowstone.events import AssetFailed, AssetSkipped, RunFinished
+from flowstone.events import AssetFailed, AssetSkipped, Event, RunFinished
 from flowstone.protocols import GateRecord, GateStatus, IOContext
 
 
@@ -77,6 +77,28 @@ def test_logging_sink_logs_what_matters(caplog: pytest.LogCaptureFixture) -> Non
     assert "asset a failed on attempt 2" in caplog.text
     assert "asset b skipped: input 'a' failed" in caplog.text
     assert "run r failed" in caplog.text
+
+
+async def test_logging_sink_logs_every_event_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    @fs.asset(partitions=fs.StaticPartitions(["p"]))
+    async def quiet() -> int:
+        return 1
+
+    with caplog.at_level(logging.DEBUG, logger="flowstone"):
+        async with fs.Runtime(event_sinks=[fs.LoggingSink()]) as runtime:
+            result = await runtime.materialize([quiet], partition="p")
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "flowstone"]
+    assert [level for level, _ in lines] == ["DEBUG", "DEBUG", "DEBUG", "INFO"]
+    assert lines[0][1] == f"run {result.run_id} started for partition p: quiet"
+    assert lines[1][1] == "asset quiet [p] attempt 1 started"
+    assert lines[2][1].startswith("asset quiet [p] succeeded in ")
+    assert lines[3][1].startswith(f"run {result.run_id} succeeded in ")
+
+
+def test_logging_sink_logs_other_events_with_their_fields(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="flowstone"):
+        fs.LoggingSink().emit(Event(run_id="r", timestamp=1.5))
+    assert caplog.records[0].getMessage() == "Event(run_id='r', timestamp=1.5)"
 
 
 def test_memory_event_sink_filters() -> None:

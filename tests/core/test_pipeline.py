@@ -72,9 +72,12 @@ def test_select_unknown_suggests() -> None:
 def test_upstream_downstream_and_info() -> None:
     pipeline = fs.Pipeline([total, doubled, numbers], name="p")
     assert pipeline.order == ("numbers", "doubled", "total")
-    assert pipeline.upstream("total") == ["numbers", "doubled", "total"]
-    assert pipeline.upstream("total", include_self=False) == ["numbers", "doubled"]
-    assert pipeline.downstream("numbers") == ["numbers", "doubled", "total"]
+    assert pipeline.upstream("total") == ["numbers", "doubled"]
+    assert pipeline.upstream("total", include_self=True) == ["numbers", "doubled", "total"]
+    assert pipeline.upstream("numbers") == []
+    assert pipeline.upstream(["doubled", "total"]) == ["numbers", "doubled"]
+    assert pipeline.downstream("numbers") == ["doubled", "total"]
+    assert pipeline.downstream("numbers", include_self=True) == ["numbers", "doubled", "total"]
     assert pipeline.info("doubled")["downstream"] == ["total"]
     assert list(pipeline.subset("doubled").assets) == ["numbers", "doubled"]
 
@@ -126,8 +129,8 @@ def test_order_respects_dependencies(nodes: list[tuple[str, list[str]]], rnd: ob
         for dep in deps:
             assert position[dep] < position[name]
     for name, _ in nodes:
-        up = pipeline.upstream(name)
-        assert up[-1] == name or name in up
+        up = pipeline.upstream(name, include_self=True)
+        assert up[-1] == name and name not in pipeline.upstream(name)
         for each in up:
             assert set(pipeline[each].deps) <= set(up)
 

@@ -104,7 +104,7 @@ async def exists(
 async def status(
     assets: Any, partition: str | None = None, *, runtime: Runtime | None = None
 ) -> dict[str, AssetState]:
-    """Whether each asset's stored value is ``current``, ``stale`` or ``missing``."""
+    """Whether each asset's stored value is ``current``, ``stale``, ``missing`` or ``skipped``."""
     return await (runtime or default_runtime()).status(assets, partition)
 
 
@@ -131,7 +131,8 @@ async def backfill(
 ) -> BackfillResult:
     """Materialize a selection for many partitions, ``max_concurrent`` at a time.
 
-    Partitions whose selected assets are already current are skipped unless ``force``;
+    Partitions whose selected assets are already current (or would be skipped again: a
+    router's unchosen branch) are skipped unless ``force``;
     a failed partition does not stop the others.
 
     :param partitions: a partitions definition (all its keys), keys, or a single key

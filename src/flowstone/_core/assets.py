@@ -15,6 +15,7 @@ import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
+from .asset_options import check_asset_name, check_asset_options, check_dependency_spec
 from .context import Context
 from .errors import InvalidAssetError
 from .retry import Retry
@@ -55,6 +56,10 @@ class AssetKind:
     kind: ClassVar[str] = "asset"
     #: Parameters filled by the coordinator rather than by dependencies (``item``, ``branches``).
     reserved_params: ClassVar[frozenset[str]] = frozenset()
+    #: Whether a skip of this kind follows from the asset's inputs alone (a routed asset its
+    #: router did not choose): while they are unchanged a run would skip it again, so
+    #: ``status`` calls it ``"skipped"`` and a backfill does not run it again for that.
+    skips_follow_inputs: ClassVar[bool] = False
 
     def extra_deps(self) -> tuple[str, ...]:
         """Upstream assets this kind adds for ordering (not passed as inputs)."""
@@ -216,15 +221,27 @@ class AssetDef(Generic[P, R]):
     ) -> None:
         if not callable(fn):
             raise InvalidAssetError(repr(fn), "@asset needs a function")
-        asset_name = name or getattr(fn, "__name__", None)
-        if not asset_name or asset_name == "<lambda>":
-            raise InvalidAssetError(repr(fn), "give the asset a name with @asset(name=...)")
+        asset_name = check_asset_name(name, fn)
+        check_asset_options(
+            asset_name,
+            description=description,
+            metadata=metadata,
+            io_manager=io_manager,
+            partitions=partitions,
+            timeout=timeout,
+            code_version=code_version,
+            tags=tags,
+        )
+        check_dependency_spec(asset_name, "deps", deps)
+        check_dependency_spec(asset_name, "optional_deps", optional_deps)
+        if kind_spec is not None and not isinstance(kind_spec, AssetKind):
+            raise InvalidAssetError(
+                asset_name, f"kind_spec= must be an AssetKind, not {kind_spec!r}"
+            )
         self.name = asset_name
         self.fn = fn
         self.kind_spec = kind_spec if kind_spec is not None else getattr(fn, _KIND_ATTR, None)
         self.is_async = inspect.iscoroutinefunction(inspect.unwrap(fn))
-        if timeout is not None and timeout <= 0:
-            raise InvalidAssetError(asset_name, f"timeout must be positive, got {timeout!r}")
         self.timeout = timeout
         try:
             self.retry = Retry.coerce(retry)
@@ -236,6 +253,14 @@ class AssetDef(Generic[P, R]):
         self.partitions = partitions
         self.tags = dict(tags or {})
         self.user_code_version = code_version
+        given_optional: object = optional_deps
+        if given_optional is None:
+            optional_deps = ()
+        elif isinstance(optional_deps, str | AssetDef):
+            optional_deps = (optional_deps,)
+        given_deps: object = deps
+        if given_deps is None:
+            deps = ()
         self._params: dict[str, Any] = {
             "deps": deps,
             "optional_deps": tuple(optional_deps),
@@ -259,13 +284,13 @@ class AssetDef(Generic[P, R]):
         deps: Sequence[str | AssetDef[..., Any]] | Mapping[str, str | AssetDef[..., Any]],
         optional_deps: Iterable[str | AssetDef[..., Any]],
     ) -> None:
-        def dep_name(value: str | AssetDef[..., Any]) -> str:
+        def dep_name(value: str | AssetDef[..., Any], option: str = "deps") -> str:
             if isinstance(value, AssetDef):
                 return value.name
             if isinstance(value, str) and value:
                 return value
             raise InvalidAssetError(
-                self.name, f"a dependency must be an asset or a name, got {value!r}"
+                self.name, f"{option}=: a dependency must be an asset or a name, got {value!r}"
             )
 
         reserved = self.kind_spec.reserved_params if self.kind_spec is not None else frozenset()
@@ -320,7 +345,7 @@ class AssetDef(Generic[P, R]):
         # A listed name that equals a parameter is that parameter's dependency.
         optional: set[str] = set()
         for dep in optional_deps:
-            dep_str = dep_name(dep)
+            dep_str = dep_name(dep, "optional_deps")
             if dep_str in inputs:
                 optional.add(inputs[dep_str])
             elif dep_str in input_assets or dep_str in ordering:
@@ -449,6 +474,7 @@ def asset(
     :param partitions: the asset's partitions (``DailyPartitions(...)``, …)
     :param retry: a :class:`Retry` policy, or a number of attempts
     :param timeout: seconds an attempt may take before it is cancelled and counted as failed
+        (a plain function's worker thread is then abandoned: it runs on in the background)
     :param code_version: the version of the asset's logic; default: a fingerprint of the code
     :param tags: string tags, for selection and display
     :return: an :class:`AssetDef`

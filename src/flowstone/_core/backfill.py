@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from .canonical_keys import canonical_partition
 from .errors import FlowstoneError
 from .partitions import PartitionsDefinition, partition_keys
 from .pipeline import as_pipeline
@@ -24,7 +25,8 @@ __all__ = ["BackfillResult", "PartitionOutcome", "backfill_with"]
 class PartitionOutcome:
     """How one partition of a backfill ended.
 
-    :ivar status: ``"succeeded"``, ``"failed"`` or ``"skipped"`` (already current)
+    :ivar status: ``"succeeded"``, ``"failed"`` or ``"skipped"`` (already current: every
+        selected asset ``current`` or ``skipped`` in :meth:`Runtime.status`)
     """
 
     partition: str
@@ -80,17 +82,22 @@ async def backfill_with(
     force: bool = False,
     resources: Mapping[str, Any] | None = None,
 ) -> BackfillResult:
-    """Materialize ``select`` for every partition in ``partitions`` (see ``fs.backfill``)."""
+    """Materialize ``select`` for every partition in ``partitions`` (see ``fs.backfill``).
+
+    Keys are made canonical first (``"2025-1-2"`` is ``"2025-01-02"``): the outcomes are
+    by canonical key, and a partition given twice, written two ways, runs once.
+    """
     if max_concurrent < 1:
         raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
     pipeline = as_pipeline(assets)
     names = pipeline.resolve(select)
-    keys = partition_keys(partitions)
-    for name in pipeline.upstream(names):
-        definition = pipeline[name].partitions
-        if definition is not None:
-            for key in keys:
-                definition.validate(key, asset=name)
+    closure = [pipeline[name] for name in pipeline.upstream(names, include_self=True)]
+    # One partition is one run, whatever way its key was written.
+    keys = list(
+        dict.fromkeys(
+            canonical_partition(closure, key) or key for key in partition_keys(partitions)
+        )
+    )
     outcomes: dict[str, PartitionOutcome] = {}
     limiter = anyio.CapacityLimiter(max_concurrent)
 
@@ -98,7 +105,7 @@ async def backfill_with(
         async with limiter:
             if not force:
                 states = await runtime.status(pipeline.subset(names), partition=key)
-                if all(states[n].current for n in names):
+                if all(states[n].settled for n in names):
                     outcomes[key] = PartitionOutcome(key, "skipped")
                     return
             try:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["Context", "Resources", "current_context"]
+__all__ = ["AssetLogger", "Context", "Resources", "current_context"]
 
 _logger = logging.getLogger("flowstone")
 
@@ -52,6 +52,34 @@ class Resources(Mapping[str, Any]):
         return Resources({**self._items, **other})
 
 
+class AssetLogger(logging.LoggerAdapter[logging.Logger]):
+    """``ctx.log``: logs to the ``flowstone`` logger with the asset's fields in the message.
+
+    The fields (``asset``, ``partition``, ``run_id``, a scatter item's ``scatter_key``, and
+    any ``extra=`` of the call) lead the message as ``[asset=… run=…]``, so the default
+    log format shows them, and are set on the record as attributes for formatters and
+    handlers that read them.
+    """
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Log ``msg`` at ``level``, led by the fields (see the class)."""
+        if not self.isEnabledFor(level):
+            return
+        given = kwargs.get("extra")
+        fields = {**(self.extra or {}), **given} if given else dict(self.extra or {})
+        kwargs["extra"] = fields
+        shown = " ".join(
+            f"{'run' if name == 'run_id' else name}={value}"
+            for name, value in fields.items()
+            if value is not None
+        )
+        if args:  # the message is %-formatted: keep a % in a field as it is
+            shown = shown.replace("%", "%%")
+        # One frame more than the adapter's own: the record names the caller's line.
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+        self.logger.log(level, f"[{shown}] {msg}", *args, **kwargs)
+
+
 class Context:
     """What an asset function knows about its invocation.
 
@@ -62,7 +90,8 @@ class Context:
     :ivar run_id: the run's id
     :ivar attempt: the attempt number, from 1
     :ivar resources: the resources, as ``ctx.resources.<name>``
-    :ivar log: a logger that tags records with the asset, partition and run
+    :ivar log: a logger (:class:`AssetLogger`) whose lines start with the asset, partition
+        and run
     :ivar scatter_key: inside a scatter, the key of the item being processed
     :ivar batch_index: inside a batched scatter, the batch's position (0-based)
     :ivar batch_count: inside a batched scatter, how many batches there are (when known)
@@ -102,19 +131,25 @@ class Context:
         self.resources = resources if resources is not None else Resources()
         self._runtime = runtime
         self._metadata: dict[str, Any] = metadata if metadata is not None else {}
-        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        self._log: AssetLogger | None = None
         self.scatter_key: str | None = None
         self.batch_index: int | None = None
         self.batch_count: int | None = None
         self.batch_input: Any = None
 
     @property
-    def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger whose records carry the asset, partition and run id as extras."""
+    def log(self) -> AssetLogger:
+        """A logger whose lines start with (and whose records carry) the asset, partition,
+        run id and, for a scatter item, its key."""
         if self._log is None:
-            self._log = logging.LoggerAdapter(
-                _logger, {"asset": self.asset, "partition": self.partition, "run_id": self.run_id}
-            )
+            fields: dict[str, object] = {
+                "asset": self.asset,
+                "partition": self.partition,
+                "run_id": self.run_id,
+            }
+            if self.scatter_key is not None:
+                fields["scatter_key"] = self.scatter_key
+            self._log = AssetLogger(_logger, fields)
         return self._log
 
     @property
@@ -155,7 +190,7 @@ class Context:
         clone.resources = self.resources
         clone._runtime = self._runtime
         clone._metadata = self._metadata
-        clone._log = self._log
+        clone._log = None  # made on first use, with the item's key
         clone.scatter_key = key
         clone.batch_index = self.batch_index
         clone.batch_count = self.batch_count

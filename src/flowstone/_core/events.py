@@ -7,12 +7,16 @@ gates). Sinks match on the class: ``match event: case fs.AssetFailed(): ...``.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+#: What :meth:`Event.log_entry` returns: a level, a ``%``-format and its arguments.
+LogEntry = tuple[int, str, tuple[Any, ...]]
 
 __all__ = [
     "AssetFailed",
@@ -21,6 +25,7 @@ __all__ = [
     "AssetStarted",
     "AssetSucceeded",
     "Event",
+    "LogEntry",
     "RunFinished",
     "RunStarted",
 ]
@@ -33,6 +38,16 @@ class Event:
     run_id: str
     timestamp: float = field(default_factory=time.time)
 
+    def log_entry(self) -> LogEntry:
+        """How :class:`~flowstone.LoggingSink` logs the event: ``(level, format, args)``.
+
+        By default a ``DEBUG`` line with the event's fields; events override it with a
+        line of their own (a plugin's events too). The format is applied only when the
+        level is enabled.
+        """
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return logging.DEBUG, "%s(%s)", (type(self).__name__, shown)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted(Event):
@@ -41,6 +56,16 @@ class RunStarted(Event):
     selection: tuple[str, ...]
     partition: str | None = None
     resumed: bool = False
+
+    def log_entry(self) -> LogEntry:
+        """``DEBUG``: the run started or resumed, with its selection."""
+        verb = "resumed" if self.resumed else "started"
+        where = f" for partition {self.partition}" if self.partition is not None else ""
+        return (
+            logging.DEBUG,
+            "run %s %s%s: %s",
+            (self.run_id, verb, where, ", ".join(self.selection)),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +78,10 @@ class RunFinished(Event):
     failed: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
 
+    def log_entry(self) -> LogEntry:
+        """``INFO``: how the run ended and how long it took."""
+        return logging.INFO, "run %s %s in %.3fs", (self.run_id, self.status, self.duration)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetEvent(Event):
@@ -61,6 +90,12 @@ class AssetEvent(Event):
     asset: str
     partition: str | None = None
 
+    def _where(self) -> str:
+        """``asset name`` and, for a partition, ``[key]``."""
+        if self.partition is None:
+            return f"asset {self.asset}"
+        return f"asset {self.asset} [{self.partition}]"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetStarted(AssetEvent):
@@ -68,6 +103,10 @@ class AssetStarted(AssetEvent):
 
     attempt: int = 1
     kind: str = "asset"
+
+    def log_entry(self) -> LogEntry:
+        """``DEBUG``: the attempt started."""
+        return logging.DEBUG, "%s attempt %d started", (self._where(), self.attempt)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +117,12 @@ class AssetSucceeded(AssetEvent):
     reused: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def log_entry(self) -> LogEntry:
+        """``DEBUG``: it succeeded (computed in how long, or reused)."""
+        if self.reused:
+            return logging.DEBUG, "%s reused its current value", (self._where(),)
+        return logging.DEBUG, "%s succeeded in %.3fs", (self._where(), self.duration)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetFailed(AssetEvent):
@@ -85,6 +130,14 @@ class AssetFailed(AssetEvent):
 
     error: BaseException
     attempt: int = 1
+
+    def log_entry(self) -> LogEntry:
+        """``ERROR``: it failed, on which attempt, with the error."""
+        return (
+            logging.ERROR,
+            "%s failed on attempt %d: %r",
+            (self._where(), self.attempt, self.error),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,9 +148,21 @@ class AssetRetried(AssetEvent):
     attempt: int
     delay: float
 
+    def log_entry(self) -> LogEntry:
+        """``WARNING``: an attempt failed and when the next one starts."""
+        return (
+            logging.WARNING,
+            "%s attempt %d failed (%r); retrying in %.2fs",
+            (self._where(), self.attempt, self.error, self.delay),
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetSkipped(AssetEvent):
     """An asset was not run: an input was skipped or failed, or a router chose another path."""
 
     reason: str
+
+    def log_entry(self) -> LogEntry:
+        """``INFO``: it was skipped, and why."""
+        return logging.INFO, "%s skipped: %s", (self._where(), self.reason)

@@ -12,9 +12,8 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio.to_thread
-
 from .context import Context, _current
+from .deadline import run_in_thread
 from .records import MaterializationRecord, Status
 
 if TYPE_CHECKING:
@@ -141,7 +140,8 @@ class Invocation:
     async def call(self, context: Context | None = None, /, **extra: Any) -> Any:
         """Call the asset's function with its inputs, the context and ``extra`` arguments.
 
-        Async functions are awaited on the loop; plain ones run in a worker thread.
+        Async functions are awaited on the loop; plain ones run in a worker thread (which is
+        abandoned, left to finish in the background, when the attempt's timeout passes).
 
         :param context: the context to pass (default: the invocation's)
         :param extra: arguments for reserved parameters, such as ``item=``
@@ -152,6 +152,6 @@ class Invocation:
         try:
             if self.asset.is_async:
                 return await self.asset.fn(**kwargs)
-            return await anyio.to_thread.run_sync(functools.partial(self.asset.fn, **kwargs))
+            return await run_in_thread(functools.partial(self.asset.fn, **kwargs))
         finally:
             _current.reset(token)

@@ -8,7 +8,7 @@ storage and events are applied the same way to every kind.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, cast
 import anyio
 
 from .assets import AssetDef, SkipAsset
+from .canonical_keys import canonical_partition
 from .context import Context, Resources
+from .deadline import call_with_timeout
 from .errors import (
     AssetExecutionError,
     AssetTimeoutError,
@@ -43,6 +45,7 @@ from .protocols import IOContext
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
 from .scheduling import run_ready_queue
+from .versions import data_version
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -54,16 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["Run", "data_version"]
 
 _cancelled = anyio.get_cancelled_exc_class
-
-
-def data_version(code_version: str, partition: str | None, inputs: Mapping[str, str]) -> str:
-    """The version of a value computed by ``code_version`` for ``partition`` from ``inputs``."""
-    digest = hashlib.blake2b(digest_size=10)
-    digest.update(code_version.encode())
-    digest.update(b"\x00" + (partition or "").encode())
-    for name in sorted(inputs):
-        digest.update(b"\x00" + name.encode() + b"=" + inputs[name].encode())
-    return digest.hexdigest()
 
 
 def _error_text(error: BaseException) -> str:
@@ -193,7 +186,7 @@ class Run:
     async def materialize(self, names: Iterable[str]) -> dict[str, AssetOutcome]:
         """Materialize ``names`` with their upstream inside this run (see ``RunHandle``)."""
         wanted = self._pipeline.resolve(list(names))
-        closure = self._pipeline.upstream(wanted, scheduled_only=True)
+        closure = self._pipeline.upstream(wanted, include_self=True, scheduled_only=True)
         self._preflight(closure)
         await self._schedule(closure)
         outcomes: dict[str, AssetOutcome] = {}
@@ -214,9 +207,14 @@ class Run:
         """Run the selection to the end and return the result (raising is the caller's)."""
         runtime = self._runtime
         if self._with_deps:
-            closure = self._pipeline.upstream(self._selection, scheduled_only=True)
+            closure = self._pipeline.upstream(
+                self._selection, include_self=True, scheduled_only=True
+            )
         else:
             closure = list(self._selection)
+        self._partition = canonical_partition(
+            map(self._pipeline.__getitem__, closure), self._partition
+        )
         self._preflight(closure)
         started = perf_counter()
         run, created = await runtime.store.create_run(
@@ -634,20 +632,22 @@ class Run:
                     )
                 )
             invocation = Invocation(asset_def, context, inputs, self, versions)
+            work = (
+                invocation.call
+                if coordinator is None
+                else functools.partial(coordinator.execute, invocation)
+            )
             try:
                 if timeout is None:
-                    if coordinator is None:
-                        value = await invocation.call()
-                    else:
-                        value = await coordinator.execute(invocation)
+                    value = await work()
                 else:
-                    with anyio.move_on_after(timeout) as scope:
-                        if coordinator is None:
-                            value = await invocation.call()
-                        else:
-                            value = await coordinator.execute(invocation)
-                    if scope.cancelled_caught:
-                        raise AssetTimeoutError(name, partition, self._run_id, attempt, timeout)
+                    value = await call_with_timeout(
+                        timeout,
+                        work,
+                        functools.partial(
+                            AssetTimeoutError, name, partition, self._run_id, attempt, timeout
+                        ),
+                    )
             except _cancelled():
                 with anyio.CancelScope(shield=True):
                     await runtime.store.save_record(
@@ -765,8 +765,10 @@ class Run:
                 started_at=now,
                 code_version=asset_def.code_version,
             )
+        # A skip produced no value: no attempt counts (a routed-away asset never ran).
+        meta = dict(metadata or {})
         record = record.replace(
-            status=Status.SKIPPED, ended_at=now, error=reason, metadata=dict(metadata or {})
+            status=Status.SKIPPED, attempts=0, ended_at=now, error=reason, metadata=meta
         )
         await self._runtime.store.save_record(record)
         if self._sinks:

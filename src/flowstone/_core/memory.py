@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import ValueNotFoundError
-from .events import AssetFailed, AssetRetried, AssetSkipped, Event, RunFinished
+from .events import Event
 from .records import GateRecord, GateStatus, MaterializationRecord, RunRecord, RunStatus, Status
 from .values import check_storable
 
@@ -214,27 +214,19 @@ class MemoryEventSink:
 
 
 class LoggingSink:
-    """Logs failures, retries, skips and run ends to the ``flowstone`` logger."""
+    """Logs events to the ``flowstone`` logger, each at the level its event gives.
+
+    Failures at ``ERROR``, retries (and a plugin's failed items, such as a scatter's) at
+    ``WARNING``, skips and run ends at ``INFO``, and everything else (runs and attempts
+    starting, assets succeeding, progress) at ``DEBUG``; see :meth:`Event.log_entry
+    <flowstone.events.Event.log_entry>`.
+    """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("flowstone")
 
     def emit(self, event: Event) -> None:
-        """Log the event if it is worth a line."""
-        match event:
-            case AssetFailed(asset=asset, error=error, attempt=attempt):
-                self.logger.error("asset %s failed on attempt %d: %r", asset, attempt, error)
-            case AssetRetried(asset=asset, attempt=attempt, delay=delay, error=error):
-                self.logger.warning(
-                    "asset %s attempt %d failed (%r); retrying in %.2fs",
-                    asset,
-                    attempt,
-                    error,
-                    delay,
-                )
-            case AssetSkipped(asset=asset, reason=reason):
-                self.logger.info("asset %s skipped: %s", asset, reason)
-            case RunFinished(run_id=run_id, status=status, duration=duration):
-                self.logger.info("run %s %s in %.3fs", run_id, status, duration)
-            case _:
-                pass
+        """Log the event, if its level is enabled."""
+        level, message, args = event.log_entry()
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, message, *args)

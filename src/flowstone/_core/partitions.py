@@ -317,6 +317,9 @@ class TimeWindowPartitions(ABC):
     def range(self, start_key: str, end_key: str, *, asset: str | None = None) -> list[str]:
         """Return the keys from ``start_key`` to ``end_key``, both included.
 
+        Unlike the definition's ``end=`` (exclusive), ``end_key`` is a key of the range:
+        ``range("2025-01-01", "2025-01-31")`` is the 31 days of January.
+
         :param start_key: the first key
         :param end_key: the last key
         :param asset: the asset the keys are for, named in errors

@@ -11,7 +11,14 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from .assets import AssetDef
-from .errors import CycleError, DuplicateAssetError, SelectionError, UnknownDependencyError
+from .errors import (
+    ConfigurationError,
+    CycleError,
+    DefinitionError,
+    DuplicateAssetError,
+    SelectionError,
+    UnknownDependencyError,
+)
 
 __all__ = ["AssetsLike", "Pipeline", "Selection", "as_pipeline"]
 
@@ -19,6 +26,11 @@ __all__ = ["AssetsLike", "Pipeline", "Selection", "as_pipeline"]
 def _suggest(name: str, names: Iterable[str]) -> str | None:
     matches = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
     return matches[0] if matches else None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _assets_of_module(module: types.ModuleType) -> list[AssetDef[..., Any]]:
@@ -36,6 +48,7 @@ class Pipeline:
     :raises UnknownDependencyError: an asset depends on a name no asset has
     :raises DuplicateAssetError: two different assets share a name
     :raises CycleError: the dependencies form a cycle
+    :raises DefinitionError: something given is not an asset or a module
     """
 
     def __init__(
@@ -47,16 +60,26 @@ class Pipeline:
         name: str | None = None,
     ) -> None:
         items: Iterable[AssetDef[..., Any] | types.ModuleType]
+        given: object = assets
         if isinstance(assets, AssetDef | types.ModuleType):
             items = [assets]
+        elif isinstance(given, str | bytes) or not isinstance(given, Iterable):
+            raise DefinitionError(
+                f"Pipeline takes assets, modules or a list of them, not {_shown(assets)}"
+            )
         else:
             items = cast("Iterable[AssetDef[..., Any] | types.ModuleType]", assets)
+        if name is not None and (not isinstance(name, str) or not name):
+            raise DefinitionError(f"Pipeline(name=...) must be a non-empty str, not {_shown(name)}")
         by_name: dict[str, AssetDef[..., Any]] = {}
         for item in items:
             defs = _assets_of_module(item) if isinstance(item, types.ModuleType) else [item]
             for asset_def in defs:
                 if not isinstance(asset_def, AssetDef):
-                    raise TypeError(f"Pipeline takes assets or modules, got {asset_def!r}")
+                    raise DefinitionError(
+                        f"Pipeline takes assets (made with @fs.asset) or modules, "
+                        f"got {_shown(asset_def)}"
+                    )
                 existing = by_name.get(asset_def.name)
                 if existing is not None and existing is not asset_def:
                     raise DuplicateAssetError(asset_def.name)
@@ -170,23 +193,37 @@ class Pipeline:
         """Asset names from a selection: ``None`` (all), a name, an asset, or several.
 
         :raises SelectionError: a name is not in the pipeline
+        :raises ConfigurationError: ``select`` is neither names nor assets
         """
         if select is None:
             return list(self._order)
-        items = [select] if isinstance(select, str | AssetDef) else list(select)
+        if isinstance(select, str | AssetDef):
+            items = [select]
+        elif isinstance(select, bytes) or not isinstance(select, Iterable):
+            raise ConfigurationError(
+                f"select= takes asset names or assets (or a list of them), not {_shown(select)}"
+            )
+        else:
+            items = list(select)
         names: list[str] = []
         for item in items:
             name = item.name if isinstance(item, AssetDef) else item
             if not isinstance(name, str):
-                raise TypeError(f"select takes asset names or assets, got {item!r}")
+                raise ConfigurationError(f"select= takes asset names or assets, got {_shown(item)}")
             self[name]  # raises SelectionError with a suggestion
             names.append(name)
         return list(dict.fromkeys(names))
 
     def upstream(
-        self, select: Any, *, include_self: bool = True, scheduled_only: bool = False
+        self, select: Any, *, include_self: bool = False, scheduled_only: bool = False
     ) -> list[str]:
-        """The selected assets and everything they depend on, in dependency order."""
+        """Everything the selected assets depend on, in dependency order.
+
+        :param include_self: also list the selected assets themselves (after their
+            upstream); a selected asset upstream of another selected one is listed anyway
+        :param scheduled_only: follow only the dependencies a run schedules first (not the
+            ones a coordinator materializes itself)
+        """
         wanted: set[str] = set()
         stack = self.resolve(select)
         if include_self:
@@ -204,8 +241,12 @@ class Pipeline:
                     stack.append(dep)
         return sorted(wanted, key=self._index.__getitem__)
 
-    def downstream(self, select: Any, *, include_self: bool = True) -> list[str]:
-        """The selected assets and everything that depends on them, in dependency order."""
+    def downstream(self, select: Any, *, include_self: bool = False) -> list[str]:
+        """Everything that depends on the selected assets, in dependency order.
+
+        :param include_self: also list the selected assets themselves (before their
+            downstream); a selected asset downstream of another selected one is listed anyway
+        """
         start = self.resolve(select)
         wanted: set[str] = set(start) if include_self else set()
         stack = list(start)
@@ -222,7 +263,7 @@ class Pipeline:
 
     def subset(self, select: Any, *, with_deps: bool = True, name: str | None = None) -> Pipeline:
         """A pipeline of the selected assets (and their upstream, by default)."""
-        names = self.upstream(select) if with_deps else self.resolve(select)
+        names = self.upstream(select, include_self=True) if with_deps else self.resolve(select)
         return Pipeline([self._assets[n] for n in names], name=name or self.name)
 
     # -- display ---------------------------------------------------------------------

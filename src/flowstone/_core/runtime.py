@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
@@ -18,9 +17,11 @@ from anyio.lowlevel import RunVar
 
 from .assets import AssetDef
 from .backfill import BackfillResult, backfill_with
+from .canonical_keys import canonical_partition, check_stored_unpartitioned, partition_for
 from .context import Resources
-from .errors import ConfigurationError, RuntimeStateError, SelectionError
-from .materializer import Run, data_version
+from .errors import ConfigurationError, RuntimeStateError, SelectionError, ValueNotFoundError
+from .loop_watch import DEFAULT_THRESHOLD, loop_watch
+from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
 from .pipeline import Pipeline, as_pipeline
 from .protocols import (
@@ -33,6 +34,8 @@ from .protocols import (
     MaterializationStore,
 )
 from .registry import BUILTIN_COORDINATORS, BUILTIN_IO_MANAGERS, Registry
+from .runtime_options import check_runtime_options
+from .status import AssetState, asset_states
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -51,26 +54,6 @@ _log = logging.getLogger("flowstone")
 def new_run_id() -> str:
     """A new, time-sortable run id: ``20250102T030405-1a2b3c4d``."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
-
-
-@dataclass(frozen=True, slots=True)
-class AssetState:
-    """Whether an asset's stored value is current.
-
-    :ivar state: ``"current"`` (stored and up to date), ``"stale"`` (stored, but its code or
-        an input changed since) or ``"missing"`` (never materialized, or invalidated)
-    :ivar record: the latest succeeded record, if any
-    """
-
-    asset: str
-    partition: str | None
-    state: str
-    record: MaterializationRecord | None = None
-
-    @property
-    def current(self) -> bool:
-        """Whether the stored value is up to date."""
-        return self.state == "current"
 
 
 def _is_async_cm(obj: object) -> bool:
@@ -99,6 +82,10 @@ class Runtime:
     :param plugins: further objects with an ``install(runtime)`` method
     :param pipelines: named pipelines this runtime knows, so that :meth:`resume` finds a
         run's pipeline by the name its record keeps (see :meth:`register`)
+    :param loop_block_warning: seconds an ``async def`` asset may hold the event loop (a
+        blocking call inside it) before one warning names it (default 0.5); ``None`` never
+        warns
+    :raises ConfigurationError: an argument cannot work (naming it)
     """
 
     def __init__(
@@ -115,9 +102,24 @@ class Runtime:
         max_concurrent: int | None = None,
         plugins: Sequence[object] = (),
         pipelines: Iterable[Pipeline] = (),
+        loop_block_warning: float | None = DEFAULT_THRESHOLD,
     ) -> None:
-        if max_concurrent is not None and max_concurrent < 1:
-            raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
+        check_runtime_options(
+            store=store,
+            io_managers=io_managers,
+            default_io_manager=default_io_manager,
+            resources=resources,
+            event_sinks=event_sinks,
+            coordinators=coordinators,
+            item_readers=item_readers,
+            gate_store=gate_store,
+            max_concurrent=max_concurrent,
+            plugins=plugins,
+            loop_block_warning=loop_block_warning,
+        )
+        #: Seconds an ``async def`` asset may hold the event loop before one warning names
+        #: it (``None``: never warn); see :mod:`flowstone._core.loop_watch`.
+        self.loop_block_warning = loop_block_warning
         self.store: MaterializationStore = store if store is not None else MemoryStore()
         self.gate_store: GateStore = gate_store if gate_store is not None else MemoryGateStore()
         self.io_managers: Registry[IOManager] = Registry(
@@ -383,11 +385,16 @@ class Runtime:
                 resources=run_resources,
                 max_concurrent=max_concurrent,
             )
-            if self._limiter is not None:
-                async with self._limiter:
+            threshold = self.loop_block_warning
+            watched = None if threshold is None else loop_watch.start(self, pipeline, threshold)
+            try:
+                if self._limiter is not None:
+                    async with self._limiter:
+                        result = await run.execute()
+                else:
                     result = await run.execute()
-            else:
-                result = await run.execute()
+            finally:
+                loop_watch.stop(watched)
         if raise_on_error and not result.ok:
             for name in pipeline.order:
                 error = result.errors.get(name)
@@ -464,6 +471,29 @@ class Runtime:
             resources=resources,
         )
 
+    def _definition(self, asset: AssetDef[..., Any] | str) -> AssetDef[..., Any] | None:
+        if isinstance(asset, AssetDef):
+            return asset
+        return self._known_assets.get(asset)
+
+    def _io_context(
+        self,
+        asset: AssetDef[..., Any] | str,
+        partition: str | None,
+        options: Mapping[str, Any] | None = None,
+    ) -> IOContext:
+        """Where ``asset``'s value for ``partition`` is, with the key made canonical."""
+        name = asset.name if isinstance(asset, AssetDef) else asset
+        definition = self._definition(asset)
+        return IOContext(
+            name,
+            partition_for(definition, partition),
+            None,
+            definition.metadata if definition is not None else {},
+            definition,
+            options if options is not None else {},
+        )
+
     async def load(
         self,
         asset: AssetDef[..., Any] | str,
@@ -471,31 +501,35 @@ class Runtime:
         *,
         options: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Load the stored value of ``asset`` (and ``partition``).
+        """Load the stored value of ``asset`` (and ``partition``, made canonical).
 
         :param options: passed to the IO manager's ``load`` as ``IOContext.options``, e.g.
             ``{"columns": ["id"]}`` for the ``parquet`` IO manager
         :raises ValueNotFoundError: nothing is stored
+        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
+            invalid
         """
         await self._ready()
-        name = asset.name if isinstance(asset, AssetDef) else asset
-        definition = asset if isinstance(asset, AssetDef) else self._known_assets.get(name)
-        return await self.io_manager_for(asset).load(
-            IOContext(
-                name,
-                partition,
-                None,
-                definition.metadata if definition is not None else {},
-                definition,
-                options if options is not None else {},
-            )
-        )
+        context = self._io_context(asset, partition, options)
+        io = self.io_manager_for(asset)
+        try:
+            return await io.load(context)
+        except ValueNotFoundError:
+            if partition is None and context.definition is None:
+                await check_stored_unpartitioned(io, context.asset)
+            raise
 
     async def exists(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> bool:
-        """Whether a value of ``asset`` (and ``partition``) is stored."""
+        """Whether a value of ``asset`` (and ``partition``, made canonical) is stored.
+
+        An invalidated value is still stored (``status`` calls it ``"stale"``).
+
+        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
+            invalid
+        """
         await self._ready()
-        name = asset.name if isinstance(asset, AssetDef) else asset
-        return await self.io_manager_for(asset).exists(IOContext(name, partition))
+        context = self._io_context(asset, partition)
+        return await self.io_manager_for(asset).exists(context)
 
     async def invalidate(
         self,
@@ -506,61 +540,56 @@ class Runtime:
     ) -> list[str]:
         """Mark the stored value of ``asset`` not current, so the next run recomputes it.
 
-        The value stays loadable until it is replaced.
+        The value stays stored and loadable until it is replaced: ``exists`` stays true and
+        ``status`` says ``"stale"``.
 
+        :param partition: the partition (made canonical); downstream assets that are not
+            partitioned are invalidated as a whole
         :param downstream: a pipeline; its assets downstream of ``asset`` are invalidated too
         :return: the invalidated asset names
+        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
+            invalid
         """
         await self._ready()
         name = asset.name if isinstance(asset, AssetDef) else asset
-        names = downstream.downstream(name) if downstream is not None else [name]
+        if downstream is None:
+            await self.store.invalidate(name, partition_for(self._definition(asset), partition))
+            return [name]
+        names = downstream.downstream(name, include_self=True)
+        partition_for(downstream[name], partition)  # a partitioned asset needs its key
+        key = canonical_partition((downstream[n] for n in names), partition)
         for each in names:
-            await self.store.invalidate(each, partition)
+            part = key if downstream[each].partitions is not None else None
+            await self.store.invalidate(each, part)
         return names
 
     async def status(self, assets: Any, partition: str | None = None) -> dict[str, AssetState]:
         """Whether each asset's stored value is current, stale or missing.
 
+        The rules are the materializer's: a value is current when a run would reuse it. An
+        optional input the value was not computed from (a router's unchosen branch) does not
+        make it stale.
+
         :param assets: a pipeline, assets or modules
-        :param partition: the partition key for partitioned assets
+        :param partition: the partition key for partitioned assets (made canonical)
+        :raises PartitionError: the key is not valid for a partitioned asset
         """
         await self._ready()
         pipeline = as_pipeline(assets)
-        expected: dict[str, str] = {}
-        states: dict[str, AssetState] = {}
-        for name in pipeline.order:
-            asset_def = pipeline[name]
-            part = partition if asset_def.partitions is not None else None
-            record = await self.store.latest(name, part)
-            inputs = {d: expected[d] for d in asset_def.deps if d in expected}
-            if not asset_def.owned_deps:
-                version = data_version(asset_def.code_version, part, inputs)
-            elif record is not None and all(
-                record.input_versions.get(d) == v for d, v in inputs.items()
-            ):
-                version = record.data_version or ""
-            else:
-                version = data_version(asset_def.code_version, part, inputs)
-            if record is None:
-                state = "missing"
-                expected[name] = version
-            elif record.data_version == version and all(
-                states[d].current for d in asset_def.deps if d in states
-            ):
-                state = "current"
-                expected[name] = version
-            else:
-                state = "stale"
-                expected[name] = version
-            states[name] = AssetState(name, part, state, record)
-        return states
+        return await asset_states(self, pipeline, canonical_partition(pipeline, partition))
 
     async def history(
         self, asset: AssetDef[..., Any] | str, partition: str | None = None, *, limit: int = 100
     ) -> list[MaterializationRecord]:
-        """The materialization records of ``asset``, newest first."""
+        """The materialization records of ``asset``, newest first.
+
+        :param partition: one partition (made canonical), or ``None`` for all of them
+        :raises PartitionError: ``partition`` is not valid for the asset
+        """
         await self._ready()
         name = asset.name if isinstance(asset, AssetDef) else asset
+        if partition is not None:
+            partition = partition_for(self._definition(asset), partition) or partition
         return await self.store.history(name, partition, limit=limit)
 
     def pipeline(self, name: str) -> Pipeline:

@@ -11,6 +11,7 @@ import pytest
 
 import flowstone as fs
 from flowstone.ext.postgres import PostgresStore
+from flowstone.ext.routing import choice, routed_from, router
 
 pytestmark = pytest.mark.postgres
 
@@ -221,7 +222,7 @@ async def test_partitioned_assets_keep_partitions_apart(pg_runtime: fs.Runtime) 
     assert await io.list_partitions("day") == ["2025-01-01", "2025-01-02"]
     await pg_runtime.invalidate("day", "2025-01-01")
     states = await pg_runtime.status([day], partition="2025-01-01")
-    assert states["day"].state == "missing"
+    assert states["day"].state == "stale"  # still stored, no longer current
 
 
 async def test_runtime_metadata_lands_in_the_record(pg_runtime: fs.Runtime) -> None:
@@ -233,3 +234,33 @@ async def test_runtime_metadata_lands_in_the_record(pg_runtime: fs.Runtime) -> N
     result = await pg_runtime.materialize([described])
     (record,) = await pg_runtime.store.get_records(result.run_id)
     assert record.metadata == {"rows": 3, "source": {"kind": "api"}}
+
+
+async def test_a_routed_join_reads_current_from_postgres(pg_runtime: fs.Runtime) -> None:
+    @fs.asset
+    @router(choice("left", when=lambda deps: True), default="right")
+    async def pick() -> None: ...
+
+    @fs.asset
+    @routed_from("pick")
+    async def left() -> str:
+        return "l"
+
+    @fs.asset
+    @routed_from("pick")
+    async def right() -> str:
+        return "r"
+
+    @fs.asset(optional_deps=["left", "right"])
+    async def joined(left: str | None = None, right: str | None = None) -> str | None:
+        return left or right
+
+    pipeline = fs.Pipeline([pick, left, right, joined])
+    await pg_runtime.materialize(pipeline)
+    states = await pg_runtime.status(pipeline)
+    assert {n: s.state for n, s in states.items()} == {
+        "pick": "current",
+        "left": "current",
+        "right": "skipped",
+        "joined": "current",
+    }

@@ -495,3 +495,67 @@ async def test_result_html_shows_the_path(flowstone_runtime: fs.Runtime) -> None
     result = await flowstone_runtime.materialize(region_pipeline("grid"))
     html = result._repr_html_()
     assert "by_name" in html and "router &#x27;pick_region&#x27; chose &#x27;by_grid&#x27;" in html
+
+
+async def test_a_routed_join_is_current_and_the_unchosen_branch_skipped(
+    flowstone_runtime: fs.Runtime,
+) -> None:
+    pipeline = region_pipeline("grid")
+    await flowstone_runtime.materialize(pipeline)
+    states = await flowstone_runtime.status(pipeline)
+    assert {n: s.state for n, s in states.items()} == {
+        "query": "current",
+        "pick_region": "current",
+        "by_grid": "current",
+        "by_name": "skipped",  # not chosen: a run now would skip it again
+        "grid_detail": "current",
+        "region": "current",
+    }
+    skipped = await flowstone_runtime.materialize(pipeline, "by_name")
+    assert skipped.records["by_name"].attempts == 0  # skipped: the function never ran
+
+
+async def test_a_backfill_of_a_routed_pipeline_skips_current_partitions(
+    flowstone_runtime: fs.Runtime,
+) -> None:
+    calls: list[str] = []
+    days = fs.StaticPartitions(["north", "south"])
+
+    @fs.asset(partitions=days)
+    async def query(ctx: fs.Context) -> dict[str, Any]:
+        calls.append(f"query {ctx.partition}")
+        return {"kind": "grid" if ctx.partition == "north" else "name"}
+
+    @fs.asset(partitions=days)
+    @router(choice("by_grid", when=lambda deps: deps["query"]["kind"] == "grid"), default="by_name")
+    async def pick_region(query: dict[str, Any]) -> None: ...
+
+    @fs.asset(partitions=days)
+    @routed_from("pick_region")
+    async def by_grid(query: dict[str, Any]) -> str:
+        return "grid-cell"
+
+    @fs.asset(partitions=days)
+    @routed_from("pick_region")
+    async def by_name(query: dict[str, Any]) -> str:
+        return "named"
+
+    @fs.asset(partitions=days)
+    async def named_detail(by_name: str) -> str:
+        return by_name.upper()
+
+    @fs.asset(partitions=days, optional_deps=["by_grid", "by_name"])
+    async def region(by_grid: str | None = None, by_name: str | None = None) -> str | None:
+        return by_grid or by_name
+
+    pipeline = fs.Pipeline([query, pick_region, by_grid, by_name, named_detail, region])
+    first = await flowstone_runtime.backfill(pipeline, partitions=days)
+    assert first.ok and sorted(calls) == ["query north", "query south"]
+    again = await flowstone_runtime.backfill(pipeline, partitions=days)
+    assert {k: o.status for k, o in again.outcomes.items()} == {
+        "north": "skipped",
+        "south": "skipped",
+    }
+    assert sorted(calls) == ["query north", "query south"]
+    joined = await flowstone_runtime.backfill(pipeline, "region", partitions=days)
+    assert {o.status for o in joined.outcomes.values()} == {"skipped"}

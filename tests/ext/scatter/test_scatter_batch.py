@@ -13,6 +13,7 @@ import flowstone as fs
 from flowstone.ext.scatter import (
     Batch,
     BatchResultError,
+    InvalidBatchError,
     ScatterFailureThresholdExceeded,
     scatter,
     scatter_map,
@@ -201,3 +202,25 @@ async def test_batch_concurrency_is_bounded() -> None:
 def test_invalid_batch_options(options: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         Batch(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({}, "max_items"),
+        ({"max_items": 0}, "max_items"),
+        ({"max_items": True}, "max_items"),
+        ({"max_items": "3"}, "max_items"),
+        ({"max_bytes": -1, "size": len}, "max_bytes"),
+        ({"max_bytes": 10}, "size"),
+        ({"max_items": 2, "size": 4}, "size"),
+        ({"max_items": 2, "batch_fn": [1]}, "batch_fn"),
+        ({"max_items": 2, "on_item_error": ["collect_errors"]}, "on_item_error"),
+    ],
+)
+def test_invalid_batch_options_are_definition_errors_naming_the_option(
+    options: dict[str, Any], option: str
+) -> None:
+    with pytest.raises(fs.DefinitionError, match=option) as info:
+        Batch(**options)
+    assert isinstance(info.value, InvalidBatchError) and info.value.option == option

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -237,6 +238,24 @@ async def test_events_go_to_the_sinks() -> None:
     (finished,) = sink.of_type(ScatterFinished)
     assert finished.status == "succeeded"  # type: ignore[attr-defined]
     assert (finished.succeeded, finished.failed) == (5, 1)  # type: ignore[attr-defined]
+
+
+async def test_the_logging_sink_logs_failed_items(caplog: pytest.LogCaptureFixture) -> None:
+    @fs.asset
+    @scatter(items=lambda deps: range(4), tolerated_failure=1)
+    async def logged(item: int) -> int:
+        if item == 2:
+            raise ValueError("two")
+        return item
+
+    with caplog.at_level(logging.WARNING, logger="flowstone"):
+        async with fs.Runtime(event_sinks=[fs.LoggingSink()]) as runtime:
+            await runtime.materialize([logged])
+    (line,) = [r for r in caplog.records if "item" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert (
+        line.getMessage() == "asset logged item '2' (#2) failed after 1 attempt(s): ValueError: two"
+    )
 
 
 async def test_no_item_events_without_sinks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -149,6 +149,8 @@ class RoutedSpec(AssetKind):
     """
 
     kind: ClassVar[str] = "routed"
+    #: Skipped exactly when its router (an input) chose another asset.
+    skips_follow_inputs: ClassVar[bool] = True
 
     router: str
 

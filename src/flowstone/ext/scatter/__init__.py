@@ -38,6 +38,7 @@ from ._decorator import scatter as scatter
 from ._engine import ScatterEngine as ScatterEngine
 from ._errors import BatchResultError as BatchResultError
 from ._errors import DuplicateScatterKeyError as DuplicateScatterKeyError
+from ._errors import InvalidBatchError as InvalidBatchError
 from ._errors import ItemTimeoutError as ItemTimeoutError
 from ._errors import ScatterFailureThresholdExceeded as ScatterFailureThresholdExceeded
 from ._events import ScatterEvent as ScatterEvent
@@ -75,6 +76,7 @@ __all__ = (
     "InProcessScatterCoordinator",
     "ItemFeed",
     "ItemRunner",
+    "InvalidBatchError",
     "ItemTimeoutError",
     "OrderedStream",
     "ScatterEngine",

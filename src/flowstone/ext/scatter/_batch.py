@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._errors import InvalidBatchError
 from ._fingerprint import callable_fingerprint
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def _positive_int(value: object, name: str) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Batch({name}=...) must be a positive int, not {value!r}")
+        raise InvalidBatchError(name, f"Batch({name}=...) must be a positive int, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,8 @@ class Batch:
         item, in order, and an exception fails every item of the batch;
         ``"collect_errors"``: the same, but an exception *instance* in the returned list
         fails only its item (retried in a smaller batch when ``retry`` allows)
-    :raises ValueError: naming the option that is invalid
+    :raises InvalidBatchError: naming the option that is invalid (a ``DefinitionError``
+        and a ``ValueError``)
     """
 
     max_items: int | None = None
@@ -69,17 +71,19 @@ class Batch:
         _positive_int(self.max_items, "max_items")
         _positive_int(self.max_bytes, "max_bytes")
         if self.max_bytes is not None and self.size is None:
-            raise ValueError(
-                "Batch(max_bytes=...) needs size=, a function that returns an item's size in bytes"
+            raise InvalidBatchError(
+                "size",
+                "Batch(max_bytes=...) needs size=, a function that returns an item's size in bytes",
             )
         for name in ("size", "group_by", "batch_fn"):
             value = getattr(self, name)
             if value is not None and not callable(value):
-                raise ValueError(f"Batch({name}=...) must be callable, not {value!r}")
-        if self.on_item_error not in _ON_ITEM_ERROR:
-            raise ValueError(
+                raise InvalidBatchError(name, f"Batch({name}=...) must be callable, not {value!r}")
+        if not isinstance(self.on_item_error, str) or self.on_item_error not in _ON_ITEM_ERROR:
+            raise InvalidBatchError(
+                "on_item_error",
                 f"Batch(on_item_error=...) must be 'fail_batch' or 'collect_errors', "
-                f"not {self.on_item_error!r}"
+                f"not {self.on_item_error!r}",
             )
         if (
             self.max_items is None
@@ -87,7 +91,9 @@ class Batch:
             and self.group_by is None
             and self.batch_fn is None
         ):
-            raise ValueError("Batch needs max_items, max_bytes, group_by or batch_fn")
+            raise InvalidBatchError(
+                "max_items", "Batch needs max_items, max_bytes, group_by or batch_fn"
+            )
 
     @property
     def collect_errors(self) -> bool:

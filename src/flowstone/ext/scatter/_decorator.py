@@ -72,7 +72,8 @@ def scatter(
         number of items per second; every attempt takes a token
     :param retry: per-item retries: a :class:`~flowstone.Retry` or a number of attempts;
         a retried item counts once
-    :param timeout: seconds one attempt of one item may take
+    :param timeout: seconds one attempt of one item may take (a plain function's worker
+        thread is abandoned at the deadline: it runs on in the background)
     :param tolerated_failure: items that may fail while the asset still succeeds: an ``int``
         count or a ``float`` fraction of the total (see ``threshold_exceeded``); past it,
         in-flight items are cancelled and the asset fails with

@@ -3,14 +3,15 @@
 ``ScatterFailureThresholdExceeded`` ends a scatter whose failed items passed
 ``tolerated_failure``; ``DuplicateScatterKeyError`` stops one whose source yields a key twice;
 ``ItemTimeoutError`` is recorded for an item attempt that ran past its ``timeout``;
-``BatchResultError`` is recorded for a batch whose function returned the wrong shape.
+``BatchResultError`` is recorded for a batch whose function returned the wrong shape;
+``InvalidBatchError`` is raised by ``Batch(...)`` for an option that cannot work.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flowstone import AssetExecutionError, ExecutionError
+from flowstone import AssetExecutionError, DefinitionError, ExecutionError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchResultError",
     "DuplicateScatterKeyError",
+    "InvalidBatchError",
     "ItemTimeoutError",
     "ScatterFailureThresholdExceeded",
 ]
@@ -128,3 +130,16 @@ class BatchResultError(ExecutionError, TypeError):
             f"batch {batch_index}: the function must return a sequence of {expected} results "
             f"(one per item, in order), got {got}"
         )
+
+
+class InvalidBatchError(DefinitionError, ValueError):
+    """A ``Batch(...)`` option is invalid; raised when the ``Batch`` is made.
+
+    :param option: the option at fault (``"max_items"``, ``"size"``, …)
+    :param reason: what is wrong with it
+    """
+
+    def __init__(self, option: str, reason: str) -> None:
+        self.option = option
+        self.reason = reason
+        super().__init__(reason)

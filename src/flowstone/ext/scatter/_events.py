@@ -7,13 +7,15 @@ is sent for every item, and is built only when the runtime has sinks.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from flowstone import Status
 from flowstone.events import AssetEvent
 
 if TYPE_CHECKING:
-    from flowstone import Status
+    from flowstone.events import LogEntry
 
 __all__ = [
     "ScatterEvent",
@@ -59,6 +61,21 @@ class ScatterItemFinished(ScatterEvent):
     status: Status
     attempts: int = 1
     error: str | None = None
+
+    def log_entry(self) -> LogEntry:
+        """``WARNING`` for a failed item (its key, position, attempts and error), else
+        ``DEBUG``."""
+        if self.status is Status.FAILED:
+            return (
+                logging.WARNING,
+                "%s item %r (#%d) failed after %d attempt(s): %s",
+                (self._where(), self.key, self.index, self.attempts, self.error),
+            )
+        return (
+            logging.DEBUG,
+            "%s item %r (#%d) %s",
+            (self._where(), self.key, self.index, self.status.value),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

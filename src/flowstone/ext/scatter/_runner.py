@@ -18,10 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.to_thread
 
 from flowstone.protocols import CURRENT_CONTEXT as _current
-from flowstone.protocols import Invocation
+from flowstone.protocols import Invocation, call_with_timeout, run_in_thread
 
 from ._batch import BatchInfo
 from ._errors import BatchResultError, ItemTimeoutError
@@ -119,7 +118,7 @@ def function_call(
         return run_async
 
     async def run_sync(key: str, item: Any, batch: BatchInfo | None) -> Any:
-        value = await anyio.to_thread.run_sync(functools.partial(fn, item), limiter=limiter)
+        value = await run_in_thread(functools.partial(fn, item), limiter=limiter)
         if inspect.isawaitable(value):  # a plain callable that returns a coroutine
             value = await value
         return value
@@ -166,17 +165,20 @@ class ItemRunner:
     async def attempt(self, key: str, item: Any, batch: BatchInfo | None = None) -> Any:
         """One attempt: take a rate token, call under the timeout.
 
+        A plain function's worker thread is abandoned at the timeout (it finishes in the
+        background; its result is discarded).
+
         :raises ItemTimeoutError: the attempt ran past the timeout
         """
         if self.limiter is not None:
             await self.limiter.acquire()
         if self.timeout is None:
             return await self.call(key, item, batch)
-        with anyio.move_on_after(self.timeout) as scope:
-            return await self.call(key, item, batch)
-        if scope.cancelled_caught:
-            raise ItemTimeoutError(key, self.timeout)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await call_with_timeout(
+            self.timeout,
+            functools.partial(self.call, key, item, batch),
+            functools.partial(ItemTimeoutError, key, self.timeout),
+        )
 
     async def _backoff(self, attempt: int) -> None:
         assert self.retry is not None

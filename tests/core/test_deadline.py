@@ -1,0 +1,70 @@
+"""Timeouts reach plain (sync) functions: the attempt fails at its deadline."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+import flowstone as fs
+
+# Long enough that an attempt waiting for the thread would clearly be too late, short
+# enough that a test which is about to fail does not hang: the event is set by then.
+_SAFETY = 10.0
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """An event a blocked worker thread waits for; set in teardown so the thread ends."""
+    event = threading.Event()
+    timer = threading.Timer(_SAFETY, event.set)
+    timer.start()
+    yield event
+    event.set()
+    timer.cancel()
+
+
+async def test_a_sync_asset_fails_at_its_timeout(
+    flowstone_runtime: fs.Runtime, release: threading.Event
+) -> None:
+    @fs.asset(timeout=0.2)
+    def blocked() -> int:
+        release.wait()
+        return 1
+
+    started = anyio.current_time()
+    with pytest.raises(fs.AssetTimeoutError, match="timed out after 0.2 s") as info:
+        await flowstone_runtime.materialize([blocked])
+    assert anyio.current_time() - started < _SAFETY / 2
+    assert info.value.asset == "blocked"
+    assert info.value.result.records["blocked"].status is fs.Status.FAILED  # type: ignore[attr-defined]
+
+
+async def test_a_timed_out_sync_attempt_is_retried(
+    flowstone_runtime: fs.Runtime, release: threading.Event
+) -> None:
+    calls = 0
+
+    @fs.asset(timeout=0.2, retry=fs.Retry(attempts=2, backoff=0))
+    def second_time_lucky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            release.wait()
+        return calls
+
+    result = await flowstone_runtime.materialize([second_time_lucky])
+    assert result["second_time_lucky"] == 2
+    assert result.records["second_time_lucky"].attempts == 2
+
+
+async def test_a_sync_asset_without_timeout_is_not_abandoned_when_it_finishes(
+    flowstone_runtime: fs.Runtime,
+) -> None:
+    @fs.asset(timeout=5)
+    def quick() -> int:
+        return 7
+
+    assert (await flowstone_runtime.materialize([quick]))["quick"] == 7
