@@ -1,0 +1,488 @@
+"""Executing one asset of a run: its inputs, reuse, attempts, storage and events.
+
+:class:`AssetExecution` is the half of :class:`~flowstone._core.materializer.Run` that
+materializes a single asset once the scheduler has started it: it gathers the inputs,
+reuses a current stored value, or calls the function (or the asset kind's coordinator)
+with retries and a timeout, stores the value and the record, and emits the events.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+
+from .assets import AssetDef, SkipAsset
+from .context import Context, Resources
+from .deadline import call_with_timeout
+from .errors import (
+    AssetExecutionError,
+    AssetTimeoutError,
+    ExecutionError,
+    MissingInputError,
+    StorageError,
+    ValueNotFoundError,
+)
+from .events import AssetFailed, AssetRetried, AssetSkipped, AssetStarted, AssetSucceeded, Event
+from .invocation import AssetOutcome, Invocation
+from .protocols import IOContext
+from .records import MaterializationRecord, Status
+from .result import _NOT_LOADED
+from .versions import data_version
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .invocation import RunHandle
+    from .pipeline import Pipeline
+    from .runtime import Runtime
+
+__all__ = ["AssetExecution", "error_text", "utc_now"]
+
+_cancelled = anyio.get_cancelled_exc_class
+
+
+def error_text(error: BaseException) -> str:
+    """How an error is written in a record: its type and message."""
+    return f"{type(error).__name__}: {error}"
+
+
+def utc_now() -> datetime:
+    """The current time, in UTC."""
+    return datetime.now(UTC)
+
+
+class AssetExecution:
+    """Materializing one asset of a run (a base of the run class, which owns the state)."""
+
+    _runtime: Runtime
+    _pipeline: Pipeline
+    _run_id: str
+    _partition: str | None
+    _force: bool
+    _selected: frozenset[str]
+    _sinks: bool
+    resources: Resources
+    _outcomes: dict[str, AssetOutcome]
+    _previous: dict[str, MaterializationRecord]
+    _begin_save: Callable[[MaterializationRecord], Awaitable[None]] | None
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to the runtime's event sinks."""
+        self._runtime.emit(event)
+
+    def _partition_of(self, asset_def: AssetDef[..., Any]) -> str | None:
+        return self._partition if asset_def.partitions is not None else None
+
+    def _release(self, name: str, outcome: AssetOutcome) -> None:
+        """Let the dependents of ``name`` start before its record is durable (the run
+        class schedules them)."""
+        raise NotImplementedError
+
+    # -- one asset -------------------------------------------------------------------
+
+    async def _materialize_asset(self, asset_def: AssetDef[..., Any]) -> AssetOutcome:
+        partition = self._partition_of(asset_def)
+        inputs: dict[str, Any] = {}
+        versions: dict[str, str] = {}
+        try:
+            for param, dep in asset_def.inputs.items():
+                present, value, version, reason = await self._input(asset_def, dep)
+                if present:
+                    inputs[param] = value
+                    versions[dep] = version
+                elif dep in asset_def.optional:
+                    inputs[param] = asset_def.defaults.get(param)
+                else:
+                    return await self._skip(asset_def, partition, reason)
+            for dep in asset_def.ordering_deps:
+                if dep not in self._pipeline:
+                    continue
+                outcome = self._outcomes.get(dep)
+                if outcome is None:
+                    present, _, version, reason = await self._input(asset_def, dep)
+                    if present:
+                        versions[dep] = version
+                    elif dep not in asset_def.optional:
+                        return await self._skip(asset_def, partition, reason)
+                elif outcome.status is not Status.SUCCEEDED and dep not in asset_def.optional:
+                    return await self._skip(
+                        asset_def, partition, f"input {dep!r} {outcome.status.value}"
+                    )
+                elif outcome.data_version is not None:
+                    versions[dep] = outcome.data_version
+        except MissingInputError as exc:
+            return await self._fail(
+                asset_def, partition, exc, attempts=0, started=utc_now(), raw=exc
+            )
+
+        version = data_version(asset_def.code_version, partition, versions)
+        reused = await self._reusable(asset_def, partition, version)
+        if reused is not None:
+            return reused
+        return await self._compute(asset_def, partition, inputs, versions, version)
+
+    async def _input(self, asset_def: AssetDef[..., Any], dep: str) -> tuple[bool, Any, str, str]:
+        """(present, value, version, reason-if-absent) of one input."""
+        outcome = self._outcomes.get(dep)
+        if outcome is not None:
+            if outcome.status is Status.SUCCEEDED:
+                if outcome.value is _NOT_LOADED:
+                    outcome.value = await self._load(self._pipeline[dep], outcome)
+                return True, outcome.value, outcome.data_version or "", ""
+            return False, None, "", f"input {dep!r} {outcome.status.value}"
+        # Not part of this run: take the current stored value.
+        if dep not in self._pipeline:
+            return False, None, "", f"input {dep!r} is not in the pipeline"
+        dep_def = self._pipeline[dep]
+        dep_partition = self._partition_of(dep_def)
+        record = await self._runtime.store.latest(dep, dep_partition)
+        if record is None:
+            if dep in asset_def.optional:
+                return False, None, "", f"input {dep!r} has no stored value"
+            raise MissingInputError(
+                asset_def.name,
+                dep,
+                dep_partition,
+                "it has never been materialized; materialize it first or use with_deps=True",
+            )
+        try:
+            value = await self._runtime.io_manager_for(dep_def).load(
+                IOContext(dep, dep_partition, self._run_id, dep_def.metadata, dep_def)
+            )
+        except ValueNotFoundError:
+            if dep in asset_def.optional:
+                return False, None, "", f"input {dep!r} has no stored value"
+            raise MissingInputError(
+                asset_def.name, dep, dep_partition, "its record exists but its value is gone"
+            ) from None
+        return True, value, record.data_version or "", ""
+
+    async def _load(self, asset_def: AssetDef[..., Any], outcome: AssetOutcome) -> Any:
+        return await self._runtime.io_manager_for(asset_def).load(
+            IOContext(
+                asset_def.name,
+                self._partition_of(asset_def),
+                self._run_id,
+                asset_def.metadata,
+                asset_def,
+            )
+        )
+
+    async def _reusable(
+        self, asset_def: AssetDef[..., Any], partition: str | None, version: str
+    ) -> AssetOutcome | None:
+        """A current stored value is reused: by a resumed run, or for an upstream asset."""
+        if self._force:
+            return None
+        previous = self._previous.get(asset_def.name)
+        if asset_def.owned_deps:
+            # Its value depends on assets it materializes itself: only a resumed run that
+            # finished it with the same code reuses it (its branches are reused if current).
+            if previous is None or previous.code_version != asset_def.code_version:
+                return None
+            version = previous.data_version or version
+        elif previous is None or previous.data_version != version:
+            if asset_def.name in self._selected:
+                return None
+            previous = await self._runtime.store.latest(asset_def.name, partition)
+            if previous is None or previous.data_version != version:
+                return None
+        io = self._runtime.io_manager_for(asset_def)
+        if not await io.exists(
+            IOContext(asset_def.name, partition, self._run_id, asset_def.metadata, asset_def)
+        ):
+            return None
+        now = utc_now()
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=asset_def.name,
+            partition=partition,
+            status=Status.SUCCEEDED,
+            attempts=0,
+            started_at=now,
+            ended_at=now,
+            metadata=previous.metadata,
+            code_version=asset_def.code_version,
+            data_version=version,
+            input_versions=previous.input_versions,
+            io_manager=previous.io_manager,
+            reused=True,
+        )
+        if previous.run_id == self._run_id:
+            record = previous.replace(reused=True)
+        outcome = AssetOutcome(
+            asset_def.name, Status.SUCCEEDED, _NOT_LOADED, record=record, data_version=version
+        )
+        if previous.run_id != self._run_id:
+            await self._save_succeeded(asset_def.name, record, outcome)
+        if self._sinks:
+            self.emit(
+                AssetSucceeded(
+                    run_id=self._run_id, asset=asset_def.name, partition=partition, reused=True
+                )
+            )
+        return outcome
+
+    async def _save_succeeded(
+        self, name: str, record: MaterializationRecord, outcome: AssetOutcome
+    ) -> None:
+        """Save a succeeded record; with a store that writes behind the run, the asset's
+        dependents start while it is written (it counts as succeeded once it is durable)."""
+        begin = self._begin_save
+        if begin is None:
+            await self._runtime.store.save_record(record)
+            return
+        durable = begin(record)
+        self._release(name, outcome)
+        await durable
+
+    async def _compute(
+        self,
+        asset_def: AssetDef[..., Any],
+        partition: str | None,
+        inputs: dict[str, Any],
+        versions: dict[str, str],
+        version: str,
+    ) -> AssetOutcome:
+        runtime = self._runtime
+        name = asset_def.name
+        kind = asset_def.kind
+        coordinator = None if kind == "asset" else runtime.coordinators.get(kind)
+        retry = asset_def.retry
+        timeout = asset_def.timeout
+        started = utc_now()
+        io_name = asset_def.io_manager or runtime.default_io_manager
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=name,
+            partition=partition,
+            status=Status.RUNNING,
+            attempts=1,
+            started_at=started,
+            code_version=asset_def.code_version,
+            data_version=version,
+            input_versions=versions,
+            io_manager=io_name,
+        )
+        await runtime.store.save_record(record)
+        metadata: dict[str, Any] = {}
+        attempt = 1
+        while True:
+            context = Context(
+                asset=name,
+                partition=partition,
+                run_id=self._run_id,
+                attempt=attempt,
+                resources=self.resources,
+                runtime=runtime,
+                metadata=metadata,
+            )
+            if self._sinks:
+                self.emit(
+                    AssetStarted(
+                        run_id=self._run_id,
+                        asset=name,
+                        partition=partition,
+                        attempt=attempt,
+                        kind=kind,
+                    )
+                )
+            # The run class, whose half this is, is the coordinators' RunHandle.
+            run = cast("RunHandle", self)
+            invocation = Invocation(asset_def, context, inputs, run, versions)
+            work = (
+                invocation.call
+                if coordinator is None
+                else functools.partial(coordinator.execute, invocation)
+            )
+            try:
+                if timeout is None:
+                    value = await work()
+                else:
+                    value = await call_with_timeout(
+                        timeout,
+                        work,
+                        functools.partial(
+                            AssetTimeoutError, name, partition, self._run_id, attempt, timeout
+                        ),
+                    )
+            except _cancelled():
+                with anyio.CancelScope(shield=True):
+                    await runtime.store.save_record(
+                        record.replace(
+                            status=Status.SKIPPED,
+                            attempts=attempt,
+                            ended_at=utc_now(),
+                            error="cancelled",
+                            metadata=dict(metadata),
+                        )
+                    )
+                raise
+            except SkipAsset as skip:
+                return await self._skip(
+                    asset_def, partition, skip.reason, record=record, metadata=metadata
+                )
+            except Exception as exc:
+                if retry.should_retry(exc, attempt):
+                    delay = retry.delay(attempt)
+                    if self._sinks:
+                        self.emit(
+                            AssetRetried(
+                                run_id=self._run_id,
+                                asset=name,
+                                partition=partition,
+                                error=exc,
+                                attempt=attempt,
+                                delay=delay,
+                            )
+                        )
+                    if delay > 0 and math.isfinite(delay):
+                        await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                return await self._fail(
+                    asset_def, partition, exc, attempt, started, metadata=metadata
+                )
+            break
+
+        if asset_def.owned_deps:
+            # The value also depends on what the coordinator materialized itself.
+            for dep in asset_def.owned_deps:
+                owned = self._outcomes.get(dep)
+                if owned is not None and owned.data_version is not None:
+                    versions[dep] = owned.data_version
+            version = data_version(asset_def.code_version, partition, versions)
+        try:
+            stored = await runtime.io_manager_for(asset_def).store(
+                IOContext(name, partition, self._run_id, asset_def.metadata, asset_def), value
+            )
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, StorageError)
+                else StorageError(
+                    f"asset {name!r}: IO manager {io_name!r} could not store the value: {error_text(exc)}"
+                )
+            )
+            if error is not exc:
+                error.__cause__ = exc
+            return await self._fail(
+                asset_def, partition, error, attempt, started, metadata=metadata
+            )
+        ended = utc_now()
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=name,
+            partition=partition,
+            status=Status.SUCCEEDED,
+            attempts=attempt,
+            started_at=started,
+            ended_at=ended,
+            metadata={**stored, **metadata} if isinstance(stored, Mapping) else dict(metadata),
+            code_version=asset_def.code_version,
+            data_version=version,
+            input_versions=versions,
+            io_manager=io_name,
+        )
+        # An iterator was read by storing it: dependents load what was stored.
+        kept = _NOT_LOADED if isinstance(value, Iterator) else value
+        outcome = AssetOutcome(name, Status.SUCCEEDED, kept, record=record, data_version=version)
+        try:
+            await self._save_succeeded(name, record, outcome)
+        except StorageError as exc:  # its record (or value) did not land: it failed
+            return await self._fail(asset_def, partition, exc, attempt, started, metadata=metadata)
+        if self._sinks:
+            self.emit(
+                AssetSucceeded(
+                    run_id=self._run_id,
+                    asset=name,
+                    partition=partition,
+                    duration=(ended - started).total_seconds(),
+                    metadata=record.metadata,
+                )
+            )
+        return outcome
+
+    async def _skip(
+        self,
+        asset_def: AssetDef[..., Any],
+        partition: str | None,
+        reason: str,
+        *,
+        record: MaterializationRecord | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AssetOutcome:
+        now = utc_now()
+        if record is None:
+            record = MaterializationRecord(
+                run_id=self._run_id,
+                asset=asset_def.name,
+                partition=partition,
+                status=Status.SKIPPED,
+                attempts=0,
+                started_at=now,
+                code_version=asset_def.code_version,
+            )
+        # A skip produced no value: no attempt counts (a routed-away asset never ran).
+        meta = dict(metadata or {})
+        record = record.replace(
+            status=Status.SKIPPED, attempts=0, ended_at=now, error=reason, metadata=meta
+        )
+        await self._runtime.store.save_record(record)
+        if self._sinks:
+            self.emit(
+                AssetSkipped(
+                    run_id=self._run_id, asset=asset_def.name, partition=partition, reason=reason
+                )
+            )
+        return AssetOutcome(asset_def.name, Status.SKIPPED, reason=reason, record=record)
+
+    async def _fail(
+        self,
+        asset_def: AssetDef[..., Any],
+        partition: str | None,
+        exc: Exception,
+        attempts: int,
+        started: datetime,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        raw: ExecutionError | None = None,
+    ) -> AssetOutcome:
+        name = asset_def.name
+        if raw is not None:
+            error: ExecutionError = raw
+        elif isinstance(exc, AssetExecutionError) and exc.asset == name:
+            error = exc
+        else:
+            error = AssetExecutionError(name, partition, self._run_id, attempts, exc)
+            error.__cause__ = exc
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=name,
+            partition=partition,
+            status=Status.FAILED,
+            attempts=attempts,
+            started_at=started,
+            ended_at=utc_now(),
+            error=str(exc) if isinstance(exc, AssetExecutionError) else error_text(exc),
+            error_type=type(exc).__name__,
+            metadata=dict(metadata or {}),
+            code_version=asset_def.code_version,
+        )
+        await self._runtime.store.save_record(record)
+        if self._sinks:
+            self.emit(
+                AssetFailed(
+                    run_id=self._run_id,
+                    asset=name,
+                    partition=partition,
+                    error=error,
+                    attempt=attempts,
+                )
+            )
+        return AssetOutcome(name, Status.FAILED, error=error, record=record)
