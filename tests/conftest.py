@@ -2,7 +2,8 @@
 
 ``conftest_pg`` has the fixtures for the shared test server (``pg_dsn`` and friends);
 ``throwaway_pg`` has ``throwaway_pg``, a cluster of the suite's own for the tests that
-restart or stop a server.
+restart or stop a server; ``blocking`` has ``release``, for threads that block past a
+deadline.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import os
 from hypothesis import HealthCheck, settings
 
 pytest_plugins = [
-    name for name in ("conftest_pg", "throwaway_pg") if importlib.util.find_spec(name)
+    "blocking",
+    *(name for name in ("conftest_pg", "throwaway_pg") if importlib.util.find_spec(name)),
 ]
 
 settings.register_profile(

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import anyio
 import pytest
 
 import flowstone as fs
-
-# Long enough that an attempt waiting for the thread would clearly be too late, short
-# enough that a test which is about to fail does not hang: the event is set by then.
-_SAFETY = 10.0
-
-
-@pytest.fixture
-def release() -> Iterator[threading.Event]:
-    """An event a blocked worker thread waits for; set in teardown so the thread ends."""
-    event = threading.Event()
-    timer = threading.Timer(_SAFETY, event.set)
-    timer.start()
-    yield event
-    event.set()
-    timer.cancel()
+from blocking import SAFETY
 
 
 async def test_a_sync_asset_fails_at_its_timeout(
@@ -37,7 +22,7 @@ async def test_a_sync_asset_fails_at_its_timeout(
     started = anyio.current_time()
     with pytest.raises(fs.AssetTimeoutError, match="timed out after 0.2 s") as info:
         await flowstone_runtime.materialize([blocked])
-    assert anyio.current_time() - started < _SAFETY / 2
+    assert anyio.current_time() - started < SAFETY / 2
     assert info.value.asset == "blocked"
     assert info.value.result.records["blocked"].status is fs.Status.FAILED  # type: ignore[attr-defined]
 

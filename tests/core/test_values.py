@@ -12,25 +12,7 @@ import pytest
 import flowstone as fs
 from flowstone.protocols import IOContext, check_json, check_storable, restore_tuples, tuple_paths
 from flowstone.testing import assert_failed, assert_succeeded
-
-
-def nested(depth: int) -> list[Any]:
-    value: list[Any] = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
-
-
-def cyclic_list() -> list[Any]:
-    value: list[Any] = [1, {"k": []}]
-    value[1]["k"].append(value)
-    return value
-
-
-def cyclic_dict() -> dict[str, Any]:
-    value: dict[str, Any] = {"a": 1}
-    value["self"] = value
-    return value
+from value_samples import cyclic_dict, cyclic_list, nested
 
 
 class Opaque:

@@ -14,6 +14,7 @@ import flowstone as fs
 from flowstone.ext.postgres import PostgresIOManager, PostgresStore, TableSpec
 from flowstone.protocols import IOContext
 from flowstone.testing import assert_failed
+from value_samples import cyclic_dict, cyclic_list, nested
 
 pytestmark = pytest.mark.postgres
 
@@ -56,25 +57,6 @@ async def test_tuples_load_back_as_tuples(pg_store: PostgresStore) -> None:
     assert type(loaded["nul\x00"]) is tuple and type(loaded["big"]) is tuple
     await io.store(ctx("top"), ((1, 2), [3]))
     assert await io.load(ctx("top")) == ((1, 2), [3])
-
-
-def nested(depth: int) -> list[Any]:
-    value: list[Any] = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
-
-
-def cyclic_list() -> list[Any]:
-    value: list[Any] = [1, {"k": []}]
-    value[1]["k"].append(value)
-    return value
-
-
-def cyclic_dict() -> dict[str, Any]:
-    value: dict[str, Any] = {"a": 1}
-    value["self"] = value
-    return value
 
 
 REFUSED = [

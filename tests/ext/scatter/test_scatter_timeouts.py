@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import anyio
 import pytest
 
 import flowstone as fs
+from blocking import SAFETY
 from flowstone.ext.scatter import (
     ItemTimeoutError,
     ScatterFailureThresholdExceeded,
     scatter,
     scatter_map,
 )
-
-_SAFETY = 10.0
-
-
-@pytest.fixture
-def release() -> Iterator[threading.Event]:
-    """An event blocked item threads wait for; set in teardown so the threads end."""
-    event = threading.Event()
-    timer = threading.Timer(_SAFETY, event.set)
-    timer.start()
-    yield event
-    event.set()
-    timer.cancel()
 
 
 async def test_a_sync_item_fails_at_its_timeout_in_a_pipeline(
@@ -42,7 +29,7 @@ async def test_a_sync_item_fails_at_its_timeout_in_a_pipeline(
 
     started = anyio.current_time()
     result = await flowstone_runtime.materialize([handled])
-    assert anyio.current_time() - started < _SAFETY / 2
+    assert anyio.current_time() - started < SAFETY / 2
     assert result["handled"] == [10, 30]
     summary = result.records["handled"].metadata["scatter"]
     assert summary["failed"] == 1
@@ -70,6 +57,6 @@ async def test_scatter_map_times_out_a_sync_function(release: threading.Event) -
     started = anyio.current_time()
     with pytest.raises(ScatterFailureThresholdExceeded) as info:
         await scatter_map(stuck, [1], timeout=0.2)
-    assert anyio.current_time() - started < _SAFETY / 2
+    assert anyio.current_time() - started < SAFETY / 2
     assert isinstance(info.value, fs.AssetExecutionError)
     assert ItemTimeoutError.__name__ in info.value.first_errors[0][1]
