@@ -10,10 +10,7 @@ The children run ``scatter_child.py``; each item records its execution in the si
 
 from __future__ import annotations
 
-import json
 import random
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,62 +22,13 @@ import anyio.to_thread
 import asyncpg
 import pytest
 
+from child_process import Child, wait_until
 from conftest_pg import drop_schema
 from throwaway_pg import ThrowawayCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CHILD = Path(__file__).with_name("scatter_child.py")
-
-
-class Child:
-    """One ``scatter_child.py`` process; its output goes to files (a pipe could fill up)."""
-
-    def __init__(
-        self,
-        python: str,
-        env: dict[str, str],
-        folder: Path,
-        role: str,
-        dsn: str,
-        schema: str,
-        **options: Any,
-    ) -> None:
-        args = [python, str(CHILD), role, "--dsn", dsn, "--schema", schema]
-        for name, value in options.items():
-            if value is not None:
-                args += [f"--{name.replace('_', '-')}", str(value)]
-        stamp = f"{role}-{time.monotonic_ns()}"
-        self.out = folder / f"{stamp}.out"
-        self.err = folder / f"{stamp}.err"
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def output(self) -> str:
-        return f"stdout:\n{self.out.read_text()}\nstderr:\n{self.err.read_text()[-4000:]}"
-
-    async def finish(self, timeout: float) -> dict[str, Any]:
-        try:
-            code = await anyio.to_thread.run_sync(lambda: self.proc.wait(timeout))
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"child did not finish in {timeout} s\n{self.output()}")
-        assert code == 0, self.output()
-        lines = self.out.read_text().strip().splitlines()
-        assert lines, self.output()
-        result: dict[str, Any] = json.loads(lines[-1])
-        return result
 
 
 @pytest.fixture
@@ -100,7 +48,7 @@ async def side(pg_dsn: str, pg_schema: str) -> str:
 @pytest.fixture
 def spawn(python: str, child_env: dict[str, str], tmp_path: Path, pg_dsn: str, side: str) -> Any:
     def start(role: str, **options: Any) -> Child:
-        return Child(python, child_env, tmp_path, role, pg_dsn, side, **options)
+        return Child(python, CHILD, child_env, tmp_path, role, pg_dsn, side, **options)
 
     return start
 
@@ -115,19 +63,6 @@ async def finished(conn: asyncpg.Connection, schema: str) -> int:
     except asyncpg.UndefinedTableError:
         return 0
     return int(value)
-
-
-async def wait_until(
-    check: Any, child: Child, what: str, timeout: float = 60.0, interval: float = 0.02
-) -> None:
-    """Poll ``check()`` until true; fail early when the child died."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if not child.alive():
-            pytest.fail(f"the child ended before {what}\n{child.output()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{child.output()}")
-        await anyio.sleep(interval)
 
 
 async def check_results(conn: asyncpg.Connection, schema: str, items: int) -> tuple[int, int]:
@@ -278,7 +213,7 @@ async def test_a_server_restart_in_a_run_and_in_a_resume(
     pg_dsn, side = throwaway_pg.dsn, restartable
 
     def spawn(role: str, **options: Any) -> Child:
-        return Child(python, child_env, tmp_path, role, pg_dsn, side, **options)
+        return Child(python, CHILD, child_env, tmp_path, role, pg_dsn, side, **options)
 
     async def progress_at_least(target: int) -> Any:
         async def check() -> bool:

@@ -10,6 +10,9 @@
 - :class:`PostgresScatterCoordinator` — durable scatter: item rows claimed in batches with
   ``FOR UPDATE SKIP LOCKED`` under a lease, by the starting process and by workers
   (:func:`run_worker`, ``flowstone worker``) on any machine.
+- :class:`PostgresRoutingCoordinator`, :class:`PostgresParallelCoordinator` — routers'
+  decisions and parallel branch records stored in the schema, so a run resumed in another
+  process takes the route it took before.
 - :class:`RetryPolicy` — how long transient failures (lost connections, a restarting
   server) are retried before :class:`DatabaseUnavailableError`.
 
@@ -25,6 +28,8 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
 
     raise MissingExtraError("flowstone.ext.postgres", "asyncpg", "postgres") from _exc
 
+from ._decisions import PostgresParallelCoordinator as PostgresParallelCoordinator
+from ._decisions import PostgresRoutingCoordinator as PostgresRoutingCoordinator
 from ._errors import DatabaseUnavailableError as DatabaseUnavailableError
 from ._errors import RetryPolicy as RetryPolicy
 from ._errors import SchemaVersionError as SchemaVersionError
@@ -45,6 +50,8 @@ __all__ = (
     "DatabaseUnavailableError",
     "PostgresIOManager",
     "PostgresItemReader",
+    "PostgresParallelCoordinator",
+    "PostgresRoutingCoordinator",
     "PostgresScatterCoordinator",
     "PostgresStore",
     "RetryPolicy",

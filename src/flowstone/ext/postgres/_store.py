@@ -409,12 +409,15 @@ class PostgresStore:
     def _install_coordinators(self, runtime: Runtime) -> None:
         """Register the durable coordinators on ``runtime``.
 
-        The durable scatter coordinator registers here, under the ``scatter`` kind, sharing
-        this store's pool and schema.
+        The durable scatter, routing and parallel coordinators register here, under the
+        ``scatter``, ``router`` and ``parallel`` kinds, sharing this store's pool and schema.
         """
+        from ._decisions import PostgresParallelCoordinator, PostgresRoutingCoordinator
         from ._scatter import PostgresScatterCoordinator
 
         runtime.coordinators.register("scatter", PostgresScatterCoordinator(self))
+        runtime.coordinators.register("router", PostgresRoutingCoordinator(self))
+        runtime.coordinators.register("parallel", PostgresParallelCoordinator(self))
 
     # -- running statements ------------------------------------------------------------
 
