@@ -34,6 +34,7 @@ from ._core.protocols import MaterializationStore as MaterializationStore
 from ._core.protocols import ParallelCoordinator as ParallelCoordinator
 from ._core.protocols import PartitionLister as PartitionLister
 from ._core.protocols import PipelinedRecordStore as PipelinedRecordStore
+from ._core.protocols import Plugin as Plugin
 from ._core.protocols import RouteDecision as RouteDecision
 from ._core.protocols import RoutingCoordinator as RoutingCoordinator
 from ._core.protocols import ScatterCoordinator as ScatterCoordinator
@@ -69,6 +70,7 @@ __all__ = (
     "ParallelCoordinator",
     "PartitionLister",
     "PipelinedRecordStore",
+    "Plugin",
     "Registry",
     "RouteDecision",
     "RoutingCoordinator",

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .events import Event
     from .invocation import Invocation
     from .records import GateRecord, GateStatus, MaterializationRecord, RunRecord, RunStatus, Status
+    from .runtime import Runtime
 
 __all__ = [
     "BarrierState",
@@ -34,6 +35,7 @@ __all__ = [
     "ParallelCoordinator",
     "PartitionLister",
     "PipelinedRecordStore",
+    "Plugin",
     "RouteDecision",
     "RoutingCoordinator",
     "ScatterCoordinator",
@@ -427,4 +429,24 @@ class EventSink(Protocol):
 
     def emit(self, event: Event) -> None:
         """Handle one event."""
+        ...
+
+
+# -- plugins -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    """Wires several parts into a runtime at once (registries, default IO manager, sinks).
+
+    ``fs.Runtime(plugins=[...])`` calls ``install`` once per plugin, while the runtime is
+    being built, before the arguments given to ``Runtime(...)`` explicitly are applied (so
+    those win). A store with an ``install`` method (``PostgresStore``) is installed the same
+    way. Contract: ``install`` only registers; it does no I/O (open connections in an
+    ``__aenter__`` the runtime enters when it opens, if the plugin is an async context
+    manager).
+    """
+
+    def install(self, runtime: Runtime) -> None:
+        """Register this plugin's parts on ``runtime``."""
         ...

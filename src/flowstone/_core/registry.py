@@ -2,7 +2,8 @@
 
 A registry maps names to objects, to ``"package.module:attr"`` strings imported on first
 use, or to factories. Third-party plugins add names through an entry-point group
-(``flowstone.io_managers``, ``flowstone.coordinators``, ``flowstone.item_readers``).
+(``flowstone.io_managers``, ``flowstone.coordinators``, ``flowstone.item_readers``,
+``flowstone.event_sinks``).
 An unknown name raises :class:`~flowstone.PluginNotFoundError` listing what exists.
 """
 
@@ -16,7 +17,13 @@ from .errors import ConfigurationError, PluginNotFoundError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-__all__ = ["BUILTIN_COORDINATORS", "BUILTIN_IO_MANAGERS", "Registry", "import_string"]
+__all__ = [
+    "BUILTIN_COORDINATORS",
+    "BUILTIN_EVENT_SINKS",
+    "BUILTIN_IO_MANAGERS",
+    "Registry",
+    "import_string",
+]
 
 T = TypeVar("T")
 
@@ -34,6 +41,12 @@ BUILTIN_COORDINATORS: Mapping[str, str] = {
     "parallel": "flowstone.ext.parallel:InProcessParallelCoordinator",
     "router": "flowstone.ext.routing:InProcessRoutingCoordinator",
     "routed": "flowstone.ext.routing:RoutedCoordinator",
+}
+
+#: Built-in event sinks by name (``Runtime(event_sinks=["logging"])``); plugins add theirs
+#: through the ``flowstone.event_sinks`` entry-point group.
+BUILTIN_EVENT_SINKS: Mapping[str, str] = {
+    "logging": "flowstone._core.memory:LoggingSink",
 }
 
 

@@ -15,11 +15,9 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 from anyio.lowlevel import RunVar
 
-from .assets import AssetDef
 from .backfill import BackfillResult, backfill_with
-from .canonical_keys import canonical_partition, check_stored_unpartitioned, partition_for
 from .context import Resources
-from .errors import ConfigurationError, RuntimeStateError, SelectionError, ValueNotFoundError
+from .errors import ConfigurationError, RuntimeStateError, SelectionError
 from .loop_watch import DEFAULT_THRESHOLD, loop_watch
 from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
@@ -28,22 +26,23 @@ from .protocols import (
     Coordinator,
     EventSink,
     GateStore,
-    IOContext,
     IOManager,
     ItemReader,
     MaterializationStore,
+    Plugin,
 )
-from .registry import BUILTIN_COORDINATORS, BUILTIN_IO_MANAGERS, Registry
+from .registry import BUILTIN_COORDINATORS, BUILTIN_EVENT_SINKS, BUILTIN_IO_MANAGERS, Registry
 from .runtime_options import check_runtime_options
-from .status import AssetState, asset_states
+from .status import AssetState
+from .stored_values import StoredValues
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from types import TracebackType
 
+    from .assets import AssetDef
     from .events import Event
     from .partitions import PartitionsDefinition
-    from .records import MaterializationRecord
     from .result import MaterializeResult
 
 __all__ = ["AssetState", "Runtime", "default_runtime", "new_run_id"]
@@ -60,7 +59,7 @@ def _is_async_cm(obj: object) -> bool:
     return hasattr(obj, "__aenter__") and hasattr(obj, "__aexit__")
 
 
-class Runtime:
+class Runtime(StoredValues):
     """Registries, stores, resources and event sinks: everything a run needs.
 
     Use it as ``async with fs.Runtime(...) as rt:``; it opens resources, pools and sinks on
@@ -74,12 +73,15 @@ class Runtime:
         ``"memory"``, or what the store installs, such as ``"postgres"``)
     :param resources: objects assets reach as ``ctx.resources.<name>``; async context managers
         among them are entered once, when the runtime opens
-    :param event_sinks: receivers of lifecycle events
+    :param event_sinks: receivers of lifecycle events: objects, or names registered in the
+        ``flowstone.event_sinks`` entry-point group (or built in: ``"logging"``), so a
+        plugin's sink is enabled without importing it (``event_sinks=["otel"]``)
     :param coordinators: coordinators by asset kind, replacing the built-in ones
     :param item_readers: named scatter item readers
     :param gate_store: where suspended assets wait (default: in memory)
     :param max_concurrent: limit on assets executing at once across all runs of this runtime
-    :param plugins: further objects with an ``install(runtime)`` method
+    :param plugins: further :class:`~flowstone.protocols.Plugin` objects (an
+        ``install(runtime)`` method)
     :param pipelines: named pipelines this runtime knows, so that :meth:`resume` finds a
         run's pipeline by the name its record keeps (see :meth:`register`)
     :param loop_block_warning: seconds an ``async def`` asset may hold the event loop (a
@@ -95,7 +97,7 @@ class Runtime:
         io_managers: Mapping[str, IOManager | str] | None = None,
         default_io_manager: str | None = None,
         resources: Mapping[str, Any] | None = None,
-        event_sinks: Sequence[EventSink] = (),
+        event_sinks: Sequence[EventSink | str] = (),
         coordinators: Mapping[str, Coordinator | str] | None = None,
         item_readers: Mapping[str, ItemReader[Any] | str] | None = None,
         gate_store: GateStore | None = None,
@@ -135,7 +137,11 @@ class Runtime:
         self.default_io_manager = "memory"
         self._resource_values = dict(resources or {})
         self.resources = Resources()
-        self._sinks: list[EventSink] = list(event_sinks)
+        #: Event sinks by name: built-in ones and the ``flowstone.event_sinks`` entry points.
+        self.event_sink_registry: Registry[EventSink] = Registry(
+            "event sink", BUILTIN_EVENT_SINKS, entry_point_group="flowstone.event_sinks"
+        )
+        self._sinks: list[EventSink] = [self._named_sink(sink) for sink in event_sinks]
         self.max_concurrent = max_concurrent
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._plugins = list(plugins)
@@ -149,9 +155,8 @@ class Runtime:
         self._open_lock: anyio.Lock | None = None
         # Plugins first, so that what is given explicitly here wins over what they install.
         for plugin in (self.store, *self._plugins):
-            install = getattr(plugin, "install", None)
-            if callable(install):
-                install(self)
+            if isinstance(plugin, Plugin):
+                plugin.install(self)
         for name, manager in (io_managers or {}).items():
             self.io_managers.register(name, manager)
             if not isinstance(manager, str):
@@ -263,9 +268,27 @@ class Runtime:
         """The registered event sinks."""
         return tuple(self._sinks)
 
-    def add_event_sink(self, sink: EventSink) -> None:
-        """Register one more event sink (for example from a plugin's ``install``)."""
-        self._sinks.append(sink)
+    def add_event_sink(self, sink: EventSink | str) -> None:
+        """Register one more event sink (for example from a plugin's ``install``), or the
+        one registered under a name (see ``event_sinks=``). A sink that is an async context
+        manager is entered when the runtime opens, if it is added before that.
+
+        :raises PluginNotFoundError: no event sink has that name
+        """
+        resolved = self._named_sink(sink)
+        self._sinks.append(resolved)
+        if self._state == "new":
+            self._given.append(resolved)
+
+    def _named_sink(self, sink: EventSink | str) -> EventSink:
+        if not isinstance(sink, str):
+            return sink
+        resolved = self.event_sink_registry.get(sink)
+        if not isinstance(resolved, EventSink):
+            raise ConfigurationError(
+                f"event sink {sink!r} resolved to {resolved!r}, which has no emit(event)"
+            )
+        return resolved
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to every sink; a failing sink is logged, never raised."""
@@ -470,127 +493,6 @@ class Runtime:
             force=force,
             resources=resources,
         )
-
-    def _definition(self, asset: AssetDef[..., Any] | str) -> AssetDef[..., Any] | None:
-        if isinstance(asset, AssetDef):
-            return asset
-        return self._known_assets.get(asset)
-
-    def _io_context(
-        self,
-        asset: AssetDef[..., Any] | str,
-        partition: str | None,
-        options: Mapping[str, Any] | None = None,
-    ) -> IOContext:
-        """Where ``asset``'s value for ``partition`` is, with the key made canonical."""
-        name = asset.name if isinstance(asset, AssetDef) else asset
-        definition = self._definition(asset)
-        return IOContext(
-            name,
-            partition_for(definition, partition),
-            None,
-            definition.metadata if definition is not None else {},
-            definition,
-            options if options is not None else {},
-        )
-
-    async def load(
-        self,
-        asset: AssetDef[..., Any] | str,
-        partition: str | None = None,
-        *,
-        options: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Load the stored value of ``asset`` (and ``partition``, made canonical).
-
-        :param options: passed to the IO manager's ``load`` as ``IOContext.options``, e.g.
-            ``{"columns": ["id"]}`` for the ``parquet`` IO manager
-        :raises ValueNotFoundError: nothing is stored
-        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
-            invalid
-        """
-        await self._ready()
-        context = self._io_context(asset, partition, options)
-        io = self.io_manager_for(asset)
-        try:
-            return await io.load(context)
-        except ValueNotFoundError:
-            if partition is None and context.definition is None:
-                await check_stored_unpartitioned(io, context.asset)
-            raise
-
-    async def exists(self, asset: AssetDef[..., Any] | str, partition: str | None = None) -> bool:
-        """Whether a value of ``asset`` (and ``partition``, made canonical) is stored.
-
-        An invalidated value is still stored (``status`` calls it ``"stale"``).
-
-        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
-            invalid
-        """
-        await self._ready()
-        context = self._io_context(asset, partition)
-        return await self.io_manager_for(asset).exists(context)
-
-    async def invalidate(
-        self,
-        asset: AssetDef[..., Any] | str,
-        partition: str | None = None,
-        *,
-        downstream: Pipeline | None = None,
-    ) -> list[str]:
-        """Mark the stored value of ``asset`` not current, so the next run recomputes it.
-
-        The value stays stored and loadable until it is replaced: ``exists`` stays true and
-        ``status`` says ``"stale"``.
-
-        :param partition: the partition (made canonical); downstream assets that are not
-            partitioned are invalidated as a whole
-        :param downstream: a pipeline; its assets downstream of ``asset`` are invalidated too
-        :return: the invalidated asset names
-        :raises PartitionError: the asset is partitioned and ``partition`` is missing or
-            invalid
-        """
-        await self._ready()
-        name = asset.name if isinstance(asset, AssetDef) else asset
-        if downstream is None:
-            await self.store.invalidate(name, partition_for(self._definition(asset), partition))
-            return [name]
-        names = downstream.downstream(name, include_self=True)
-        partition_for(downstream[name], partition)  # a partitioned asset needs its key
-        key = canonical_partition((downstream[n] for n in names), partition)
-        for each in names:
-            part = key if downstream[each].partitions is not None else None
-            await self.store.invalidate(each, part)
-        return names
-
-    async def status(self, assets: Any, partition: str | None = None) -> dict[str, AssetState]:
-        """Whether each asset's stored value is current, stale or missing.
-
-        The rules are the materializer's: a value is current when a run would reuse it. An
-        optional input the value was not computed from (a router's unchosen branch) does not
-        make it stale.
-
-        :param assets: a pipeline, assets or modules
-        :param partition: the partition key for partitioned assets (made canonical)
-        :raises PartitionError: the key is not valid for a partitioned asset
-        """
-        await self._ready()
-        pipeline = as_pipeline(assets)
-        return await asset_states(self, pipeline, canonical_partition(pipeline, partition))
-
-    async def history(
-        self, asset: AssetDef[..., Any] | str, partition: str | None = None, *, limit: int = 100
-    ) -> list[MaterializationRecord]:
-        """The materialization records of ``asset``, newest first.
-
-        :param partition: one partition (made canonical), or ``None`` for all of them
-        :raises PartitionError: ``partition`` is not valid for the asset
-        """
-        await self._ready()
-        name = asset.name if isinstance(asset, AssetDef) else asset
-        if partition is not None:
-            partition = partition_for(self._definition(asset), partition) or partition
-        return await self.store.history(name, partition, limit=limit)
 
     def pipeline(self, name: str) -> Pipeline:
         """A pipeline this runtime has registered or materialized, by name."""

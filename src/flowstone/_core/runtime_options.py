@@ -107,11 +107,19 @@ def check_runtime_options(
     _check_sequence("event_sinks", event_sinks)
     sinks: Any = event_sinks if isinstance(event_sinks, Sequence) else ()
     for sink in sinks:
+        if isinstance(sink, str) and sink:
+            continue  # a name, resolved by the runtime's event sink registry
         if not callable(getattr(sink, "emit", None)):
             raise ConfigurationError(
-                f"event_sinks= must hold event sinks (objects with emit(event)), not {_shown(sink)}"
+                "event_sinks= must hold event sinks (objects with emit(event)) or their "
+                f"registered names, not {_shown(sink)}"
             )
     _check_sequence("plugins", plugins)
+    for plugin in plugins if isinstance(plugins, Sequence) else ():
+        if not callable(getattr(plugin, "install", None)):
+            raise ConfigurationError(
+                f"plugins= must hold plugins (objects with install(runtime)), not {_shown(plugin)}"
+            )
     if max_concurrent is not None and (
         isinstance(max_concurrent, bool)
         or not isinstance(max_concurrent, int)
