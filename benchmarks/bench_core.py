@@ -6,8 +6,9 @@ Workloads (each beside a raw baseline measured in the same process, interleaved 
 - a wide DAG: 1 root, 2,000 children, 1 sink that takes every child as an input;
 - one trivial asset per ``materialize`` call (the fixed cost of a run, for request handlers);
 - ``import flowstone`` beside ``import anyio``: what the import adds to a whole interpreter
-  process (``python -c "import flowstone"`` minus ``python -c pass``), and, with the
-  package compiled on each import, ``python -X importtime``'s cumulative figure.
+  process (``python -c "import flowstone"`` minus ``python -c pass``); flowstone's names
+  load on first use, so also what loading all of them, the events and the execution layer
+  (as the first run does) costs beside ``import asyncio, anyio``.
 
 The baseline is a ready-queue scheduler on one anyio task group: a node is started when
 its last dependency finishes, its inputs are passed by keyword, its value kept in a dict.
@@ -25,16 +26,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import importlib.util
 import inspect
 import math
 import os
 import pstats
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -58,8 +55,8 @@ __all__ = [
     "Node",
     "Workload",
     "chain",
-    "import_time_ms",
     "main",
+    "process_cost_ms",
     "process_import_ms",
     "pipeline_of",
     "run",
@@ -257,87 +254,40 @@ async def _compare(workload: Workload, repeat: int, *, events: bool = True) -> _
 # -- import time -------------------------------------------------------------------------
 
 
-def _cumulative_us(importtime_log: str, module: str) -> float:
-    """The cumulative microseconds of ``module`` in a ``-X importtime`` log."""
-    best = math.nan
-    for line in importtime_log.splitlines():
-        if not line.startswith("import time:"):
-            continue
-        fields = line.split("|")
-        if len(fields) == 3 and fields[2].strip() == module:
-            try:
-                value = float(fields[1])
-            except ValueError:
-                continue
-            best = value if math.isnan(best) else max(best, value)
-    return best
-
-
-def _package_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"{module!r} is not an importable package")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-async def import_time_ms(module: str, repeat: int = 5, *, compiled: bool = True) -> float:
-    """Best-of-``repeat`` cumulative import time of package ``module`` in fresh interpreters, ms.
-
-    Bytecode is cached in a temporary ``PYTHONPYCACHEPREFIX``, warmed by one discarded run.
-
-    :param compiled: with the package's own bytecode cached (as installed); when false, the
-        package's modules are compiled from source on every run (as in a source checkout
-        under ``PYTHONDONTWRITEBYTECODE=1``) while everything else stays cached
-    :raises RuntimeError: the import failed or the log did not mention ``module``
-    """
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    best = math.inf
-    with tempfile.TemporaryDirectory(prefix="flowstone-bench-pyc-") as cache:
-        env["PYTHONPYCACHEPREFIX"] = cache
-        for attempt in range(repeat + 1):
-            process = await anyio.run_process(
-                [sys.executable, "-X", "importtime", "-c", f"import {module}"],
-                check=False,
-                env=env,
-            )
-            log = process.stderr.decode(errors="replace")
-            if process.returncode != 0:
-                raise RuntimeError(f"import {module} failed: {log.strip().splitlines()[-1:]}")
-            micros = _cumulative_us(log, module)
-            if math.isnan(micros):
-                raise RuntimeError(f"-X importtime did not report {module!r}")
-            if attempt:
-                best = min(best, micros / 1000)
-            elif not compiled:
-                source = _package_dir(module)
-                shutil.rmtree(Path(cache, *source.parts[1:]), ignore_errors=True)
-                env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return best
-
-
 async def process_import_ms(module: str, repeat: int = 15) -> float:
-    """What ``import module`` adds to a whole interpreter process, in milliseconds.
+    """What ``import module`` adds to a whole interpreter process, in milliseconds."""
+    return await process_cost_ms(f"import {module}", repeat)
 
-    The best-of-``repeat`` wall time of ``python -c "import module"`` minus the best of
+
+async def process_cost_ms(code: str, repeat: int = 15) -> float:
+    """What running ``code`` adds to a whole interpreter process, in milliseconds.
+
+    The best-of-``repeat`` wall time of ``python -c code`` minus the best of
     ``python -c pass``, the two interleaved, bytecode cached (warmed by one discarded run).
 
-    :raises RuntimeError: the import failed
+    :raises RuntimeError: the code failed
     """
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    best = {"pass": math.inf, module: math.inf}
+    best = {"pass": math.inf, code: math.inf}
     for attempt in range(repeat + 1):
-        for code in ("pass", f"import {module}"):
+        for each in ("pass", code):
             started = perf_counter()
-            process = await anyio.run_process([sys.executable, "-c", code], check=False, env=env)
+            process = await anyio.run_process([sys.executable, "-c", each], check=False, env=env)
             elapsed = perf_counter() - started
             if process.returncode != 0:
-                raise RuntimeError(f"{code!r} failed: {process.stderr.decode()[-300:]}")
+                raise RuntimeError(f"{each!r} failed: {process.stderr.decode()[-300:]}")
             if attempt:
-                key = "pass" if code == "pass" else module
-                best[key] = min(best[key], elapsed)
-    return (best[module] - best["pass"]) * 1000
+                best[each] = min(best[each], elapsed)
+    return (best[code] - best["pass"]) * 1000
+
+
+#: Loads every public name of flowstone, its events and its execution layer: what a
+#: process that runs a pipeline has imported (beside asyncio and anyio) when it runs.
+EVERYTHING = (
+    "import asyncio, anyio, flowstone as fs, flowstone.events, flowstone._core.materializer; "
+    "[getattr(fs, name) for name in fs.__all__]"
+)
 
 
 # -- the suite ---------------------------------------------------------------------------
@@ -383,7 +333,6 @@ async def run(report: Report) -> None:
         "one materialize() call on an open runtime, records + events on",
     )
 
-    imports = 3 if report.quick else 5
     processes = 7 if report.quick else 20
     flowstone_ms = await process_import_ms("flowstone", processes)
     anyio_ms = await process_import_ms("anyio", processes)
@@ -394,17 +343,16 @@ async def run(report: Report) -> None:
         anyio_ms,
         "ms",
         f"whole process minus `python -c pass`, bytecode cached, best of {processes}; "
-        f"target < {IMPORT_TARGET_MS:g} ms: {verdict}",
+        f"names load on first use; target < {IMPORT_TARGET_MS:g} ms: {verdict}",
     )
-    flowstone_ms = await import_time_ms("flowstone", imports, compiled=False)
-    anyio_ms = await import_time_ms("anyio", imports, compiled=False)
+    everything_ms = await process_cost_ms(EVERYTHING, processes)
+    runtime_ms = await process_cost_ms("import asyncio, anyio", processes)
     report(
-        "import flowstone, package not byte-compiled",
-        flowstone_ms,
-        anyio_ms,
+        "everything loaded (baseline: import asyncio, anyio)",
+        everything_ms,
+        runtime_ms,
         "ms",
-        "flowstone's (anyio's) own modules compiled on each import, as in a checkout under "
-        "PYTHONDONTWRITEBYTECODE=1",
+        "every public name, the events and the execution layer, as by the first run",
     )
 
 

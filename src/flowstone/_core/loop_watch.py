@@ -16,7 +16,6 @@ by default; ``None`` turns the warning off.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Iterator
     from types import CodeType, FrameType
 
@@ -75,6 +75,10 @@ class LoopWatch:
 
         :return: the registration to pass to :meth:`stop`, or ``None`` outside asyncio
         """
+        # Not imported here (it is slow to import): without it, no asyncio loop is running.
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is None:
+            return None
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # another event loop library: not watched
