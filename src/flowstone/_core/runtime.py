@@ -59,6 +59,21 @@ def _is_async_cm(obj: object) -> bool:
     return hasattr(obj, "__aenter__") and hasattr(obj, "__aexit__")
 
 
+async def _enter_resources(
+    stack: contextlib.AsyncExitStack, resources: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The resources' values: context managers (async or not) entered on ``stack``."""
+    values: dict[str, Any] = {}
+    for name, value in resources.items():
+        if _is_async_cm(value):
+            values[name] = await stack.enter_async_context(value)
+        elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
+            values[name] = stack.enter_context(value)
+        else:
+            values[name] = value
+    return values
+
+
 class Runtime(StoredValues):
     """Registries, stores, resources and event sinks: everything a run needs.
 
@@ -209,14 +224,7 @@ class Runtime(StoredValues):
                     if id(obj) not in seen and _is_async_cm(obj):
                         seen.add(id(obj))
                         await stack.enter_async_context(obj)  # type: ignore[arg-type]  # checked above
-                values: dict[str, Any] = {}
-                for name, value in self._resource_values.items():
-                    if _is_async_cm(value):
-                        values[name] = await stack.enter_async_context(value)
-                    elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
-                        values[name] = stack.enter_context(value)
-                    else:
-                        values[name] = value
+                values = await _enter_resources(stack, self._resource_values)
             except BaseException:
                 await stack.aclose()
                 raise
@@ -388,15 +396,7 @@ class Runtime(StoredValues):
         async with contextlib.AsyncExitStack() as stack:
             run_resources = self.resources
             if resources:
-                values: dict[str, Any] = {}
-                for name, value in resources.items():
-                    if _is_async_cm(value):
-                        values[name] = await stack.enter_async_context(value)
-                    elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
-                        values[name] = stack.enter_context(value)
-                    else:
-                        values[name] = value
-                run_resources = self.resources.merged(values)
+                run_resources = self.resources.merged(await _enter_resources(stack, resources))
             run = Run(
                 self,
                 pipeline,
