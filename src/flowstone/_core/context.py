@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["AssetLogger", "Context", "Resources", "current_context"]
 
 _logger = logging.getLogger("flowstone")
+_C = TypeVar("_C", bound="Context")
 
 
 class Resources(Mapping[str, Any]):
@@ -92,6 +93,11 @@ class Context:
     :ivar resources: the resources, as ``ctx.resources.<name>``
     :ivar log: a logger (:class:`AssetLogger`) whose lines start with the asset, partition
         and run
+
+    Plugins extend it by subclassing: the scatter plugin gives each item an
+    :class:`~flowstone.ext.scatter.ItemContext`, which sets the attributes below; on any
+    other context they are ``None``.
+
     :ivar scatter_key: inside a scatter, the key of the item being processed
     :ivar batch_index: inside a batched scatter, the batch's position (0-based)
     :ivar batch_count: inside a batched scatter, how many batches there are (when known)
@@ -104,14 +110,16 @@ class Context:
         "_runtime",
         "asset",
         "attempt",
-        "batch_count",
-        "batch_index",
-        "batch_input",
         "partition",
         "resources",
         "run_id",
-        "scatter_key",
     )
+
+    # Read-only defaults; the scatter plugin's item context holds them in slots of its own.
+    scatter_key: str | None = None
+    batch_index: int | None = None
+    batch_count: int | None = None
+    batch_input: Any = None
 
     def __init__(
         self,
@@ -132,25 +140,18 @@ class Context:
         self._runtime = runtime
         self._metadata: dict[str, Any] = metadata if metadata is not None else {}
         self._log: AssetLogger | None = None
-        self.scatter_key: str | None = None
-        self.batch_index: int | None = None
-        self.batch_count: int | None = None
-        self.batch_input: Any = None
 
     @property
     def log(self) -> AssetLogger:
         """A logger whose lines start with (and whose records carry) the asset, partition,
-        run id and, for a scatter item, its key."""
+        run id and what a plugin's context adds (a scatter item's key)."""
         if self._log is None:
-            fields: dict[str, object] = {
-                "asset": self.asset,
-                "partition": self.partition,
-                "run_id": self.run_id,
-            }
-            if self.scatter_key is not None:
-                fields["scatter_key"] = self.scatter_key
-            self._log = AssetLogger(_logger, fields)
+            self._log = AssetLogger(_logger, self._fields())
         return self._log
+
+    def _fields(self) -> dict[str, object]:
+        """What identifies this invocation, for logs and the repr; a subclass adds its own."""
+        return {"asset": self.asset, "partition": self.partition, "run_id": self.run_id}
 
     @property
     def runtime(self) -> Runtime:
@@ -177,33 +178,30 @@ class Context:
         if more:
             self._metadata.update(more)
 
-    def for_item(self, key: str) -> Context:
-        """A copy for one scatter item: same asset, run and resources; its own ``scatter_key``.
+    def derive(self, cls: type[_C]) -> _C:
+        """A context of subclass ``cls`` for the same invocation, for a plugin's contexts.
 
-        Metadata added through the copy lands on the asset's record as well.
+        It shares this one's asset, partition, run, attempt, resources and metadata (what is
+        added through it lands on the asset's record) and has a logger of its own, made on
+        first use from its fields; the subclass then sets the attributes it adds. The
+        scatter plugin makes its items' contexts this way.
         """
-        clone = Context.__new__(Context)
-        clone.asset = self.asset
-        clone.partition = self.partition
-        clone.run_id = self.run_id
-        clone.attempt = self.attempt
-        clone.resources = self.resources
-        clone._runtime = self._runtime
-        clone._metadata = self._metadata
-        clone._log = None  # made on first use, with the item's key
-        clone.scatter_key = key
-        clone.batch_index = self.batch_index
-        clone.batch_count = self.batch_count
-        clone.batch_input = self.batch_input
-        return clone
+        ctx = object.__new__(cls)
+        ctx.asset = self.asset
+        ctx.partition = self.partition
+        ctx.run_id = self.run_id
+        ctx.attempt = self.attempt
+        ctx.resources = self.resources
+        ctx._runtime = self._runtime
+        ctx._metadata = self._metadata
+        ctx._log = None
+        return ctx
 
     def __repr__(self) -> str:
-        parts = [f"asset={self.asset!r}", f"run_id={self.run_id!r}", f"attempt={self.attempt}"]
-        if self.partition is not None:
-            parts.insert(1, f"partition={self.partition!r}")
-        if self.scatter_key is not None:
-            parts.append(f"scatter_key={self.scatter_key!r}")
-        return f"Context({', '.join(parts)})"
+        fields = self._fields()
+        fields["attempt"] = self.attempt
+        parts = [f"{name}={value!r}" for name, value in fields.items() if value is not None]
+        return f"{type(self).__name__}({', '.join(parts)})"
 
 
 _current: ContextVar[Context | None] = ContextVar("flowstone_context", default=None)

@@ -3,7 +3,8 @@
 ``@scatter(...)`` (with ``@fs.asset``) makes an asset fan out over thousands or millions
 of items: ``max_concurrent`` workers, rate limits, per-item retries and timeouts, tolerated
 failures, batching and streaming sources, results gathered into the asset's value.
-``scatter_map`` runs the same engine outside a pipeline.
+``scatter_map`` runs the same engine outside a pipeline. Each item's function gets an
+:class:`ItemContext`: the asset's context with the item's ``scatter_key`` (and its batch).
 
 For coordinator authors (a durable coordinator reuses these rather than copying them):
 
@@ -49,6 +50,7 @@ from ._events import ScatterStarted as ScatterStarted
 from ._gather import OrderedStream as OrderedStream
 from ._gather import call_gather as call_gather
 from ._gather import window_for as window_for
+from ._item_context import ItemContext as ItemContext
 from ._map import scatter_map as scatter_map
 from ._progress import ScatterReporter as ScatterReporter
 from ._runner import ItemRunner as ItemRunner
@@ -75,6 +77,7 @@ __all__ = (
     "DuplicateScatterKeyError",
     "InProcessScatterCoordinator",
     "ItemFeed",
+    "ItemContext",
     "ItemRunner",
     "InvalidBatchError",
     "ItemTimeoutError",

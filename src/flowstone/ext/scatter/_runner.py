@@ -24,11 +24,14 @@ from flowstone.protocols import Invocation, call_with_timeout, run_in_thread
 
 from ._batch import BatchInfo
 from ._errors import BatchResultError, ItemTimeoutError
+from ._item_context import ItemContext
 
 if TYPE_CHECKING:
     from flowstone import Context, RateLimiter, Retry
 
 __all__ = ["ItemCall", "ItemRunner", "Outcome", "function_call", "invocation_call"]
+
+of = ItemContext.of
 
 #: ``call(key, item_or_items, batch)``: one attempt of the user's function.
 ItemCall = Callable[[str, Any, BatchInfo | None], Awaitable[Any]]
@@ -40,7 +43,7 @@ def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCa
     """The call that runs a scatter asset's function for one item (or batch).
 
     The function gets its inputs and context as in a plain asset, with the context made
-    for the item (:meth:`~flowstone.Context.for_item`) and ``item=`` the item, or the list
+    for the item (an :class:`ItemContext`) and ``item=`` the item, or the list
     of items of a batch. It behaves as :meth:`Invocation.call` (``fs.current_context()``
     is the item's context); for an async function it builds the keyword arguments from a
     template made once per scatter instead of once per item.
@@ -54,12 +57,7 @@ def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCa
     asset = invocation.asset
 
     def item_context(key: str, batch: BatchInfo | None) -> Context:
-        ctx = base.for_item(key)
-        if batch is not None:
-            ctx.batch_index = batch.index
-            ctx.batch_count = batch.count
-            ctx.batch_input = batch.input
-        return ctx
+        return of(base, key, batch)
 
     if type(invocation) is not Invocation or not asset.is_async:
         call = invocation.call
