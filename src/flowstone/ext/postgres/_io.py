@@ -120,9 +120,7 @@ class PostgresIOManager:
             data=data,
             run_id=context.run_id,
         )
-        if store._defer_value(pending):
-            return
-        await store._write_value(pending, lambda: f"store {where(context)}")
+        await store.write_value(pending, lambda: f"store {where(context)}")
 
     async def load(self, context: IOContext) -> Any:
         """Load the stored value.
@@ -131,7 +129,7 @@ class PostgresIOManager:
         """
         store = self._store
         pid = partition_id(context.partition)
-        pending = store._buffer.find_value((context.asset, pid))
+        pending = store.pending_value(context.asset, context.partition)
         if pending is not None:
             return decode(
                 context,
@@ -159,7 +157,7 @@ class PostgresIOManager:
         """Whether a value is stored for (asset, partition)."""
         store = self._store
         pid = partition_id(context.partition)
-        if store._buffer.find_value((context.asset, pid)) is not None:
+        if store.pending_value(context.asset, context.partition) is not None:
             return True
         sql = store.queries.value_exists
         found = await store.call(
@@ -172,10 +170,7 @@ class PostgresIOManager:
         is not an error."""
         store = self._store
         pid = partition_id(context.partition)
-        batch = store._buffer.track([(context.asset, pid)])
-        ok = False
-        try:
-            await store._buffer.wait_turn(batch)
+        async with store.value_write_in_order(context.asset, context.partition):
             sql = store.queries.delete_value
 
             async def delete(conn: Connection) -> None:
@@ -192,9 +187,6 @@ class PostgresIOManager:
                             )
 
             await store.call(f"delete {where(context)}", delete)
-            ok = True
-        finally:
-            store._buffer.finish(batch, ok=ok)
 
     async def list_partitions(self, asset: str) -> list[str | None]:
         """Partition keys with a stored value (``None`` for the unpartitioned value)."""
@@ -206,7 +198,7 @@ class PostgresIOManager:
         found: dict[str, str | None] = {
             partition_id(r["partition_key"]): r["partition_key"] for r in rows
         }
-        found.update(store._buffer.value_keys(asset))
+        found.update(store.pending_partitions(asset))
         return sorted(found.values(), key=lambda p: (p is not None, p or ""))
 
     # -- helpers -----------------------------------------------------------------------

@@ -56,7 +56,7 @@ from ._sql import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
     from datetime import datetime
     from types import TracebackType
     from typing import TypeAlias
@@ -747,20 +747,52 @@ class PostgresStore:
             # They stay pending: the next write, flush or close carries them.
             _log.warning("could not write pending records (%s); they are kept", describe(exc))
 
-    def _defer_value(self, value: PendingValue) -> bool:
-        """Keep ``value`` for the terminal record of its asset when that record is open."""
-        if self.flush_interval <= 0 or value.run_id is None:
-            return False
-        if (value.run_id, value.asset, value.partition_id) not in self._buffer.open_keys:
-            return False
-        self._buffer.values[value.asset, value.partition_id] = value
-        if self._flush_handle is None:
-            self._schedule_flush()
-        return True
+    # -- values that commit with their records ----------------------------------------
+    # The IO manager and table mode write values through these, never through the buffer.
 
-    async def _write_value(self, value: PendingValue, what: What) -> None:
-        """Write ``value`` now, with whatever else is pending."""
-        await self._write(self._buffer.take(value=value), what)
+    async def write_value(self, value: PendingValue, what: What) -> None:
+        """Store an encoded value: kept to commit in one statement with its asset's
+        terminal record when that record is still to be written in this process, else
+        written now, with whatever else is pending.
+
+        :param what: completes "could not ..." in errors
+        :raises StorageError: the value could not be written
+        """
+        buffer = self._buffer
+        if (
+            self.flush_interval > 0
+            and value.run_id is not None
+            and (value.run_id, value.asset, value.partition_id) in buffer.open_keys
+        ):
+            buffer.values[value.asset, value.partition_id] = value
+            if self._flush_handle is None:
+                self._schedule_flush()
+            return
+        await self._write(buffer.take(value=value), what)
+
+    def pending_value(self, asset: str, partition: str | None) -> PendingValue | None:
+        """The newest value of (asset, partition) this process has not committed yet
+        (read your own writes), or ``None``; a pending delete also gives ``None``."""
+        return self._buffer.find_value((asset, partition_id(partition)))
+
+    def pending_partitions(self, asset: str) -> dict[str, str | None]:
+        """Partition ids (with their keys) of ``asset``'s values not committed yet."""
+        return self._buffer.value_keys(asset)
+
+    @contextlib.asynccontextmanager
+    async def value_write_in_order(self, asset: str, partition: str | None) -> AsyncIterator[None]:
+        """Order a write of (asset, partition) that is not a plain value (a delete, rows in
+        a table) with the others: it starts once earlier in-flight writes of that value
+        are done, and later ones wait for it; a pending value of it is dropped."""
+        buffer = self._buffer
+        batch = buffer.track([(asset, partition_id(partition))])
+        ok = False
+        try:
+            await buffer.wait_turn(batch)
+            yield
+            ok = True
+        finally:
+            buffer.finish(batch, ok=ok)
 
     def _write_statement(self, batch: Batch, *, fresh: bool) -> tuple[str, str | None, list[Any]]:
         """The statement writing ``batch``, the one to run instead if it finds its record

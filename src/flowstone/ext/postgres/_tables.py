@@ -376,14 +376,8 @@ async def write_table(store: PostgresStore, context: IOContext, plan: TablePlan)
                 context.run_id,
             )
 
-    batch = store._buffer.track([(context.asset, pid)])
-    ok = False
-    try:
-        await store._buffer.wait_turn(batch)
+    async with store.value_write_in_order(context.asset, context.partition):
         await store.call(f"store {where(context)} into table {table}", write)
-        ok = True
-    finally:
-        store._buffer.finish(batch, ok=ok)
 
 
 def _json_cells(plan: TablePlan, json_columns: list[str]) -> list[tuple[Any, ...]]:
