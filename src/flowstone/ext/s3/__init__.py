@@ -38,8 +38,9 @@ from ._errors import S3StorageError as S3StorageError
 from ._io import S3IOManager as S3IOManager
 from ._layout import decode_segment as decode_segment
 from ._layout import encode_segment as encode_segment
+from ._reader import S3ItemReader as S3ItemReader
 
-__all__ = ("S3IOManager", "S3StorageError", "decode_segment", "encode_segment")
+__all__ = ("S3IOManager", "S3ItemReader", "S3StorageError", "decode_segment", "encode_segment")
 
 for _name in __all__:
     _obj = globals()[_name]

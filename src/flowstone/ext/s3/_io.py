@@ -68,6 +68,9 @@ class S3IOManager:
     :raises ConfigurationError: a bad bucket, serializer or size
     """
 
+    #: Objects asked for per ListObjectsV2 request (S3 returns at most 1,000).
+    list_page_size = 1000
+
     def __init__(
         self,
         bucket: str,
@@ -342,7 +345,11 @@ class S3IOManager:
         token: str | None = None
         with mapped_errors("list the partitions", bucket=self.bucket, key=start, asset=asset):
             while True:
-                args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": start}
+                args: dict[str, Any] = {
+                    "Bucket": self.bucket,
+                    "Prefix": start,
+                    "MaxKeys": self.list_page_size,
+                }
                 if token:
                     args["ContinuationToken"] = token
                 page: dict[str, Any] = await retrying(partial(client.list_objects_v2, **args))
