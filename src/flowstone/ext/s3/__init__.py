@@ -7,6 +7,8 @@ feeds a scatter from the objects under a prefix.
   object (``format="keys"``) or per line of JSON Lines / row of CSV, optionally gzipped,
   streamed and resumable from a checkpointed cursor.
 - :class:`S3StorageError` — what fails, naming the bucket, key, asset and partition.
+- For plugins on other AWS services: :class:`AwsClient` (one aioboto3 client, opened once
+  and closed with its owner) and :func:`retrying` (throttling retried with backoff).
 
 Key layout, under the manager's prefix::
 
@@ -34,13 +36,25 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
 
     raise MissingExtraError("flowstone.ext.s3", "aioboto3", "s3") from _exc
 
+from ._client import AwsClient as AwsClient
+from ._client import is_retryable as is_retryable
+from ._client import retrying as retrying
 from ._errors import S3StorageError as S3StorageError
 from ._io import S3IOManager as S3IOManager
 from ._layout import decode_segment as decode_segment
 from ._layout import encode_segment as encode_segment
 from ._reader import S3ItemReader as S3ItemReader
 
-__all__ = ("S3IOManager", "S3ItemReader", "S3StorageError", "decode_segment", "encode_segment")
+__all__ = (
+    "AwsClient",
+    "S3IOManager",
+    "S3ItemReader",
+    "S3StorageError",
+    "decode_segment",
+    "encode_segment",
+    "is_retryable",
+    "retrying",
+)
 
 for _name in __all__:
     _obj = globals()[_name]
