@@ -64,8 +64,8 @@ class DynamoDBItemReader:
     (``ProvisionedThroughputExceededException``, ``ThrottlingException``) is retried with
     backoff.
 
-    The client is opened on first read and closed when the source is exhausted, by
-    :meth:`aclose`, or with a runtime it is given to (``fs.Runtime(plugins=[reader])``).
+    The client is opened on first read and kept until :meth:`aclose` (``async with
+    reader``), or until the runtime it is given to closes (``fs.Runtime(plugins=[reader])``).
 
     :param table: the table name
     :param key_condition: a ``KeyConditionExpression``: query instead of scan
@@ -196,7 +196,6 @@ class DynamoDBItemReader:
             for segment in sorted(found):
                 items.extend(found[segment])
         if all(s == _DONE for s in states):
-            await self.aclose()
             return ItemPage(items, None)
         return ItemPage(items, json.dumps({"segments": states}, separators=(",", ":")))
 

@@ -1,13 +1,16 @@
 """Records of one S3 object read in order from a position, a chunk at a time.
 
-:class:`RecordStream` holds one open ``GetObject`` body and a small buffer: memory stays at
-about one chunk whatever the object's size. A plain object is opened at a byte offset with a
-ranged GET (``Range: bytes=<offset>-``); a gzipped one cannot be entered in the middle, so it
-is decompressed from its start and the lines before the position are skipped (only when a
+:class:`RecordStream` holds one open ``GetObject`` body, the complete lines of the last
+chunk and the start of the next line: memory stays at about one chunk whatever the
+object's size. A plain object is opened at a byte offset with a ranged GET
+(``Range: bytes=<offset>-``); a gzipped one cannot be entered in the middle, so it is
+decompressed from its start and the lines before the position are skipped (only when a
 read resumes from a checkpoint; a stream kept open between pages is simply continued).
 
-A record is a line (``\\n``-terminated, a trailing ``\\r`` dropped), or for CSV as many lines
-as it takes to close the quotes a record opened (a quoted field may hold newlines).
+Lines are split a chunk at a time (``bytes.split``), not one call per line: reading is
+bounded by parsing, not by the loop. A line is ``\\n``-terminated (the last may not be);
+for CSV a record is as many lines as it takes to close the quotes it opened (a quoted field
+may hold newlines).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ _CHUNK = 256 * 1024
 
 
 class RecordStream:
-    """The records of object ``key`` from byte ``offset`` (plain) or line ``line`` (gzip).
+    """The lines of object ``key`` from byte ``offset`` (plain) or line ``line`` (gzip).
 
-    :param quote: for CSV, the quote character (records may span lines); ``None`` for lines
+    :attr offset: bytes of the object (decompressed, for gzip) before the next line
+    :attr line: lines before the next line
+    :attr finished: the object is read to its end
     """
 
     def __init__(
@@ -37,28 +42,26 @@ class RecordStream:
         offset: int = 0,
         line: int = 0,
         gzip: bool = False,
-        quote: bytes | None = None,
         chunk_size: int = _CHUNK,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.key = key
         self.gzip = gzip
-        self.quote = quote
         self.chunk_size = chunk_size
-        #: bytes of the object (decompressed, for gzip) before the next record
         self.offset = 0 if gzip else offset
-        #: lines before the next record
         self.line = line
-        self._skip = line if gzip else 0
+        self.finished = False
         self._start = 0 if gzip else offset
+        self._skip = line if gzip else 0
         self._body: Any = None
         self._chunks: Any = None
-        self._buffer = bytearray()
-        self._pos = 0
-        self._eof = False
         self._inflater: Any = None
-        self.finished = False
+        self._lines: list[bytes] = []
+        self._next = 0
+        self._rest = b""
+        self._eof = False
+        self._unterminated = False  # the last line of the object has no newline
 
     async def _open(self) -> None:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
@@ -75,87 +78,84 @@ class RecordStream:
         self._chunks = self._body.iter_chunks(self.chunk_size)
         if self.gzip:
             self._inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header
-        while self._skip:
-            line = await self._raw_line()
-            if line is None:
-                break
-            self._skip -= 1
+        if self._skip:
+            skip, self._skip = self._skip, 0
+            line = self.line
+            while skip:
+                skip -= len(await self.take(skip))
+                if self.finished:
+                    break
+            self.line = line
 
-    async def _fill(self) -> bool:
-        """Read one more chunk into the buffer; ``False`` at the end of the object."""
-        if self._eof:
-            return False
-        if self._body is None:
+    def _inflate(self, chunk: bytes) -> bytes:
+        parts: list[bytes] = []
+        while chunk:
+            parts.append(self._inflater.decompress(chunk))
+            chunk = self._inflater.unused_data
+            if chunk:  # a concatenated gzip member starts
+                self._inflater = zlib.decompressobj(wbits=47)
+        return b"".join(parts)
+
+    async def _refill(self) -> bool:
+        """Split the next chunk into lines; ``False`` once nothing is left."""
+        if self._body is None and not self._eof:
             await self._open()
-            # Skipping lines (gzip) may have read data, or the whole object: scan again.
-            return self._pos < len(self._buffer) or not self._eof
-        while True:
+            if self._next < len(self._lines):
+                return True
+        while not self._eof:
             try:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
                 self._eof = True
-                if self._inflater is not None:
-                    self._buffer += self._inflater.flush()
+                tail = self._inflater.flush() if self._inflater is not None else b""
+                data = self._rest + tail
+                self._rest = b""
+                if data:
+                    lines = data.split(b"\n")
+                    last = lines.pop()
+                    if last:
+                        lines.append(last)
+                        self._unterminated = True
+                    self._lines, self._next = lines, 0
+                    return bool(lines)
                 return False
-            if self._pos > len(self._buffer) // 2:
-                del self._buffer[: self._pos]
-                self._pos = 0
-            if self._inflater is None:
-                self._buffer += chunk
-                return True
-            data = chunk
-            while data:
-                self._buffer += self._inflater.decompress(data)
-                data = self._inflater.unused_data
-                if data:  # a concatenated gzip member starts
-                    self._inflater = zlib.decompressobj(wbits=47)
+            if self._inflater is not None:
+                chunk = self._inflate(chunk)
+            if b"\n" not in chunk:
+                self._rest += chunk
+                continue
+            lines = (self._rest + chunk).split(b"\n")
+            self._rest = lines.pop()
+            self._lines, self._next = lines, 0
             return True
+        return False
 
-    async def _raw_line(self) -> bytes | None:
-        """The next line with its ``\\n`` (the last may lack one), or ``None`` at the end."""
-        while True:
-            end = self._buffer.find(b"\n", self._pos)
-            if end >= 0:
-                line = bytes(self._buffer[self._pos : end + 1])
-                self._pos = end + 1
-                return line
-            if not await self._fill():
-                if self._pos < len(self._buffer):
-                    line = bytes(self._buffer[self._pos :])
-                    self._pos = len(self._buffer)
-                    return line
-                return None
-
-    async def next_record(self) -> bytes | None:
-        """The next record without its line ending, or ``None`` at the end of the object.
-
-        Advances :attr:`offset` and :attr:`line` past it.
-        """
-        line = await self._raw_line()
-        if line is None:
-            self.finished = True
-            return None
-        consumed, lines = len(line), 1
-        if self.quote is not None:
-            quotes = line.count(self.quote)
-            while quotes % 2:
-                more = await self._raw_line()
-                if more is None:
+    async def take(self, n: int) -> list[bytes]:
+        """Up to ``n`` next lines, without their ``\\n``; fewer only at the object's end
+        (then :attr:`finished` is set). Advances :attr:`offset` and :attr:`line`."""
+        out: list[bytes] = []
+        while len(out) < n:
+            available = len(self._lines) - self._next
+            if available <= 0:
+                if not await self._refill():
+                    self.finished = True
                     break
-                line += more
-                consumed += len(more)
-                lines += 1
-                quotes += more.count(self.quote)
-        self.offset += consumed
-        self.line += lines
-        if line.endswith(b"\n"):
-            line = line[:-1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        return line
+                continue
+            count = min(n - len(out), available)
+            batch = self._lines[self._next : self._next + count]
+            self._next += count
+            size = sum(map(len, batch)) + count
+            if self._unterminated and self._eof and self._next == len(self._lines):
+                size -= 1  # the object's last line had no newline
+            self.offset += size
+            self.line += count
+            out += batch
+        if self._eof and self._next >= len(self._lines) and len(out) < n:
+            self.finished = True
+        return out
 
     def at(self, offset: int, line: int) -> bool:
-        """Whether the stream's next record is the one at (``offset``, ``line``)."""
+        """Whether the stream's next line is the one at (``offset``, ``line``)."""
         if self.gzip:
             return self.line == line
         return self.offset == offset

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = ["S3ItemReader"]
 
+# ``json.loads`` of bytes sniffs their encoding on every call; decoding to text first and
+# calling the decoder directly is a third faster on short lines.
+_DECODER = json.JSONDecoder()
+
 Format = Literal["keys", "jsonl", "csv"]
 _FORMATS = ("keys", "jsonl", "csv")
 
@@ -56,8 +60,9 @@ class S3ItemReader:
     for gzip) is what a durable scatter checkpoints, so a run killed mid-way resumes reading
     exactly where it stopped. Throttling (``SlowDown``, 503) is retried with backoff.
 
-    The client is opened on first read and closed when the source is exhausted, by
-    :meth:`aclose`, or with a runtime it is given to (``fs.Runtime(plugins=[reader])``).
+    The client is opened on first read and kept until :meth:`aclose` (``async with
+    reader``), or until the runtime it is given to closes (``fs.Runtime(plugins=[reader])``):
+    one client per runtime, however many scatters read through the reader.
 
     :param bucket: the bucket
     :param prefix: the key prefix of the objects to read (``"events/2025-01-02/"``)
@@ -110,7 +115,7 @@ class S3ItemReader:
         except TypeError as exc:
             raise ConfigurationError(f"S3ItemReader: bad csv_options: {exc}") from exc
         quotechar = self._csv_options.get("quotechar", '"')
-        self._quote = quotechar.encode(encoding) if format == "csv" and quotechar else None
+        self._quote = quotechar.encode(encoding) if quotechar else None
         self._client = AwsClient(
             "s3",
             endpoint_url=endpoint_url,
@@ -121,6 +126,8 @@ class S3ItemReader:
         self._stream: RecordStream | None = None
         self._headers: dict[str, list[str]] = {}
         self._listed: list[str] = []
+        self._listed_from: str | None = None
+        self._listed_all = False
         self._lock = anyio.Lock()
 
     def __repr__(self) -> str:
@@ -132,6 +139,7 @@ class S3ItemReader:
     # -- lifetime --------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        await self._client.get()
         return self
 
     async def __aexit__(
@@ -182,7 +190,7 @@ class S3ItemReader:
             else:
                 page = await self._read_records(position, limit)
         if page.cursor is None:
-            await self.aclose()
+            self._drop_stream()
         return page
 
     # -- keys ------------------------------------------------------------------------
@@ -232,10 +240,13 @@ class S3ItemReader:
             index = self._listed.index(after) + 1
             if index < len(self._listed):
                 return self._listed[index]
-        elif after is None and self._listed:
+            if self._listed_all:
+                return None  # that listing went to the end of the prefix
+        elif after is None and self._listed and self._listed_from is None:
             return self._listed[0]
-        objects, _ = await self._list(after, self.list_page_size)
+        objects, more = await self._list(after, self.list_page_size)
         self._listed = [o["Key"] for o in objects]
+        self._listed_from, self._listed_all = after, not more
         return self._listed[0] if self._listed else None
 
     # -- lines and rows ----------------------------------------------------------------
@@ -254,19 +265,19 @@ class S3ItemReader:
                 offset = line = 0
             stream = await self._stream_at(key, offset, line)
             with mapped_errors("read the object", bucket=self.bucket, key=key):
-                while len(items) < limit:
-                    record = await stream.next_record()
-                    if record is None:
-                        break
-                    item = await self._item(stream, record)
-                    if item is not _SKIP:
-                        items.append(item)
+                while len(items) < limit and not stream.finished:
+                    first = stream.line
+                    if self.format == "jsonl":
+                        lines = await stream.take(limit - len(items))
+                        items += self._parse_jsonl(stream, lines, first)
+                    else:
+                        records = await self._csv_records(stream, limit - len(items))
+                        items += self._rows(stream, records, first)
             if stream.finished:
                 self._drop_stream()
                 after, key = key, None
                 continue
             offset, line = stream.offset, stream.line
-            return ItemPage(items, json.dumps({"key": key, "offset": offset, "line": line}))
         if key is None:
             return ItemPage(items, json.dumps({"after": after}))
         return ItemPage(items, json.dumps({"key": key, "offset": offset, "line": line}))
@@ -277,52 +288,83 @@ class S3ItemReader:
             return stream
         self._drop_stream()
         client = await self._client.get()
-        stream = RecordStream(
-            client, self.bucket, key, offset=offset, line=line, gzip=self.gzip, quote=self._quote
-        )
+        stream = RecordStream(client, self.bucket, key, offset=offset, line=line, gzip=self.gzip)
         self._stream = stream
         if self.format == "csv" and self.header:
             if offset or line:  # resuming inside an object: its header row, read apart
                 await self._header(key)
             else:
                 with mapped_errors("read the header row", bucket=self.bucket, key=key):
-                    record = await stream.next_record()
-                self._headers = {key: self._parse_csv(record or b"", key, 1)}
+                    records = await self._csv_records(stream, 1)
+                self._headers = {key: self._parse_csv(records[0] if records else b"", key, 1)}
         return stream
 
     async def _header(self, key: str) -> list[str]:
         header = self._headers.get(key)
         if header is None:
             client = await self._client.get()
-            first = RecordStream(client, self.bucket, key, gzip=self.gzip, quote=self._quote)
+            first = RecordStream(client, self.bucket, key, gzip=self.gzip)
             try:
                 with mapped_errors("read the header row", bucket=self.bucket, key=key):
-                    record = await first.next_record()
+                    records = await self._csv_records(first, 1)
             finally:
                 first.close()
-            header = self._parse_csv(record or b"", key, 1)
+            header = self._parse_csv(records[0] if records else b"", key, 1)
             self._headers = {key: header}
         return header
 
-    async def _item(self, stream: RecordStream, record: bytes) -> Any:
-        if self.format == "jsonl":
-            if not record.strip():
-                return _SKIP
+    def _parse_jsonl(self, stream: RecordStream, lines: list[bytes], first: int) -> list[Any]:
+        decode, encoding = _DECODER.decode, self.encoding
+        try:
+            return [decode(text.decode(encoding)) for text in lines if text.strip()]
+        except (UnicodeDecodeError, ValueError):
+            pass
+        for number, text in enumerate(lines, first + 1):  # find the line at fault
             try:
-                return json.loads(record.decode(self.encoding))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                json.loads(text.decode(self.encoding))
+            except (UnicodeDecodeError, ValueError) as exc:
                 raise S3StorageError(
-                    f"line {stream.line} is not JSON: {exc}",
+                    f"line {number} is not JSON: {exc}",
                     bucket=self.bucket,
                     key=stream.key,
                     reason="corrupt",
                 ) from None
-        if not record:
-            return _SKIP
-        row = self._parse_csv(record, stream.key, stream.line)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _csv_records(self, stream: RecordStream, n: int) -> list[bytes]:
+        """Up to ``n`` CSV records: lines joined while a quoted field is open."""
+        quote = self._quote
+        records: list[bytes] = []
+        pending: bytes | None = None
+        quotes = 0
+        lines = await stream.take(n)
+        while True:
+            for text in lines:
+                if pending is None:
+                    pending, quotes = text, text.count(quote) if quote else 0
+                else:
+                    pending += b"\n" + text
+                    quotes += text.count(quote) if quote else 0
+                if quotes % 2 == 0:
+                    records.append(pending)
+                    pending = None
+            if pending is None:
+                return records
+            lines = await stream.take(1)  # a record still open at the end of the batch
+            if not lines:
+                records.append(pending)
+                return records
+
+    def _rows(self, stream: RecordStream, records: list[bytes], first: int) -> list[Any]:
+        rows = [
+            self._parse_csv(record, stream.key, first + 1)
+            for record in records
+            if record.rstrip(b"\r")
+        ]
         if not self.header:
-            return row
-        return dict(zip(await self._header(stream.key), row, strict=False))
+            return rows
+        header = self._headers[stream.key]
+        return [dict(zip(header, row, strict=False)) for row in rows]
 
     def _parse_csv(self, record: bytes, key: str, line: int) -> list[str]:
         try:
@@ -353,6 +395,3 @@ class S3ItemReader:
                 reason="error",
             )
         return position
-
-
-_SKIP: Any = object()
