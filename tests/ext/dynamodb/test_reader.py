@@ -210,3 +210,18 @@ def test_importing_without_aioboto3_names_the_extra() -> None:
     assert done.stdout.strip() == (
         "MissingExtraError flowstone.ext.dynamodb needs aioboto3: pip install 'flowstone[dynamodb]'"
     )
+
+
+async def test_throttled_reads_are_retried(moto_server: MotoServer, events_table: str) -> None:
+    from throttling_proxy import throttling_proxy
+
+    with throttling_proxy(moto_server.endpoint_url, throttle=3, service="dynamodb") as proxy:
+        async with DynamoDBItemReader(
+            events_table,
+            key_condition="pk = :p",
+            values={":p": "b"},
+            endpoint_url=proxy.endpoint_url,
+        ) as query:
+            items, _ = await read_all(query, 10)
+    assert [i["n"] for i in items] == list(range(25))
+    assert proxy.throttled == 3

@@ -412,3 +412,16 @@ def test_importing_without_aioboto3_names_the_extra() -> None:
     assert done.stdout.strip() == (
         "MissingExtraError flowstone.ext.s3 needs aioboto3: pip install 'flowstone[s3]'"
     )
+
+
+async def test_throttling_is_retried_with_backoff(moto_server: MotoServer, bucket: str) -> None:
+    from throttling_proxy import throttling_proxy
+
+    with throttling_proxy(moto_server.endpoint_url, throttle=3) as proxy:
+        async with S3IOManager(bucket, "slow", endpoint_url=proxy.endpoint_url) as io:
+            await io.store(ctx("p"), {"v": 1})
+            assert proxy.throttled == 3
+            assert await io.load(ctx("p")) == {"v": 1}
+            proxy.remaining = 2
+            assert await io.list_partitions("orders") == ["p"]
+            assert proxy.throttled == 5

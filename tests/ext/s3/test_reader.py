@@ -221,3 +221,18 @@ async def test_a_scatter_over_jsonl_lines(
     async with fs.Runtime(plugins=[reader]) as rt:
         result = await rt.materialize([parsed])
     assert result["parsed"] == [row["n"] * 2 for row in events]
+
+
+async def test_throttled_reads_are_retried(
+    moto_server: MotoServer, bucket: str, events: list[dict[str, Any]]
+) -> None:
+    from throttling_proxy import throttling_proxy
+
+    with throttling_proxy(moto_server.endpoint_url, throttle=2) as proxy:
+        async with S3ItemReader(bucket, "events/", endpoint_url=proxy.endpoint_url) as reader:
+            first = await reader.read_page(None, 10)  # the listing is throttled twice
+            assert proxy.throttled == 2
+            proxy.remaining = 2  # and the next object's GET
+            items, _ = await read_all(reader, 10, first.cursor)
+    assert [*first.items, *items] == events
+    assert proxy.throttled == 4
