@@ -146,6 +146,7 @@ class Runtime:
         self._last_pipeline: Pipeline | None = None
         self._state = "new"
         self._stack: contextlib.AsyncExitStack | None = None
+        self._entered: set[int] = set()
         self._open_lock: anyio.Lock | None = None
         # Plugins first, so that what is given explicitly here wins over what they install.
         for plugin in (self.store, *self._plugins):
@@ -217,6 +218,7 @@ class Runtime:
                 raise
             self.resources = Resources(values)
             self._stack = stack
+            self._entered = seen
             self._state = "open"
 
     async def aclose(self) -> None:
@@ -230,6 +232,12 @@ class Runtime:
         for _, coordinator in self.coordinators.resolved():
             close = getattr(coordinator, "aclose", None)
             if callable(close) and not _is_async_cm(coordinator):
+                await close()
+        # IO managers resolved by name (not given, so not entered above) that hold a
+        # client, such as the ``s3`` manager built from the environment, close here.
+        for _, manager in self.io_managers.resolved():
+            close = getattr(manager, "aclose", None)
+            if callable(close) and id(manager) not in self._entered:
                 await close()
 
     async def migrate(self) -> None:

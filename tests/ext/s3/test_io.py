@@ -326,8 +326,12 @@ async def test_refused_credentials_are_named(
     ) as io:
         with pytest.raises(S3StorageError, match="credentials were refused") as caught:
             await io.store(ctx("p"), 1)
-    assert caught.value.reason == "credentials"
-    assert (caught.value.asset, caught.value.partition) == ("orders", "p")
+        assert caught.value.reason == "credentials"
+        assert (caught.value.asset, caught.value.partition) == ("orders", "p")
+        for call in (io.load(ctx("p")), io.exists(ctx("p")), io.list_partitions("orders")):
+            with pytest.raises(S3StorageError, match="credentials were refused") as caught:
+                await call
+            assert caught.value.reason == "credentials"
 
 
 async def test_an_unstorable_key_fails_before_writing(manager: S3IOManager) -> None:
@@ -425,3 +429,24 @@ async def test_throttling_is_retried_with_backoff(moto_server: MotoServer, bucke
             proxy.remaining = 2
             assert await io.list_partitions("orders") == ["p"]
             assert proxy.throttled == 5
+
+
+async def test_the_registered_name_works_from_the_environment(
+    moto_server: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @fs.asset(io_manager="s3")
+    async def named() -> list[int]:
+        return [1, 2]
+
+    with pytest.raises(fs.ConfigurationError, match="FLOWSTONE_S3_BUCKET"):
+        S3IOManager()
+    monkeypatch.setenv("FLOWSTONE_S3_BUCKET", bucket)
+    monkeypatch.setenv("FLOWSTONE_S3_PREFIX", "from-env")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    async with fs.Runtime() as rt:
+        result = await rt.materialize([named])
+        manager = rt.io_managers.get("s3")
+        assert isinstance(manager, S3IOManager) and manager._client._client is not None
+    assert result["named"] == [1, 2]
+    assert manager._client._client is None  # the runtime closed what it made
+    assert object_keys(moto_server, bucket) == ["from-env/named/value"]

@@ -67,6 +67,8 @@ CREDENTIAL_ERRORS = frozenset(
         "UnrecognizedClientException",
         "InvalidClientTokenId",
         "AccessDeniedException",
+        "403",  # a HEAD request's refusal has no body, only its status
+        "Forbidden",
     }
 )
 

@@ -7,6 +7,7 @@ Key layout: :mod:`._layout`; serializers: :mod:`._serializers`; whole-or-nothing
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import AsyncIterable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
@@ -54,8 +55,10 @@ class S3IOManager:
       the runtime it is registered with opens, and closed with the runtime (or
       :meth:`aclose`, or ``async with manager``).
 
-    :param bucket: the bucket (it must exist)
-    :param prefix: the key prefix under which values go (``""``: the bucket's top)
+    :param bucket: the bucket (it must exist); default ``FLOWSTONE_S3_BUCKET``, read when the
+        manager is made (so ``io_manager="s3"`` works without registering one)
+    :param prefix: the key prefix under which values go; default ``FLOWSTONE_S3_PREFIX``,
+        else ``""`` (the bucket's top)
     :param endpoint_url: the S3 endpoint (MinIO, a test server); default
         ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, else AWS
     :param region_name: the region; default the environment's (``us-east-1`` if none)
@@ -73,8 +76,8 @@ class S3IOManager:
 
     def __init__(
         self,
-        bucket: str,
-        prefix: str = "",
+        bucket: str | None = None,
+        prefix: str | None = None,
         *,
         endpoint_url: str | None = None,
         region_name: str | None = None,
@@ -84,6 +87,16 @@ class S3IOManager:
         session: aioboto3.Session | None = None,
         client_options: dict[str, Any] | None = None,
     ) -> None:
+        if bucket is None:
+            bucket = os.environ.get("FLOWSTONE_S3_BUCKET")
+            if not bucket:
+                raise ConfigurationError(
+                    "S3IOManager needs a bucket: register one with "
+                    "fs.Runtime(io_managers={'s3': S3IOManager(bucket=...)}) or set "
+                    "FLOWSTONE_S3_BUCKET (and FLOWSTONE_S3_PREFIX) for io_manager='s3'"
+                )
+        if prefix is None:
+            prefix = os.environ.get("FLOWSTONE_S3_PREFIX", "")
         if not isinstance(bucket, str) or not bucket or "/" in bucket:
             raise ConfigurationError(f"S3IOManager: bucket must be a bucket name, got {bucket!r}")
         if serializer is not None and serializer not in SERIALIZERS:
