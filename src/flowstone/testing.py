@@ -16,7 +16,8 @@ Fixtures:
   it runs. Give its ``endpoint_url`` to S3 and DynamoDB clients
   (``S3IOManager(bucket=..., endpoint_url=moto_server.endpoint_url)``);
   ``moto_server.create_bucket()`` makes a fresh bucket, ``moto_server.client("dynamodb")``
-  a boto3 client for setting things up. moto is imported only when the fixture is used.
+  a boto3 client for setting things up (its type: :class:`MotoServer`). moto is imported
+  only when the fixture is used.
 
 An ``async def`` test that uses ``flowstone_runtime`` needs no marker and no pytest config:
 the plugin marks it for pytest-asyncio when that is installed (strict or auto mode) and
@@ -43,12 +44,12 @@ import pytest
 from ._core.memory import MemoryEventSink, MemoryIOManager
 from ._core.records import Status
 from ._core.runtime import Runtime
+from ._testing_aws import MotoServer as MotoServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 
     from ._core.result import MaterializeResult
-    from ._testing_aws import MotoServer
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
 _fixture: Any
@@ -69,6 +70,7 @@ _ASYNC_MARKERS = ("asyncio", "anyio")
 
 
 __all__ = [
+    "MotoServer",
     "assert_failed",
     "assert_reused",
     "assert_skipped",

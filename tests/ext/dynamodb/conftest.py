@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("aioboto3")
 
-from flowstone._testing_aws import MotoServer
+from flowstone.testing import MotoServer
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 import flowstone as fs
-from flowstone._testing_aws import MotoServer
 from flowstone.ext.dynamodb import DynamoDBError, DynamoDBItemReader
 from flowstone.ext.scatter import scatter
 from flowstone.protocols import ItemReader
+from flowstone.testing import MotoServer
 
 pytestmark = pytest.mark.s3
 

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("aioboto3")
 
-from flowstone._testing_aws import MotoServer
 from flowstone.ext.s3 import S3IOManager
+from flowstone.testing import MotoServer
 
 
 @pytest.fixture

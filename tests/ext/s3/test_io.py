@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowstone as fs
-from flowstone._testing_aws import MotoServer
 from flowstone.ext.s3 import S3IOManager, S3StorageError, decode_segment, encode_segment
 from flowstone.protocols import IOContext, IOManager, PartitionLister
+from flowstone.testing import MotoServer
 
 from .conftest import object_keys
 

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowstone as fs
-from flowstone._testing_aws import MotoServer
 from flowstone.ext.s3 import S3ItemReader, S3StorageError
 from flowstone.ext.scatter import scatter
 from flowstone.protocols import ItemReader
+from flowstone.testing import MotoServer
 
 pytestmark = pytest.mark.s3
 

@@ -28,7 +28,7 @@ import anyio.to_thread
 import pytest
 
 import flowstone as fs
-from flowstone._testing_aws import MotoServer
+from flowstone.testing import MotoServer
 
 asyncpg = pytest.importorskip("asyncpg")
 
