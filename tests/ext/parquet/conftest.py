@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowstone._testing_aws import MotoServer
+from flowstone.testing import MotoServer
 
 pytest.importorskip("pyarrow")
 
