@@ -3,6 +3,7 @@ errors, and one client per runtime."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 import sys
@@ -450,3 +451,36 @@ async def test_the_registered_name_works_from_the_environment(
     assert result["named"] == [1, 2]
     assert manager._client._client is None  # the runtime closed what it made
     assert object_keys(moto_server, bucket) == ["from-env/named/value"]
+
+
+async def test_compression_above_a_threshold_is_recorded_on_the_object(
+    moto_server: MotoServer, bucket: str
+) -> None:
+    big = {"rows": [{"id": i, "name": "same text again"} for i in range(2000)]}
+    async with S3IOManager(
+        bucket, "z", endpoint_url=moto_server.endpoint_url, compression="zlib",
+        compression_threshold=1024,
+    ) as io:  # fmt: skip
+        meta = await io.store(ctx("big"), big)
+        assert meta["s3"]["compression"] == "zlib"
+        info = head(moto_server, bucket, io.key_of("orders", "big"))
+        assert info["Metadata"]["flowstone-compression"] == "zlib"
+        assert info["ContentLength"] == meta["s3"]["bytes"] < len(json.dumps(big)) // 10
+        assert await io.load(ctx("big")) == big
+        small = await io.store(ctx("small"), [1, 2])  # under the threshold: as it is
+        assert "compression" not in small["s3"]
+        assert await io.load(ctx("small")) == [1, 2]
+        # An asset turns it off for itself.
+        plain = await io.store(ctx("plain", compression=None), big)
+        assert "compression" not in plain["s3"] and await io.load(ctx("plain")) == big
+    with pytest.raises(fs.ConfigurationError, match="compression 'lz4'"):
+        S3IOManager(bucket, compression="lz4")
+    auto = S3IOManager(bucket, compression="auto")
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        assert auto.compression == "zlib"
+        with pytest.raises(fs.ConfigurationError, match="zstandard"):
+            S3IOManager(bucket, compression="zstd")
+    else:
+        assert auto.compression == "zstd"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 from flowstone import ConfigurationError, ValueNotFoundError
 
 from ._client import AwsClient, error_code, retrying
+from ._compression import compress, decompress, resolve
 from ._errors import S3StorageError, describe, mapped_errors
 from ._layout import asset_prefix, object_key, parse_object_name
 from ._serializers import SERIALIZERS, SerializeError, choose, decode, encode, serializer_of
@@ -64,6 +65,13 @@ class S3IOManager:
     :param region_name: the region; default the environment's (``us-east-1`` if none)
     :param serializer: the serializer for every value (``"json"``, ``"bytes"``,
         ``"parquet"``, ``"pickle"``); default: chosen by the value's type
+    :param compression: compress values of at least ``compression_threshold`` bytes:
+        ``"zlib"``, ``"zstd"`` (needs ``zstandard``), ``"auto"`` / ``True`` (zstd when
+        installed, else zlib); default off. An asset overrides it with
+        ``metadata={"compression": ...}`` (``None`` turns it off). The codec is recorded on
+        the object; streamed values are not compressed
+    :param compression_threshold: the smallest value, in bytes, that is compressed
+        (default 64 KiB)
     :param multipart_threshold: values bigger than this go up in parts (default 16 MiB)
     :param part_size: the size of one part (default 8 MiB, at least 5 MiB)
     :param session: an ``aioboto3.Session`` (a profile, explicit credentials)
@@ -82,6 +90,8 @@ class S3IOManager:
         endpoint_url: str | None = None,
         region_name: str | None = None,
         serializer: str | None = None,
+        compression: bool | str | None = None,
+        compression_threshold: int = 64 * 1024,
         multipart_threshold: int = 16 * _MiB,
         part_size: int = 8 * _MiB,
         session: aioboto3.Session | None = None,
@@ -114,6 +124,11 @@ class S3IOManager:
                 "S3IOManager: multipart_threshold must be at least part_size, got "
                 f"{multipart_threshold} < {part_size}"
             )
+        try:
+            self.compression = resolve(compression, "S3IOManager")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self.compression_threshold = compression_threshold
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.serializer = serializer
@@ -231,19 +246,36 @@ class S3IOManager:
                 **where,
                 reason="unserialisable",
             ) from exc
+        body = encoded.body
+        metadata = {"flowstone-serializer": encoded.serializer, **encoded.metadata}
+        codec = self._codec(context)
+        if codec is not None and len(body) >= self.compression_threshold:
+            body = compress(body, codec)
+            metadata["flowstone-compression"] = codec
         client = await self._client.get()
         with mapped_errors("store the value", **where):
             etag = await put_object(
                 client,
                 self.bucket,
                 key,
-                encoded.body,
+                body,
                 content_type=encoded.content_type,
-                metadata={"flowstone-serializer": encoded.serializer, **encoded.metadata},
+                metadata=metadata,
                 threshold=self.multipart_threshold,
                 part_size=self.part_size,
             )
-        return self._stored(key, encoded.serializer, len(encoded.body), etag)
+        stored = self._stored(key, encoded.serializer, len(body), etag)
+        if "flowstone-compression" in metadata:
+            stored["s3"]["compression"] = metadata["flowstone-compression"]
+        return stored
+
+    def _codec(self, context: IOContext) -> str | None:
+        if "compression" not in context.metadata:
+            return self.compression
+        try:
+            return resolve(context.metadata["compression"], f"asset {context.asset!r}")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def _stored(self, key: str, serializer: str, size: int | None, etag: str) -> dict[str, Any]:
         info: dict[str, Any] = {"uri": f"s3://{self.bucket}/{key}", "serializer": serializer}
@@ -278,6 +310,9 @@ class S3IOManager:
         metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
         serializer = serializer_of(metadata, response.get("ContentType"))
         try:
+            codec = metadata.get("flowstone-compression")
+            if codec:
+                body = decompress(body, codec)
             return decode(body, serializer, metadata)
         except Exception as exc:
             raise S3StorageError(
