@@ -1,4 +1,5 @@
-"""An HTTP proxy in front of the moto server that throttles the first requests it gets.
+"""An HTTP proxy in front of the moto server that throttles the first requests it gets
+(and, if asked, drops downloads half-way).
 
 The clients under test talk to it over real HTTP (``endpoint_url=proxy.endpoint_url``): it
 answers the first ``throttle`` requests the way S3 or DynamoDB throttle (HTTP 503
@@ -9,6 +10,7 @@ request to moto unchanged, so retrying with backoff is tested without patching a
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,9 +30,11 @@ _DYNAMODB_THROTTLED = (
 class ThrottlingProxy:
     """A running proxy; ``throttled`` counts the requests it refused."""
 
-    def __init__(self, target: str, throttle: int, service: str) -> None:
+    def __init__(self, target: str, throttle: int, service: str, cut: int = 0) -> None:
         self.target = urlsplit(target)
         self.remaining = throttle
+        self.cut = cut
+        self.cuts = 0
         self.service = service
         self.throttled = 0
         self.forwarded = 0
@@ -77,7 +81,17 @@ class ThrottlingProxy:
                             self.send_header(name, value)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    if self.command != "HEAD":
+                    with proxy.lock:
+                        cut = self.command == "GET" and len(data) > 4096 and proxy.cut > 0
+                        if cut:
+                            proxy.cut -= 1
+                            proxy.cuts += 1
+                    if cut:  # half the body, then the connection drops
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    elif self.command != "HEAD":
                         self.wfile.write(data)
                 finally:
                     conn.close()
@@ -100,9 +114,12 @@ class ThrottlingProxy:
 
 
 @contextmanager
-def throttling_proxy(target: str, throttle: int, service: str = "s3") -> Iterator[ThrottlingProxy]:
-    """Run a :class:`ThrottlingProxy` to ``target`` until the block ends."""
-    proxy = ThrottlingProxy(target, throttle, service)
+def throttling_proxy(
+    target: str, throttle: int, service: str = "s3", cut: int = 0
+) -> Iterator[ThrottlingProxy]:
+    """Run a :class:`ThrottlingProxy` to ``target`` until the block ends; it also cuts the
+    first ``cut`` object downloads (over 4 KiB) half-way through their bodies."""
+    proxy = ThrottlingProxy(target, throttle, service, cut)
     thread = threading.Thread(target=proxy.server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -484,3 +484,16 @@ async def test_compression_above_a_threshold_is_recorded_on_the_object(
             S3IOManager(bucket, compression="zstd")
     else:
         assert auto.compression == "zstd"
+
+
+async def test_a_load_whose_download_drops_is_picked_up(
+    moto_server: MotoServer, bucket: str
+) -> None:
+    from throttling_proxy import throttling_proxy
+
+    value = bytes(range(256)) * 4000
+    with throttling_proxy(moto_server.endpoint_url, throttle=0, cut=2) as proxy:
+        async with S3IOManager(bucket, "drop", endpoint_url=proxy.endpoint_url) as io:
+            await io.store(ctx("p"), value)
+            assert await io.load(ctx("p")) == value
+    assert proxy.cuts == 2

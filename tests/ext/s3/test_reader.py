@@ -236,3 +236,21 @@ async def test_throttled_reads_are_retried(
             items, _ = await read_all(reader, 10, first.cursor)
     assert [*first.items, *items] == events
     assert proxy.throttled == 4
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+async def test_a_download_that_drops_midway_is_picked_up_where_it_stopped(
+    moto_server: MotoServer, bucket: str, compressed: bool
+) -> None:
+    from throttling_proxy import throttling_proxy
+
+    rows = [{"i": i, "pad": "q" * (i % 40)} for i in range(3000)]
+    body = jsonl(rows)
+    put(moto_server, bucket, "drop/1.jsonl", gzip.compress(body) if compressed else body)
+    with throttling_proxy(moto_server.endpoint_url, throttle=0, cut=2) as proxy:
+        async with S3ItemReader(
+            bucket, "drop/", gzip=compressed, endpoint_url=proxy.endpoint_url
+        ) as reader:
+            items, _ = await read_all(reader, 500)
+    assert proxy.cuts == 2
+    assert items == rows

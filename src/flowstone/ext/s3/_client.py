@@ -14,6 +14,7 @@ import random
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aioboto3
+import aiohttp
 import anyio
 from botocore.config import Config
 from botocore.exceptions import (
@@ -21,15 +22,18 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
+    IncompleteReadError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 __all__ = [
-    "AwsClient",
     "CREDENTIAL_ERRORS",
+    "DROPPED",
+    "AwsClient",
     "THROTTLING_ERRORS",
     "endpoint_from_env",
     "error_code",
@@ -70,6 +74,17 @@ CREDENTIAL_ERRORS = frozenset(
         "403",  # a HEAD request's refusal has no body, only its status
         "Forbidden",
     }
+)
+
+
+#: What reading a response body that stopped arriving raises.
+DROPPED: tuple[type[BaseException], ...] = (
+    ResponseStreamingError,
+    IncompleteReadError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientConnectionError,
+    ConnectionError,
+    TimeoutError,
 )
 
 

@@ -18,11 +18,18 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from ._client import error_code, retrying
+from ._client import DROPPED, error_code, retrying
 
 __all__ = ["RecordStream"]
 
 _CHUNK = 256 * 1024
+#: Times one object's body may drop and be picked up again before the error is raised.
+_RESUMES = 5
+
+
+async def _nothing() -> Any:
+    return
+    yield  # an async generator that ends at once
 
 
 class RecordStream:
@@ -62,6 +69,9 @@ class RecordStream:
         self._rest = b""
         self._eof = False
         self._unterminated = False  # the last line of the object has no newline
+        self._received = self._start  # raw bytes of the object received so far
+        self._etag: str | None = None
+        self._resumes = 0
 
     async def _open(self) -> None:
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
@@ -75,6 +85,7 @@ class RecordStream:
                 return
             raise
         self._body = response["Body"]
+        self._etag = response.get("ETag")
         self._chunks = self._body.iter_chunks(self.chunk_size)
         if self.gzip:
             self._inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header
@@ -105,6 +116,9 @@ class RecordStream:
         while not self._eof:
             try:
                 chunk = await self._chunks.__anext__()
+            except DROPPED as exc:
+                await self._pick_up(exc)
+                continue
             except StopAsyncIteration:
                 self._eof = True
                 tail = self._inflater.flush() if self._inflater is not None else b""
@@ -119,6 +133,7 @@ class RecordStream:
                     self._lines, self._next = lines, 0
                     return bool(lines)
                 return False
+            self._received += len(chunk)
             if self._inflater is not None:
                 chunk = self._inflate(chunk)
             if b"\n" not in chunk:
@@ -129,6 +144,37 @@ class RecordStream:
             self._lines, self._next = lines, 0
             return True
         return False
+
+    async def _pick_up(self, dropped: BaseException) -> None:
+        """The body dropped mid-way: GET the rest from the byte where it stopped, if the
+        object is still the one being read (``If-Match`` its ETag). A gzip stream goes on
+        with the same decompressor, so it needs no skipping either.
+
+        :raises Exception: the drop, after :data:`_RESUMES` pick-ups of this object; a
+            ``PreconditionFailed`` error when the object was replaced meanwhile
+        """
+        self._resumes += 1
+        if self._resumes > _RESUMES:
+            raise dropped
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.key,
+            "Range": f"bytes={self._received}-",
+        }
+        if self._etag:
+            args["IfMatch"] = self._etag
+        try:
+            response = await retrying(lambda: self.client.get_object(**args))
+        except Exception as exc:
+            if error_code(exc) != "InvalidRange":
+                raise
+            self._chunks = _nothing()  # it dropped just at the end: nothing is left
+            return
+        self._body = response["Body"]
+        self._chunks = self._body.iter_chunks(self.chunk_size)
 
     async def take(self, n: int) -> list[bytes]:
         """Up to ``n`` next lines, without their ``\\n``; fewer only at the object's end

@@ -9,11 +9,12 @@ its parts (and their cost) on the bucket; the abort runs shielded from cancellat
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._client import retrying
+from ._client import DROPPED, retrying
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -135,14 +136,30 @@ async def upload_stream(
 
 
 async def read_object(client: Any, bucket: str, key: str, chunk_size: int = 1 << 20) -> Any:
-    """``GetObject`` of ``key``, its body read in chunks into one buffer.
+    """``GetObject`` of ``key``, its body read in chunks into one buffer; a body that drops
+    mid-way is picked up where it stopped (a ranged GET, ``If-Match`` its ETag), up to
+    five times.
 
-    :return: ``(body, response)`` with the response's headers (metadata, content type)
+    :return: ``(body, response)`` with the first response's headers (metadata, type)
     """
     response = await retrying(lambda: client.get_object(Bucket=bucket, Key=key))
-    stream = response["Body"]
-    try:
-        chunks: list[bytes] = [chunk async for chunk in stream.iter_chunks(chunk_size)]
-    finally:
-        stream.close()
-    return b"".join(chunks), response
+    first = response
+    chunks: list[bytes] = []
+    received = 0
+    for attempt in range(6):
+        stream = response["Body"]
+        try:
+            async for chunk in stream.iter_chunks(chunk_size):
+                chunks.append(chunk)
+                received += len(chunk)
+            break
+        except DROPPED:
+            if attempt == 5:
+                raise
+        finally:
+            stream.close()
+        args = {"Bucket": bucket, "Key": key, "Range": f"bytes={received}-"}
+        if first.get("ETag"):
+            args["IfMatch"] = first["ETag"]
+        response = await retrying(partial(client.get_object, **args))
+    return b"".join(chunks), first
