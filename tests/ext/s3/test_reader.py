@@ -192,8 +192,9 @@ async def test_errors_name_the_bucket_and_key(moto_server: MotoServer, bucket: s
     async with reader_for(moto_server, bucket, prefix="bad/") as reader:
         with pytest.raises(S3StorageError, match=r"bad/1.jsonl: line 2 is not JSON"):
             await read_all(reader, 10)
-        with pytest.raises(S3StorageError, match="not a cursor"):
-            await reader.read_page("nonsense", 10)
+        for bad in ("nonsense", '{"key": "bad/1.jsonl"}', "[]"):
+            with pytest.raises(S3StorageError, match="not a cursor"):
+                await reader.read_page(bad, 10)
     async with S3ItemReader("missing-bucket", endpoint_url=moto_server.endpoint_url) as gone:
         with pytest.raises(S3StorageError, match="does not exist") as caught:
             await gone.read_page(None, 10)

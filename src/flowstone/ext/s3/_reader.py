@@ -382,16 +382,24 @@ class S3ItemReader:
         if cursor is None:
             return {}
         try:
-            position = json.loads(cursor)
+            position: Any = json.loads(cursor)
         except json.JSONDecodeError:
             position = None
-        if not isinstance(position, dict) or not (
-            isinstance(position.get("after"), str) or isinstance(position.get("key"), str)
-        ):
+        valid = isinstance(position, dict) and (
+            isinstance(position.get("after"), str)
+            or (
+                self.format != "keys"
+                and isinstance(position.get("key"), str)
+                and isinstance(position.get("offset"), int)
+                and isinstance(position.get("line"), int)
+            )
+        )
+        if not valid:
             raise S3StorageError(
                 f"not a cursor this reader returned: {cursor!r}",
                 bucket=self.bucket,
                 key=self.prefix,
                 reason="error",
             )
-        return position
+        result: dict[str, Any] = position
+        return result
