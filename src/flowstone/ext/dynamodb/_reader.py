@@ -55,7 +55,7 @@ class DynamoDBItemReader:
     values={":p": "a", ":k": "x"})`` queries; without ``key_condition`` it scans. Values
     are plain Python (``str``, ``int``, ``float``, ``bytes``, ``bool``, ``None``, lists,
     dicts, sets); items come back as plain Python dicts (numbers as ``int`` or ``float``
-    where exact, else ``Decimal``).
+    when the float's shortest text is the same number, else ``Decimal``).
 
     The cursor holds each segment's ``LastEvaluatedKey``, so a durable scatter killed
     mid-way resumes where it stopped. ``segments=N`` runs a parallel scan of N segments,
@@ -134,8 +134,10 @@ class DynamoDBItemReader:
         if values:
             try:
                 typed = {name: to_dynamo(value) for name, value in values.items()}
-            except TypeError as exc:
-                raise ConfigurationError(f"DynamoDBItemReader: values: {exc}") from exc
+            except (TypeError, ArithmeticError) as exc:  # ArithmeticError: out of range
+                raise ConfigurationError(
+                    f"DynamoDBItemReader: values: DynamoDB cannot hold one: {exc!r}"
+                ) from exc
             self._request["ExpressionAttributeValues"] = typed
         self._client = AwsClient(
             "dynamodb",

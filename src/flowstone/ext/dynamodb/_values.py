@@ -3,7 +3,8 @@
 Values given to a reader (``values={":p": "a", ":n": 3}``) go through boto3's
 ``TypeSerializer`` (a float becomes a ``Decimal`` first: DynamoDB numbers are decimals).
 Items come back through ``TypeDeserializer`` and then as plain Python: a number is an
-``int`` when it is whole, a ``float`` when a float holds it exactly, else it stays a
+``int`` when it is whole, a ``float`` when that float's shortest text (``repr``) is the
+same number (``5.25``, ``0.1``; so JSON text round-trips), else it stays a
 ``Decimal``; binary is ``bytes``; sets stay sets.
 
 A ``LastEvaluatedKey`` is typed JSON already except binary values, which a cursor holds as
@@ -47,7 +48,7 @@ def to_dynamo(value: Any) -> dict[str, Any]:
 
 
 def plain(value: Any) -> Any:
-    """A deserialized value with ``Decimal`` as ``int``/``float`` where exact, ``Binary``
+    """A deserialized value with ``Decimal`` as ``int``/``float`` where lossless, ``Binary``
     as ``bytes``, recursively."""
     if isinstance(value, Decimal):
         if value == value.to_integral_value():
