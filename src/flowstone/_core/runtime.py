@@ -76,7 +76,8 @@ class Runtime:
         among them are entered once, when the runtime opens
     :param event_sinks: receivers of lifecycle events
     :param coordinators: coordinators by asset kind, replacing the built-in ones
-    :param item_readers: named scatter item readers
+    :param item_readers: named scatter item readers (``@scatter(reader="events")``); those
+        that are async context managers are entered and exited with the runtime
     :param gate_store: where suspended assets wait (default: in memory)
     :param max_concurrent: limit on assets executing at once across all runs of this runtime
     :param plugins: further objects with an ``install(runtime)`` method
@@ -163,6 +164,8 @@ class Runtime:
                 self._given.append(coordinator)
         for name, reader in (item_readers or {}).items():
             self.item_readers.register(name, reader)
+            if not isinstance(reader, str):
+                self._given.append(reader)  # a reader holding a client opens and closes here
         if default_io_manager is not None:
             self.default_io_manager = default_io_manager
         for pipeline in pipelines:

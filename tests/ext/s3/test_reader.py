@@ -255,3 +255,21 @@ async def test_a_download_that_drops_midway_is_picked_up_where_it_stopped(
             items, _ = await read_all(reader, 500)
     assert proxy.cuts == 2
     assert items == rows
+
+
+async def test_a_named_reader_opens_and_closes_with_the_runtime(
+    moto_server: MotoServer, bucket: str, events: list[dict[str, Any]]
+) -> None:
+    reader = reader_for(moto_server, bucket)
+
+    @fs.asset
+    @scatter(reader="events", max_concurrent=3, page_size=10)
+    async def numbers(item: dict[str, Any]) -> int:
+        return int(item["n"])
+
+    async with fs.Runtime(item_readers={"events": reader}) as rt:
+        assert reader._client._client is not None  # opened with the runtime
+        result = await rt.materialize([numbers])
+        assert reader._client.opened == 1
+    assert result["numbers"] == [row["n"] for row in events]
+    assert reader._client._client is None
