@@ -244,3 +244,11 @@ async def test_fastapi_100_concurrent_requests_are_isolated(fastapi_app: ModuleT
         assert body["reused"] == []
         run_ids.add(body["run_id"])
     assert len(run_ids) == n
+
+
+@pytest.mark.s3
+def test_s3_events_script_scatters_over_lines_and_stores_a_summary(moto_server: Any) -> None:
+    pytest.importorskip("aioboto3")
+    out = run_example("s3_events.py", "--endpoint-url", moto_server.endpoint_url)
+    assert "scored 300 events" in out
+    assert "/flowstone/summary/partition=2025-01-02" in out

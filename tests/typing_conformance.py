@@ -55,3 +55,11 @@ from flowstone.protocols import PartitionLister  # noqa: E402
 
 _parquet: IOManager = ParquetIOManager("./data/tables")
 _parquet_lister: PartitionLister = ParquetIOManager("s3://lake/tables")
+
+from flowstone.ext.dynamodb import DynamoDBItemReader  # noqa: E402
+from flowstone.ext.s3 import S3IOManager, S3ItemReader  # noqa: E402
+
+_s3: IOManager = S3IOManager("lake")
+_s3_lister: PartitionLister = S3IOManager("lake", "flowstone")
+_s3_reader: ItemReader[Any] = S3ItemReader("lake", "events/", format="jsonl")
+_dynamodb_reader: ItemReader[dict[str, Any]] = DynamoDBItemReader("events")

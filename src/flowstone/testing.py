@@ -11,6 +11,13 @@ Fixtures:
   ``flowstone_runtime.io_managers.get("memory").strict = False``; for a whole suite,
   define your own ``flowstone_runtime`` fixture in ``conftest.py``.
 - ``flowstone_events``: a :class:`flowstone.MemoryEventSink` attached to that runtime.
+- ``moto_server``: moto's real HTTP server on a loopback port for the test session (needs
+  ``moto[server]``; skips without it), with fake AWS credentials in the environment while
+  it runs. Give its ``endpoint_url`` to S3 and DynamoDB clients
+  (``S3IOManager(bucket=..., endpoint_url=moto_server.endpoint_url)``);
+  ``moto_server.create_bucket()`` makes a fresh bucket, ``moto_server.client("dynamodb")``
+  a boto3 client for setting things up (its type: :class:`MotoServer`). moto is imported
+  only when the fixture is used.
 
 An ``async def`` test that uses ``flowstone_runtime`` needs no marker and no pytest config:
 the plugin marks it for pytest-asyncio when that is installed (strict or auto mode) and
@@ -37,9 +44,10 @@ import pytest
 from ._core.memory import MemoryEventSink, MemoryIOManager
 from ._core.records import Status
 from ._core.runtime import Runtime
+from ._testing_aws import MotoServer as MotoServer
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Generator, Iterable
+    from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 
     from ._core.result import MaterializeResult
 
@@ -62,12 +70,14 @@ _ASYNC_MARKERS = ("asyncio", "anyio")
 
 
 __all__ = [
+    "MotoServer",
     "assert_failed",
     "assert_reused",
     "assert_skipped",
     "assert_succeeded",
     "flowstone_events",
     "flowstone_runtime",
+    "moto_server",
 ]
 
 _MISSING: Any = object()
@@ -189,6 +199,19 @@ def flowstone_runtime(request: pytest.FixtureRequest) -> Runtime:
     name = "_flowstone_runtime_anyio" if under_anyio else "_flowstone_runtime_asyncio"
     runtime: Runtime = request.getfixturevalue(name)
     return runtime
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's HTTP server (``ThreadedMotoServer``) on 127.0.0.1 and a free port, for the
+    session; fake credentials are in the environment while it runs. Skips the test when
+    ``moto[server]`` is not installed.
+    """
+    pytest.importorskip("moto.server")
+    from ._testing_aws import run_moto_server
+
+    with run_moto_server() as server:
+        yield server
 
 
 def _is_async_test(function: Any) -> bool:

@@ -1,13 +1,15 @@
 """The MaterializationStore and IOManager contracts, run against every backend.
 
 Each test takes the ``store`` (or ``io``) fixture, parametrized as ``memory`` and
-``postgres``; the postgres variant uses the PostgreSQL fixtures (one fresh schema per test)
-and skips when no server is reachable.
+``postgres`` (and, for IO managers, ``s3``); the postgres variant uses the PostgreSQL
+fixtures (one fresh schema per test) and skips when no server is reachable; the s3 variant
+uses a fresh bucket on the moto server of ``flowstone.testing``.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +26,11 @@ BACKENDS = [
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 
+IO_BACKENDS = [
+    *BACKENDS,
+    pytest.param("s3", id="s3", marks=pytest.mark.s3),
+]
+
 T0 = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
 
@@ -36,11 +43,25 @@ def store(request: pytest.FixtureRequest) -> MaterializationStore:
     return result
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
+async def s3_io(moto_server: Any) -> AsyncIterator[IOManager]:
+    """An open ``S3IOManager`` on a fresh bucket of the moto server; closed afterwards."""
+    pytest.importorskip("aioboto3")
+    from flowstone.ext.s3 import S3IOManager
+
+    bucket = moto_server.create_bucket()
+    async with S3IOManager(bucket, "contract", endpoint_url=moto_server.endpoint_url) as io:
+        yield io
+
+
+@pytest.fixture(params=IO_BACKENDS)
 def io(request: pytest.FixtureRequest) -> IOManager:
     """An IO manager of each backend, empty."""
     if request.param == "memory":
         return fs.MemoryIOManager()
+    if request.param == "s3":
+        s3: IOManager = request.getfixturevalue("s3_io")
+        return s3
     result: IOManager = request.getfixturevalue("pg_store").io_manager
     return result
 

@@ -92,7 +92,8 @@ class Runtime(StoredValues):
         ``flowstone.event_sinks`` entry-point group (or built in: ``"logging"``), so a
         plugin's sink is enabled without importing it (``event_sinks=["otel"]``)
     :param coordinators: coordinators by asset kind, replacing the built-in ones
-    :param item_readers: named scatter item readers
+    :param item_readers: named scatter item readers (``@scatter(reader="events")``); those
+        that are async context managers are entered and exited with the runtime
     :param gate_store: where suspended assets wait (default: in memory)
     :param max_concurrent: limit on assets executing at once across all runs of this runtime
     :param plugins: further :class:`~flowstone.protocols.Plugin` objects (an
@@ -167,6 +168,7 @@ class Runtime(StoredValues):
         self._last_pipeline: Pipeline | None = None
         self._state = "new"
         self._stack: contextlib.AsyncExitStack | None = None
+        self._entered: set[int] = set()
         self._open_lock: anyio.Lock | None = None
         # Plugins first, so that what is given explicitly here wins over what they install.
         for plugin in (self.store, *self._plugins):
@@ -182,6 +184,8 @@ class Runtime(StoredValues):
                 self._given.append(coordinator)
         for name, reader in (item_readers or {}).items():
             self.item_readers.register(name, reader)
+            if not isinstance(reader, str):
+                self._given.append(reader)  # a reader holding a client opens and closes here
         if default_io_manager is not None:
             self.default_io_manager = default_io_manager
         for pipeline in pipelines:
@@ -230,6 +234,7 @@ class Runtime(StoredValues):
                 raise
             self.resources = Resources(values)
             self._stack = stack
+            self._entered = seen
             self._state = "open"
 
     async def aclose(self) -> None:
@@ -243,6 +248,12 @@ class Runtime(StoredValues):
         for _, coordinator in self.coordinators.resolved():
             close = getattr(coordinator, "aclose", None)
             if callable(close) and not _is_async_cm(coordinator):
+                await close()
+        # IO managers resolved by name (not given, so not entered above) that hold a
+        # client, such as the ``s3`` manager built from the environment, close here.
+        for _, manager in self.io_managers.resolved():
+            close = getattr(manager, "aclose", None)
+            if callable(close) and id(manager) not in self._entered:
                 await close()
 
     async def migrate(self) -> None:

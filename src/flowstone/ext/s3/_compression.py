@@ -1,0 +1,66 @@
+"""Compressing stored values: zlib (the standard library) or zstd (``zstandard``, optional).
+
+A value's bytes are compressed only at or above a size threshold, and the codec is
+recorded in the object's metadata (``x-amz-meta-flowstone-compression``), so a reader
+decompresses exactly what was compressed and never guesses. ``"auto"`` picks zstd when
+``zstandard`` is installed, else zlib.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import zlib
+from typing import Any
+
+__all__ = ["CODECS", "compress", "decompress", "resolve"]
+
+#: The codecs a manager or an asset may name (``"auto"`` resolves to one of them).
+CODECS = ("zlib", "zstd")
+
+
+def _has_zstd() -> bool:
+    return importlib.util.find_spec("zstandard") is not None
+
+
+def resolve(choice: Any, where: str) -> str | None:
+    """The codec ``choice`` names: ``None``/``False`` (off), ``True``/``"auto"``, ``"zlib"``
+    or ``"zstd"``.
+
+    :raises ValueError: an unknown codec, or zstd without ``zstandard`` (naming ``where``)
+    """
+    if choice is None or choice is False:
+        return None
+    if choice is True or choice == "auto":
+        return "zstd" if _has_zstd() else "zlib"
+    if choice not in CODECS:
+        raise ValueError(f"{where}: compression {choice!r} is not one of auto, zlib, zstd")
+    if choice == "zstd" and not _has_zstd():
+        raise ValueError(f"{where}: compression 'zstd' needs the zstandard package")
+    return str(choice)
+
+
+def compress(data: bytes, codec: str) -> bytes:
+    """``data`` compressed with ``codec``."""
+    if codec == "zstd":
+        import zstandard
+
+        return bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    return zlib.compress(data, 6)
+
+
+def decompress(data: bytes, codec: str) -> bytes:
+    """What :func:`compress` compressed.
+
+    :raises ValueError: an unknown codec, or the data is not what the codec writes
+    :raises ImportError: zstd data and no ``zstandard``
+    """
+    if codec == "zstd":
+        import zstandard
+
+        return bytes(zstandard.ZstdDecompressor().decompress(data))
+    if codec == "zlib":
+        try:
+            return zlib.decompress(data)
+        except zlib.error as exc:
+            raise ValueError(f"not zlib data: {exc}") from None
+    raise ValueError(f"unknown compression {codec!r}")
