@@ -122,6 +122,22 @@ def test_an_object_without_install_is_refused_as_a_plugin() -> None:
         fs.Runtime(plugins=[object()])
 
 
+async def test_an_async_context_manager_in_plugins_opens_and_closes_with_the_runtime() -> None:
+    log: list[str] = []
+
+    class Client:
+        async def __aenter__(self) -> Client:
+            log.append("open")
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            log.append("close")
+
+    async with fs.Runtime(plugins=[Client()]):
+        assert log == ["open"]
+    assert log == ["open", "close"]
+
+
 def test_plugins_and_sinks_satisfy_their_protocols() -> None:
     class Installs:
         def install(self, runtime: fs.Runtime) -> None:

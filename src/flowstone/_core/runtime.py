@@ -97,7 +97,9 @@ class Runtime(StoredValues):
     :param gate_store: where suspended assets wait (default: in memory)
     :param max_concurrent: limit on assets executing at once across all runs of this runtime
     :param plugins: further :class:`~flowstone.protocols.Plugin` objects (an
-        ``install(runtime)`` method)
+        ``install(runtime)`` method); a plugin that is an async context manager (or any
+        such object, an item reader holding a client, say) is opened and closed with the
+        runtime
     :param pipelines: named pipelines this runtime knows, so that :meth:`resume` finds a
         run's pipeline by the name its record keeps (see :meth:`register`)
     :param loop_block_warning: seconds an ``async def`` asset may hold the event loop (a

@@ -116,9 +116,11 @@ def check_runtime_options(
             )
     _check_sequence("plugins", plugins)
     for plugin in plugins if isinstance(plugins, Sequence) else ():
-        if not callable(getattr(plugin, "install", None)):
+        opens = hasattr(plugin, "__aenter__") and hasattr(plugin, "__aexit__")
+        if not opens and not callable(getattr(plugin, "install", None)):
             raise ConfigurationError(
-                f"plugins= must hold plugins (objects with install(runtime)), not {_shown(plugin)}"
+                "plugins= must hold plugins (objects with install(runtime)) or async context "
+                f"managers the runtime opens and closes, not {_shown(plugin)}"
             )
     if max_concurrent is not None and (
         isinstance(max_concurrent, bool)

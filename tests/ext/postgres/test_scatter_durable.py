@@ -73,11 +73,14 @@ async def cancel_once_stored(
     schema: str,
     count: int,
 ) -> None:
-    """Materialize ``assets`` and cancel the run once ``count`` item rows are stored."""
+    """Materialize ``assets`` and cancel the run once ``count`` items' results are stored
+    (an item row may also be a pending item, not yet run: those do not count)."""
 
     async def stored() -> int:
         try:
-            found = await conn.fetchval(f'SELECT count(*) FROM "{schema}".scatter_items')
+            found = await conn.fetchval(
+                f"SELECT count(*) FROM \"{schema}\".scatter_items WHERE status = 'succeeded'"
+            )
         except asyncpg.UndefinedTableError:
             return 0
         return int(found)
