@@ -18,31 +18,30 @@ import anyio.to_thread
 import pytest
 
 
+def command_args(role: str, dsn: str, schema: str, **options: Any) -> list[str]:
+    """``role --dsn … --schema … [--option value …]`` (``True`` gives a bare flag)."""
+    args = [role, "--dsn", dsn, "--schema", schema]
+    for name, value in options.items():
+        if value is True:
+            args.append(f"--{name.replace('_', '-')}")
+        elif value is not None and value is not False:
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
 class Child:
-    """One ``python script role --dsn … --schema … [--option value …]`` process."""
+    """One ``python script args…`` process (see :func:`command_args`)."""
 
     def __init__(
-        self,
-        python: str,
-        script: Path,
-        env: dict[str, str],
-        folder: Path,
-        role: str,
-        dsn: str,
-        schema: str,
-        **options: Any,
+        self, python: str, script: Path, args: list[str], env: dict[str, str], folder: Path
     ) -> None:
-        args = [python, str(script), role, "--dsn", dsn, "--schema", schema]
-        for name, value in options.items():
-            if value is True:
-                args.append(f"--{name.replace('_', '-')}")
-            elif value is not None and value is not False:
-                args += [f"--{name.replace('_', '-')}", str(value)]
-        stamp = f"{role}-{time.monotonic_ns()}"
+        stamp = f"{args[0] if args else script.stem}-{time.monotonic_ns()}"
         self.out = folder / f"{stamp}.out"
         self.err = folder / f"{stamp}.err"
         with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
+            self.proc = subprocess.Popen(
+                [python, str(script), *args], env=env, stdout=out, stderr=err
+            )
 
     @property
     def pid(self) -> int:

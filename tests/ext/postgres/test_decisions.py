@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 import flowstone as fs
-from child_process import Child
+from child_process import Child, command_args
 from flowstone.ext.parallel import branch, parallel
 from flowstone.ext.postgres import PostgresStore
 from flowstone.ext.routing import routed_from, router
@@ -54,7 +54,8 @@ async def test_a_run_resumed_in_another_process_keeps_the_killed_runs_route(
     side: asyncpg.Connection,
 ) -> None:
     def spawn(**options: Any) -> Child:
-        return Child(python, CHILD, child_env, tmp_path, "run", pg_dsn, pg_schema, **options)
+        args = command_args("run", pg_dsn, pg_schema, **options)
+        return Child(python, CHILD, args, child_env, tmp_path)
 
     # The chosen routed asset kills its process as it starts: the router's record, written
     # behind the run, is most often lost with it, so the resumed run executes the router

@@ -22,7 +22,7 @@ import anyio.to_thread
 import asyncpg
 import pytest
 
-from child_process import Child, wait_until
+from child_process import Child, command_args, wait_until
 from conftest_pg import drop_schema
 from throwaway_pg import ThrowawayCluster
 
@@ -48,7 +48,8 @@ async def side(pg_dsn: str, pg_schema: str) -> str:
 @pytest.fixture
 def spawn(python: str, child_env: dict[str, str], tmp_path: Path, pg_dsn: str, side: str) -> Any:
     def start(role: str, **options: Any) -> Child:
-        return Child(python, CHILD, child_env, tmp_path, role, pg_dsn, side, **options)
+        args = command_args(role, pg_dsn, side, **options)
+        return Child(python, CHILD, args, child_env, tmp_path)
 
     return start
 
@@ -213,7 +214,8 @@ async def test_a_server_restart_in_a_run_and_in_a_resume(
     pg_dsn, side = throwaway_pg.dsn, restartable
 
     def spawn(role: str, **options: Any) -> Child:
-        return Child(python, CHILD, child_env, tmp_path, role, pg_dsn, side, **options)
+        args = command_args(role, pg_dsn, side, **options)
+        return Child(python, CHILD, args, child_env, tmp_path)
 
     async def progress_at_least(target: int) -> Any:
         async def check() -> bool:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +26,7 @@ import anyio.to_thread
 import pytest
 
 import flowstone as fs
+from child_process import Child
 from flowstone.testing import MotoServer
 
 asyncpg = pytest.importorskip("asyncpg")
@@ -37,41 +36,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.slow]
 CHILD = Path(__file__).with_name("scatter_child.py")
 OBJECTS, PER_OBJECT = 20, 500
 LINES = OBJECTS * PER_OBJECT
-
-
-class Child:
-    """One ``scatter_child.py`` process; its output goes to files (a pipe could fill up)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], folder: Path) -> None:
-        stamp = time.monotonic_ns()
-        self.out = folder / f"{stamp}.out"
-        self.err = folder / f"{stamp}.err"
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(CHILD), *args], env=env, stdout=out, stderr=err
-            )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def output(self) -> str:
-        return f"stdout:\n{self.out.read_text()}\nstderr:\n{self.err.read_text()[-4000:]}"
-
-    async def finish(self, timeout: float) -> dict[str, Any]:
-        try:
-            code = await anyio.to_thread.run_sync(lambda: self.proc.wait(timeout))
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"child did not finish in {timeout} s\n{self.output()}")
-        assert code == 0, self.output()
-        lines = self.out.read_text().strip().splitlines()
-        assert lines, self.output()
-        result: dict[str, Any] = json.loads(lines[-1])
-        return result
 
 
 @pytest.fixture
@@ -146,7 +110,7 @@ async def test_a_killed_s3_scatter_resumes_to_one_stored_result_per_line(
     done = 0
     cursors: list[str] = []
     for _ in range(kills):
-        child = Child(args, env, tmp_path)
+        child = Child(sys.executable, CHILD, args, env, tmp_path)
         target = done + rng.randint(900, 1800)
 
         async def progressed(target: int = target) -> bool:
@@ -158,7 +122,7 @@ async def test_a_killed_s3_scatter_resumes_to_one_stored_result_per_line(
         assert done < LINES, "the run ended before it could be killed; make it longer"
         cursor = await side.fetchval(f'SELECT cursor FROM "{pg_schema}".scatter_barriers')
         cursors.append(cursor)
-    result = await Child(args, env, tmp_path).finish(180)
+    result = await Child(sys.executable, CHILD, args, env, tmp_path).finish(180)
     assert result == {"ok": True, "len": LINES}
 
     # The kills landed inside objects: the checkpointed cursors name a key and an offset.
