@@ -4,10 +4,7 @@ page, parallel segments, resuming from cursors, plain values, errors, and scatte
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,22 +14,9 @@ from flowstone.ext.dynamodb import DynamoDBError, DynamoDBItemReader
 from flowstone.ext.scatter import scatter
 from flowstone.protocols import ItemReader
 from flowstone.testing import MotoServer
+from plugin_imports import import_error_without, read_all
 
 pytestmark = pytest.mark.s3
-
-
-async def read_all(
-    reader: ItemReader[Any], limit: int, cursor: str | None = None
-) -> tuple[list[Any], list[str]]:
-    items: list[Any] = []
-    cursors: list[str] = []
-    while True:
-        page = await reader.read_page(cursor, limit)
-        items.extend(page.items)
-        if page.cursor is None:
-            return items, cursors
-        cursors.append(page.cursor)
-        cursor = page.cursor
 
 
 def reader(server: MotoServer, table: str, **options: Any) -> DynamoDBItemReader:
@@ -189,25 +173,7 @@ async def test_a_scatter_over_a_query(moto_server: MotoServer, events_table: str
 
 
 def test_importing_without_aioboto3_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['aioboto3'] = None  # as if it were not installed\n"
-        "try:\n"
-        "    import flowstone.ext.dynamodb\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    src = str(Path(fs.__file__).resolve().parents[1])
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={"PYTHONPATH": src, "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+    assert import_error_without("aioboto3", "flowstone.ext.dynamodb") == (
         "MissingExtraError flowstone.ext.dynamodb needs aioboto3: pip install 'flowstone[dynamodb]'"
     )
 

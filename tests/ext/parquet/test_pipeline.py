@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +9,7 @@ import pyarrow.compute as pc
 
 import flowstone as fs
 from flowstone.ext.parquet import ParquetIOManager
+from plugin_imports import import_error_without
 
 DAYS = fs.DailyPartitions(start="2025-01-01", end="2025-01-05")
 
@@ -78,25 +77,7 @@ async def test_a_value_it_cannot_store_fails_the_asset_and_writes_nothing(tmp_pa
 
 
 def test_importing_without_pyarrow_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['pyarrow'] = None  # as if it were not installed\n"
-        "try:\n"
-        "    import flowstone.ext.parquet\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    src = str(Path(fs.__file__).resolve().parents[1])
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={"PYTHONPATH": src, "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+    assert import_error_without("pyarrow", "flowstone.ext.parquet") == (
         "MissingExtraError flowstone.ext.parquet needs pyarrow: pip install 'flowstone[parquet]'"
     )
 

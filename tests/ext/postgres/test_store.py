@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 import flowstone as fs
 from flowstone.ext.postgres import PostgresStore
 from flowstone.protocols import IOContext
+from plugin_imports import import_error_without
 
 pytestmark = pytest.mark.postgres
 
@@ -224,19 +224,7 @@ async def test_racing_flushes_never_regress_a_record(
     assert set((await committed(pg_conn, pg_schema)).values()) == {"succeeded"}
 
 
-def test_importing_without_asyncpg_names_the_extra(python: str, child_env: dict[str, str]) -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['asyncpg'] = None  # as if it were not installed\n"
-        "try:\n"
-        "    import flowstone.ext.postgres\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    done = subprocess.run(
-        [python, "-c", code], env=child_env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+def test_importing_without_asyncpg_names_the_extra() -> None:
+    assert import_error_without("asyncpg", "flowstone.ext.postgres") == (
         "MissingExtraError flowstone.ext.postgres needs asyncpg: pip install 'flowstone[postgres]'"
     )

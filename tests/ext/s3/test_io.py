@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,6 +17,7 @@ import flowstone as fs
 from flowstone.ext.s3 import S3IOManager, S3StorageError, decode_segment, encode_segment
 from flowstone.protocols import IOContext, IOManager, PartitionLister
 from flowstone.testing import MotoServer
+from plugin_imports import import_error_without
 
 from .conftest import object_keys
 
@@ -396,25 +394,7 @@ def test_the_registry_name_resolves_to_the_class() -> None:
 
 
 def test_importing_without_aioboto3_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['aioboto3'] = None  # as if it were not installed\n"
-        "try:\n"
-        "    import flowstone.ext.s3\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    src = str(Path(fs.__file__).resolve().parents[1])
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={"PYTHONPATH": src, "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+    assert import_error_without("aioboto3", "flowstone.ext.s3") == (
         "MissingExtraError flowstone.ext.s3 needs aioboto3: pip install 'flowstone[s3]'"
     )
 

@@ -18,6 +18,7 @@ from flowstone.ext.s3 import S3ItemReader, S3StorageError
 from flowstone.ext.scatter import scatter
 from flowstone.protocols import ItemReader
 from flowstone.testing import MotoServer
+from plugin_imports import read_all
 
 pytestmark = pytest.mark.s3
 
@@ -28,20 +29,6 @@ def put(server: MotoServer, bucket: str, key: str, body: bytes) -> None:
 
 def jsonl(rows: list[Any]) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-
-
-async def read_all(
-    reader: ItemReader[Any], limit: int, cursor: str | None = None
-) -> tuple[list[Any], list[str]]:
-    items: list[Any] = []
-    cursors: list[str] = []
-    while True:
-        page = await reader.read_page(cursor, limit)
-        items.extend(page.items)
-        if page.cursor is None:
-            return items, cursors
-        cursors.append(page.cursor)
-        cursor = page.cursor
 
 
 @pytest.fixture
