@@ -67,8 +67,9 @@ if TYPE_CHECKING:
 
     from flowstone.ext.scatter import Batch, ItemRunner, ScatterReporter
 
+    from ._barrier_rows import Claimed, Counts, LocalOutcome, Outcome
+    from ._barrier_statements import BarrierStatements
     from ._scatter_local import LocalLedger
-    from ._scatter_ops import Claimed, Counts, LocalOutcome, Outcome, ScatterOps
     from ._scatter_session import WorkerSession
 
 __all__ = [
@@ -199,7 +200,7 @@ class BarrierExecutor:
 
     def __init__(
         self,
-        ops: ScatterOps,
+        ops: BarrierStatements,
         session: WorkerSession,
         barrier_id: int,
         runner: ItemRunner | None,

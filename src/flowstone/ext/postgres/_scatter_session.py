@@ -30,7 +30,7 @@ from ._errors import describe, is_transient, map_errors, retrying
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
-    from ._scatter_ops import ScatterOps
+    from ._barrier_statements import BarrierStatements
 
 __all__ = ["DEFAULT_LEASE", "WorkerSession", "channel_for", "namespace_for"]
 
@@ -62,7 +62,7 @@ class WorkerSession:
     :param lease: seconds the lease lasts without a heartbeat
     """
 
-    def __init__(self, ops: ScatterOps, *, lease: float = DEFAULT_LEASE) -> None:
+    def __init__(self, ops: BarrierStatements, *, lease: float = DEFAULT_LEASE) -> None:
         if not lease > 0:
             raise ValueError(f"lease must be positive, got {lease!r}")
         self.ops = ops

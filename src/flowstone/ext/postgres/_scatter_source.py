@@ -34,17 +34,18 @@ from flowstone.ext.scatter import (
 )
 from flowstone.protocols import ItemReader
 
+from ._barrier_rows import SourceConflict
 from ._scatter_codec import Unstorable, decode, encode, has_surrogate, is_plain
 from ._scatter_local import LocalLedger
-from ._scatter_ops import SourceConflict
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from flowstone.ext.scatter import Batch, ScatterSpec
 
+    from ._barrier_rows import Checkpoint, Counts, ItemRow, UnitRow
+    from ._barrier_statements import BarrierStatements
     from ._scatter_exec import BarrierExecutor
-    from ._scatter_ops import Checkpoint, Counts, ItemRow, ScatterOps, UnitRow
 
 __all__ = ["SourceChangedError", "Enumerator"]
 
@@ -97,7 +98,7 @@ class Enumerator:
 
     def __init__(
         self,
-        ops: ScatterOps,
+        ops: BarrierStatements,
         barrier_id: int,
         checkpoint: Checkpoint,
         spec: ScatterSpec,

@@ -29,11 +29,11 @@ from flowstone.ext.scatter import (
 )
 from flowstone.protocols import Invocation, IOContext
 
+from ._barrier_statements import BarrierStatements
 from ._errors import describe
 from ._rows import where_names
 from ._scatter import evaluate_batch_input
 from ._scatter_exec import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, BarrierExecutor
-from ._scatter_ops import ScatterOps
 from ._scatter_session import DEFAULT_LEASE, WorkerSession
 from ._store import PostgresStore
 from ._worker_resources import missing_resources
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from flowstone.events import Event
     from flowstone.protocols import AssetOutcome
 
-    from ._scatter_ops import BarrierRow
+    from ._barrier_rows import BarrierRow
 
 __all__ = ["ScatterWorker", "WorkerStats", "register_worker_cli", "run_worker"]
 
@@ -198,7 +198,7 @@ class ScatterWorker:
         self._idle_timeout = idle_timeout
         self._poll_interval = poll_interval
         self._flush_interval = flush_interval
-        self._ops = ScatterOps(self.store)
+        self._ops = BarrierStatements(self.store)
         self._active: dict[int, BarrierExecutor] = {}
         self._stopping = False
         self._session: WorkerSession | None = None
