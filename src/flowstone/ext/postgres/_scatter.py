@@ -38,12 +38,12 @@ from flowstone.ext.scatter import (
 )
 from flowstone.protocols import BarrierState, ScatterItemResult
 
+from ._barrier_executor import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL
 from ._barrier_rows import BarrierInit, BarrierRow, Counts, SourceConflict
 from ._barrier_statements import BarrierStatements
 from ._errors import describe
 from ._rows import where_names
 from ._scatter_codec import Unstorable, decode, encode
-from ._scatter_exec import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL
 from ._scatter_session import DEFAULT_LEASE, WorkerSession, channel_for
 from ._scatter_start import BarrierCancelledError as BarrierCancelledError
 from ._scatter_start import ScatterBarrierFailedError as ScatterBarrierFailedError

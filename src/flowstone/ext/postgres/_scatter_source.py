@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 
     from flowstone.ext.scatter import Batch, ScatterSpec
 
+    from ._barrier_executor import BarrierExecutor
     from ._barrier_rows import Checkpoint, Counts, ItemRow, UnitRow
     from ._barrier_statements import BarrierStatements
-    from ._scatter_exec import BarrierExecutor
 
 __all__ = ["SourceChangedError", "Enumerator"]
 
@@ -297,8 +297,8 @@ class Enumerator:
             # process slower than that leaves the rest to any worker.
             deadline = monotonic() + _ROOM_WAIT
             while True:
-                want = min(len(rows), taker.half)
-                room, enough = await taker.wait_room(want, max(0.0, deadline - monotonic()))
+                want = min(len(rows), taker.slots_worth_waiting_for)
+                room, enough = await taker.wait_for_slots(want, max(0.0, deadline - monotonic()))
                 if not enough or room >= len(rows) or self._reader or self._keyfn is not None:
                     # A reader's page keeps its cursor: it is not split. Nor is a keyed
                     # page: its keys go in at once, so that a duplicate among them fails
@@ -357,7 +357,7 @@ class Enumerator:
                 ledger.final_sent = True
         taker = self._taker
         if claim and taker is not None and all(r[2] is not None for r in rows[:claim]):
-            taker.reserve(claim)
+            taker.reserve_slots(claim)
         else:
             claim = 0
         mine: list[int] = []
@@ -389,7 +389,7 @@ class Enumerator:
             raise SourceChangedError(self._where, conflict.key, conflict.index) from None
         finally:
             if claim and taker is not None:
-                taker.adopt(claim, self._taken(pairs, rows, mine))
+                taker.take_claimed_on_insert(claim, self._taken(pairs, rows, mine))
         self._read = read
         self._on_page(counts, len(mine) < len(rows))
 
@@ -406,8 +406,8 @@ class Enumerator:
         deadline = monotonic() + _ROOM_WAIT
         rest = pairs
         while rest:
-            want = min(len(rest), taker.half)
-            room, _ = await taker.wait_room(want, max(0.0, deadline - monotonic()))
+            want = min(len(rest), taker.slots_worth_waiting_for)
+            room, _ = await taker.wait_for_slots(want, max(0.0, deadline - monotonic()))
             if room <= 0:
                 break
             part, rest = rest[:room], rest[room:]
@@ -420,7 +420,7 @@ class Enumerator:
                     _, _, text, raw = self._row(index, item)
                     taken.append((index, item, text, raw))
             ledger.take(part[0][0], part[-1][0] + 1)
-            taker.take_local(taken)
+            taker.take_unstored(taken)
             if rest and monotonic() >= deadline:
                 break
         if rest:

@@ -30,11 +30,11 @@ from flowstone.ext.scatter import (
     invocation_call,
 )
 
+from ._barrier_executor import BarrierExecutor
 from ._barrier_rows import BarrierInit, BarrierRow, Counts
 from ._errors import describe
 from ._rows import where_names
 from ._scatter_codec import Unstorable, decode
-from ._scatter_exec import BarrierExecutor
 from ._scatter_source import Enumerator
 
 if TYPE_CHECKING:
@@ -367,7 +367,7 @@ class StarterRun:
                 executor.observe(counts)
                 self.counts = executor.counts
                 if unclaimed or counts.source_done:
-                    executor.fed()
+                    executor.inserted_unclaimed()
                     session.poke(topic)  # items to claim (or the end to notice)
 
             async with anyio.create_task_group() as tg:
@@ -389,7 +389,7 @@ class StarterRun:
                         worker_no=session.worker_no,
                     )
                     if enumerator.ledger is not None:
-                        executor.run_before_storing(
+                        executor.accept_unstored(
                             enumerator.ledger, enumerator.finish, keep=spec.gather is None
                         )
                     tg.start_soon(self._enumerate, enumerator, executor, barrier.id, session)
@@ -417,7 +417,7 @@ class StarterRun:
         barrier_id: int,
         session: WorkerSession,
     ) -> None:
-        executor.feeding(enumerator.feeds)
+        executor.set_enumerating(enumerator.feeds)
         try:
             await enumerator.run()
         except Exception as exc:
@@ -436,7 +436,7 @@ class StarterRun:
                         describe(error),
                     )
         finally:
-            executor.feeding(False)
+            executor.set_enumerating(False)
 
     async def _gather(self, barrier_id: int) -> Any:
         if self.spec.gather is not None:

@@ -29,11 +29,11 @@ from flowstone.ext.scatter import (
 )
 from flowstone.protocols import Invocation, IOContext
 
+from ._barrier_executor import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, BarrierExecutor
 from ._barrier_statements import BarrierStatements
 from ._errors import describe
 from ._rows import where_names
 from ._scatter import evaluate_batch_input
-from ._scatter_exec import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, BarrierExecutor
 from ._scatter_session import DEFAULT_LEASE, WorkerSession
 from ._store import PostgresStore
 from ._worker_resources import missing_resources

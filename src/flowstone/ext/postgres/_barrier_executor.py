@@ -9,14 +9,12 @@ Three kinds of task share it:
   items, and executors do not idle through its round trip;
 * ``max_concurrent`` **executors** run units through the scatter's
   :class:`~flowstone.ext.scatter.ItemRunner` (rate limit, timeout, retries, per-item context);
-* three **flushers** write finished results with one statement per batch, when a third of
-  ``max_concurrent`` results wait or ``flush_interval`` after the first one, and at once
-  after a failure (the threshold decision then comes quickly); two write while the third
-  batch fills. While ``max_concurrent`` results are unwritten (waiting or being written),
-  executors start no unit, and one that finishes waits before adding its result.
+* a few **flushers** write finished results through a
+  :class:`~._result_writer.ResultWriter`, one statement per batch (see there when a batch
+  is due, and how executors wait while ``max_concurrent`` results are unwritten).
 
 In the starting process the enumerator also hands items to the executor as it reads them.
-Unkeyed, unbatched items it has room for (see :meth:`BarrierExecutor.room`) are not stored
+Unkeyed, unbatched items it has room for (see :meth:`BarrierExecutor.free_slots`) are not stored
 first: they run straight from the source and their rows go in finished, one write per item
 (see ``_scatter_local``); when the asset gathers into a list and every result came from them,
 the list is made from the results kept in memory rather than read back. Other items it has
@@ -47,7 +45,6 @@ import contextlib
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +55,9 @@ from flowstone import StorageError
 from flowstone.ext.scatter import BatchInfo
 
 from ._errors import describe
-from ._scatter_codec import MAX_PLAIN_INT, Unstorable, decode, encode
+from ._result_writer import FLUSHERS, ResultWriter
+from ._scatter_codec import MAX_PLAIN_INT, Unstorable, decode
+from ._work_units import ClaimedUnit, ExecutorStats, Signal, UnstoredItem
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -67,10 +66,11 @@ if TYPE_CHECKING:
 
     from flowstone.ext.scatter import Batch, ItemRunner, ScatterReporter
 
-    from ._barrier_rows import Claimed, Counts, LocalOutcome, Outcome
+    from ._barrier_rows import Claimed, Counts
     from ._barrier_statements import BarrierStatements
     from ._scatter_local import LocalLedger
     from ._scatter_session import WorkerSession
+    from ._work_units import WorkUnit
 
 __all__ = [
     "CLAIM_LIMIT",
@@ -89,99 +89,15 @@ DEFAULT_FLUSH_INTERVAL = 0.05
 #: The longest wait between looks at a barrier while nothing is left to claim.
 DEFAULT_POLL_INTERVAL = 0.5
 _FIRST_POLL = 0.01
-_MAX_FLUSH = 1000  # results per statement at most (flushed sooner when more wait)
 _YIELD_EVERY = 64
 _WAKE_AT_ONCE = 16
-#: Flushes that may be written at once (together they hold at most max_concurrent results).
-_FLUSHERS = 3
 _PROGRESS_INTERVAL = 0.5
-#: Results that load back from their row as they are.
-_AS_STORED = (int, str, float, bool, type(None))
-
-
-class _Signal:
-    """Wakes every task waiting when it is set; a set with nobody waiting costs nothing."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None
-
-    def set(self) -> None:
-        event = self._event
-        if event is not None:
-            self._event = None
-            event.set()
-
-    async def wait(self, seconds: float = math.inf) -> None:
-        """Wait until the next :meth:`set` (or ``seconds``)."""
-        event = self._event
-        if event is None:
-            event = self._event = anyio.Event()
-        if seconds == math.inf:
-            await event.wait()
-            return
-        with anyio.move_on_after(seconds):
-            await event.wait()
-
-
-@dataclass(slots=True)
-class _Unit:
-    """Claimed items that run as one call (one item, or one batch)."""
-
-    index: int
-    idx: list[int]
-    keys: list[str]
-    items: list[Any]
-    error: BaseException | None = None
-
-    #: Taken from the source by the starting process, not stored yet (a :class:`_Local`).
-    local = False
-
-
-class _Local:
-    """An item the starting process took from the source unstored (see _scatter_local).
-
-    Made for every such item, so it is kept small; the list views serve the general path.
-    """
-
-    __slots__ = ("index", "item", "stored")
-
-    local = True
-    error = None
-
-    def __init__(self, index: int, item: Any, stored: tuple[str | None, bytes | None] | None):
-        self.index = index
-        self.item = item
-        #: The item as stored when it fails: ``(json_text, raw)`` (``None``: made on demand).
-        self.stored = stored
-
-    @property
-    def idx(self) -> list[int]:
-        return [self.index]
-
-    @property
-    def keys(self) -> list[str]:
-        return [str(self.index)]
-
-    @property
-    def items(self) -> list[Any]:
-        return [self.item]
-
-
-@dataclass(slots=True)
-class ExecutorStats:
-    """What one executor did: units and items run here, results that counted."""
-
-    units: int = 0
-    items: int = 0
-    applied: int = 0
 
 
 class BarrierExecutor:
     """Claims and runs one barrier's items in this process (see the module documentation).
 
-    :param ops: the scatter operations
+    :param ops: the barrier statements
     :param session: this process's worker session
     :param barrier_id: the barrier
     :param runner: runs one item or batch (``None`` with ``max_concurrent=0``)
@@ -235,56 +151,46 @@ class BarrierExecutor:
         self._stay = stay
         self._allow_pickle = allow_pickle
         self._where = where
-        self._flush_interval = flush_interval
         self._poll_interval = poll_interval
         self._reap_interval = reap_interval
-        unit_size = batch.size_hint if batch is not None else 1
         self._claim_min = max(1, max_concurrent // 4)
         # Claimed units may wait here (not started) while all executors are busy, so that
         # executors never idle through a claim's round trip. Waiting units were not run:
         # a kill re-runs only the executing ones and the unwritten results.
         self._capacity = max_concurrent + max_concurrent // 2
-        self._flush_size = min(_MAX_FLUSH, max(1, max_concurrent * unit_size // _FLUSHERS))
-        self._max_unflushed = max(1, max_concurrent * unit_size)
         self.stats = ExecutorStats()
+        self._writer = ResultWriter(
+            ops,
+            session,
+            barrier_id,
+            self.stats,
+            self.observe,
+            max_concurrent=max_concurrent,
+            unit_size=batch.size_hint if batch is not None else 1,
+            flush_interval=flush_interval,
+            allow_pickle=allow_pickle,
+            where=where,
+            reporter=reporter if self._per_item else None,
+        )
 
-        self._queue: deque[_Unit | _Local] = deque()
-        self._held: dict[int, _Unit | _Local] = {}
-        self._buffer: list[Outcome] = []
-        # Results of items taken from the source here (not stored yet), and what says
-        # where the checkpoint may stand once they are written.
-        self._local: list[LocalOutcome] = []
-        self._ledger: LocalLedger | None = None
+        self._queue: deque[WorkUnit] = deque()
+        self._held: dict[int, WorkUnit] = {}
         self._finish_source: Callable[[], Awaitable[None]] | None = None
-        #: Results of items taken here by position, while they load back as they are
-        #: (see :meth:`kept_results`); rows those items wrote.
-        self._kept: dict[int, Any] | None = None
-        self.local_written = 0
-        self._inflight = 0
-        self._writing: list[list[Outcome]] = []
-        self._first_buffered = 0.0
-        self._urgent = False
         # Idle executors wait on events of their own; new units wake only as many of them
         # as there are units (waking all of them for every claim costs a wake-up each).
         self._idle: deque[asyncio.Future[None]] = deque()
         self._waking = 0
         self._executors = 0
         self._pool: TaskGroup | None = None
-        self._room = _Signal()
-        # The starting process's enumerator waits here for room to take items on insert.
-        self._roomy = _Signal()
-        self._room_wanted = 0
+        self._slots_freed = Signal()
+        # The starting process's enumerator waits here for slots to take items on insert.
+        self._slots_for_enumerator = Signal()
+        self._slots_wanted = 0
         self._reserved = 0
-        self._feeding = False
-        self._unclaimed = False
-        self._fed = _Signal()
-        self._flush = _Signal()
-        self._flushed = _Signal()
-        # Executors waiting for unwritten results to be written: a flush wakes as many of
-        # them as it frees room for (waking them all for every flush costs a wake-up each).
-        self._blocked: deque[asyncio.Future[None]] = deque()
+        self._enumerating = False
+        self._inserted_unclaimed = False
+        self._inserted = Signal()
         self._claiming = True
-        self._executing = True
         self._stopping = False
         self._fatal: BaseException | None = None
         self._last_reap = -math.inf
@@ -299,11 +205,12 @@ class BarrierExecutor:
         :raises Exception: a database failure that outlasted the retries (what this
             process held goes back to pending first)
         """
+        writer = self._writer
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
-                for _ in range(_FLUSHERS):
-                    tg.start_soon(self._guard, self._flush_loop)
+                for _ in range(FLUSHERS):
+                    tg.start_soon(self._guard, self._write_results)
                 ticker = anyio.CancelScope()
                 if self._reporter is not None and self._reporter.active:
                     tg.start_soon(self._ticker, ticker)
@@ -313,15 +220,13 @@ class BarrierExecutor:
                         # need max_concurrent of them, and tasks cost to start and end.
                         self._pool = pool
                         pool.start_soon(self._guard, self._claim_loop)
-                self._executing = False
-                self._flush.set()
-                while self._buffer or self._local or self._inflight:
-                    await self._flushed.wait()
+                writer.close()
+                await writer.drain()
                 ticker.cancel()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._final_flush()
+                await writer.write_rest()
                 await self._release()
         if self._fatal is not None:
             raise self._fatal
@@ -338,37 +243,9 @@ class BarrierExecutor:
 
     def stop(self) -> None:
         """Stop working: in-flight items are cancelled, nothing new is claimed."""
-        self._stop()
-
-    def _stop(self) -> None:
         self._stopping = True
         if self._work_scope is not None:
             self._work_scope.cancel()
-
-    async def _final_flush(self) -> None:
-        """Write results still waiting (after a cancellation or a failure), best effort."""
-        if not self._buffer and not self._local:
-            return
-        batch, self._buffer = self._buffer, []
-        local, self._local = self._local, []
-        try:
-            with anyio.fail_after(5):
-                if batch:
-                    counts, applied = await self._ops.complete(
-                        self._id, batch, self._session.worker_no
-                    )
-                    self.stats.applied += applied
-                    self.observe(counts)
-                if local:
-                    await self._complete_local(local)
-        except Exception as exc:
-            _log.warning(
-                "could not write %d finished results of scatter barrier %d (%s); those "
-                "items will run again",
-                len(batch) + len(local),
-                self._id,
-                describe(exc),
-            )
 
     async def _release(self) -> None:
         """Hand back what this process still holds in the barrier (best effort)."""
@@ -410,9 +287,7 @@ class BarrierExecutor:
 
     def _owned(self) -> list[int]:
         owned = [i for unit in self._held.values() for i in unit.idx]
-        owned.extend(outcome[0] for outcome in self._buffer)
-        for writing in self._writing:
-            owned.extend(outcome[0] for outcome in writing)
+        owned.extend(self._writer.owned())
         return owned
 
     async def _claim_loop(self) -> None:
@@ -434,17 +309,17 @@ class BarrierExecutor:
             if stay and await self._reap_if_due():
                 delay = _FIRST_POLL
                 dry = False
-            if dry and self._feeding:
+            if dry and self._enumerating:
                 # The enumerator hands this process items as it inserts them: claim again
                 # once it inserted some unclaimed (or a while later, for items that others
                 # handed back).
                 dry = False
                 if self.counts.status != "open":
-                    self._stop()
+                    self.stop()
                     return
-                if not self._unclaimed:
-                    await self._fed.wait(self._reap_interval)
-                self._unclaimed = False
+                if not self._inserted_unclaimed:
+                    await self._inserted.wait(self._reap_interval)
+                self._inserted_unclaimed = False
                 continue
             free = self._capacity - len(self._held) - self._reserved
             if limit and (free >= self._claim_min or (free > 0 and not self._held)):
@@ -459,18 +334,18 @@ class BarrierExecutor:
                     self._take(claimed)
                     delay = _FIRST_POLL
                     continue
-                if self._feeding:
+                if self._enumerating:
                     dry = True
                     continue
             elif limit:
-                # Busy: wait for room (the starting process also wakes to recover the items
-                # of dead workers in time).
-                await self._room.wait(self._reap_interval if stay else math.inf)
+                # Busy: wait for free slots (the starting process also wakes to recover the
+                # items of dead workers in time).
+                await self._slots_freed.wait(self._reap_interval if stay else math.inf)
                 continue
             counts = await ops.state(self._id)
             self.observe(counts)
             if counts.status != "open":
-                self._stop()
+                self.stop()
                 return
             if counts.complete:
                 return
@@ -513,10 +388,10 @@ class BarrierExecutor:
                 except Unstorable as exc:
                     error = StorageError(f"{self._where}: cannot load item {key!r}: {exc}")
                     items.append(None)
-            unit = _Unit(unit_no, idx, keys, items, error)
+            unit = ClaimedUnit(unit_no, idx, keys, items, error)
             self._held[unit_no] = unit
             self._queue.append(unit)
-        self._wake_one()
+        self._wake_some()
 
     def _wake(self, count: int) -> None:
         """Wake up to ``count`` idle executors, starting new ones (up to ``max_concurrent``)
@@ -535,7 +410,7 @@ class BarrierExecutor:
                 self._waking += 1  # until it runs
                 pool.start_soon(self._guard, self._execute_loop)
 
-    def _wake_one(self) -> None:
+    def _wake_some(self) -> None:
         """Wake a few idle executors, unless some are already waking up.
 
         The last of them to wake wakes the next few if units still wait, so executors join
@@ -547,54 +422,56 @@ class BarrierExecutor:
 
     # -- taking items as they are inserted (the starting process) ------------------------
 
-    def room(self) -> int:
+    def free_slots(self) -> int:
         """How many items this process could take now (0 if it runs none, or is stopping)."""
         if not self._max or self._stopping or not self._claiming or self._batch is not None:
             return 0
         return max(0, self._capacity - len(self._held) - self._reserved)
 
     @property
-    def half(self) -> int:
-        """Room worth waiting for before inserting a page (half of what may be held)."""
+    def slots_worth_waiting_for(self) -> int:
+        """Free slots worth waiting for before inserting a page (half of what may be held)."""
         return max(1, self._capacity // 2)
 
-    async def wait_room(self, want: int, seconds: float) -> tuple[int, bool]:
-        """Wait (at most ``seconds``) until there is room for ``want`` items.
+    async def wait_for_slots(self, want: int, seconds: float) -> tuple[int, bool]:
+        """Wait (at most ``seconds``) until ``want`` slots are free.
 
-        :return: the room, and whether it reached ``want``
+        :return: the free slots, and whether they reached ``want``
         """
-        room = self.room()
-        if room >= want or not self._max:
-            return room, room >= want
+        free = self.free_slots()
+        if free >= want or not self._max:
+            return free, free >= want
         deadline = monotonic() + seconds
         try:
-            while room < want and not self._stopping and self._claiming:
+            while free < want and not self._stopping and self._claiming:
                 remaining = deadline - monotonic()
                 if remaining <= 0:
                     break
-                self._room_wanted = want
-                await self._roomy.wait(remaining)
-                room = self.room()
+                self._slots_wanted = want
+                await self._slots_for_enumerator.wait(remaining)
+                free = self.free_slots()
         finally:
-            self._room_wanted = 0
-        return room, room >= want
+            self._slots_wanted = 0
+        return free, free >= want
 
-    def feeding(self, active: bool) -> None:
+    def set_enumerating(self, active: bool) -> None:
         """Whether the enumerator is inserting items (and handing this process some)."""
-        self._feeding = active
-        self._fed.set()
+        self._enumerating = active
+        self._inserted.set()
 
-    def fed(self) -> None:
+    def inserted_unclaimed(self) -> None:
         """The enumerator inserted items unclaimed: look for them."""
-        self._unclaimed = True
-        self._fed.set()
+        self._inserted_unclaimed = True
+        self._inserted.set()
 
-    def reserve(self, count: int) -> None:
-        """Keep room for ``count`` items being inserted claimed (see :meth:`adopt`)."""
+    def reserve_slots(self, count: int) -> None:
+        """Keep ``count`` slots for items being inserted claimed (see
+        :meth:`take_claimed_on_insert`)."""
         self._reserved += count
 
-    def adopt(self, count: int, units: list[tuple[int, str, Any]]) -> None:
-        """Take items that were inserted claimed by this process; free ``count`` reserved.
+    def take_claimed_on_insert(self, count: int, units: list[tuple[int, str, Any]]) -> None:
+        """Take items that were inserted claimed by this process; free ``count`` reserved
+        slots.
 
         :param units: ``(idx, key, item)`` of each item claimed on insert
         """
@@ -604,40 +481,36 @@ class BarrierExecutor:
         for idx, key, item in units:
             if idx in held:
                 continue
-            unit = _Unit(idx, [idx], [key], [item])
+            unit = ClaimedUnit(idx, [idx], [key], [item])
             held[idx] = unit
             queue.append(unit)
         if queue:
-            self._wake_one()
+            self._wake_some()
 
-    def run_before_storing(
+    def accept_unstored(
         self,
         ledger: LocalLedger,
         finish_source: Callable[[], Awaitable[None]],
         *,
         keep: bool = False,
     ) -> None:
-        """Accept items taken from the source unstored (:meth:`take_local`).
+        """Accept items taken from the source unstored (:meth:`take_unstored`).
 
         :param ledger: where the checkpoint may stand as their results are written
         :param finish_source: records the end of the source once everything is stored
         :param keep: keep their results in memory too (see :meth:`kept_results`)
         """
-        self._ledger = ledger
+        self._writer.accept_unstored(ledger, keep=keep)
         self._finish_source = finish_source
-        self._kept = {} if keep else None
 
     def kept_results(self) -> list[Any] | None:
         """The results of the items that succeeded here in source order, when every
         result of the barrier came from this process's own items (``finished`` rows in
         all) and each one loads back from its row as it is (ints, strings, floats, bools,
         ``None``); else ``None``, and the results are read from the rows."""
-        kept = self._kept
-        if kept is None or self.local_written != self.counts.finished:
-            return None
-        return [kept[index] for index in sorted(kept)]
+        return self._writer.kept_results(self.counts.finished)
 
-    def take_local(self, items: list[tuple[int, Any, str | None, bytes | None]]) -> None:
+    def take_unstored(self, items: list[tuple[int, Any, str | None, bytes | None]]) -> None:
         """Take items read from the source that are not stored: their results are
         inserted finished (see ``_scatter_local``).
 
@@ -647,17 +520,18 @@ class BarrierExecutor:
         held = self._held
         queue = self._queue
         for idx, item, text, raw in items:
-            unit = _Local(idx, item, None if text is None and raw is None else (text, raw))
+            unit = UnstoredItem(idx, item, None if text is None and raw is None else (text, raw))
             held[idx] = unit
             queue.append(unit)
         if queue:
-            self._wake_one()
+            self._wake_some()
 
     # -- executing ---------------------------------------------------------------------
 
     async def _execute_loop(self) -> None:
         queue = self._queue
         idle = self._idle
+        writer = self._writer
         runner = self._runner
         # The common case: one item per unit, no retry, timeout or rate limit: call the
         # function directly (what ItemRunner.run would do, without its layers).
@@ -669,14 +543,13 @@ class BarrierExecutor:
         self._waking -= 1  # started (see _wake)
         try:
             while True:
-                if not queue or self._unwritten() >= self._max_unflushed:
+                if not queue or writer.full():
                     if not queue and not self._claiming:
                         return
-                    if queue or (not self._held and (self._buffer or self._local)):
-                        # Results wait to be written: take no unit until a flush makes room.
+                    if queue or (not self._held and writer.has_waiting()):
+                        # Results wait to be written: take no unit until a write makes room.
                         # Or nothing runs here any more: waiting adds no result to the batch.
-                        self._urgent = True
-                        self._flush.set()
+                        writer.hurry()
                     waiter = loop.create_future()
                     idle.append(waiter)
                     try:
@@ -690,11 +563,11 @@ class BarrierExecutor:
                     continue
                 unit = queue.popleft()
                 if queue:
-                    self._wake_one()
+                    self._wake_some()
                 if plain and unit.error is None:
                     assert call is not None
                     try:
-                        if isinstance(unit, _Local):
+                        if isinstance(unit, UnstoredItem):
                             value = await call(str(unit.index), unit.item, None)
                         else:
                             value = await call(unit.keys[0], unit.items[0], None)
@@ -705,9 +578,10 @@ class BarrierExecutor:
                             quiet
                             and value.__class__ is int
                             and -MAX_PLAIN_INT < value < MAX_PLAIN_INT
-                            and self._unwritten() < self._max_unflushed
+                            and not writer.full()
                         ):
-                            self._append_int(unit.index, value, unit.local)
+                            writer.add_int(unit.index, value, unit.local)
+                            self._finished(unit.index, 1)
                             count += 1
                             if not count % _YIELD_EVERY:
                                 await anyio.lowlevel.checkpoint()
@@ -715,31 +589,18 @@ class BarrierExecutor:
                         outcomes = [(True, value, 1)]
                 else:
                     outcomes = await self._run_unit(unit)
-                while self._unwritten() >= self._max_unflushed:
+                while writer.full():
                     # Finished while others filled the room (their items suspended).
-                    self._urgent = True
-                    self._flush.set()
-                    waiter = loop.create_future()
-                    self._blocked.append(waiter)
-                    try:
-                        await waiter
-                    finally:
-                        if not waiter.done():
-                            waiter.cancel()
-                        with contextlib.suppress(ValueError):
-                            self._blocked.remove(waiter)
-                self._append(unit, outcomes)
+                    await writer.wait_for_room()
+                writer.add(unit, outcomes)
+                self._finished(unit.index, len(unit.idx))
                 count += 1
                 if not count % _YIELD_EVERY:
                     await anyio.lowlevel.checkpoint()
         finally:
             self._executors -= 1
 
-    def _unwritten(self) -> int:
-        """Finished results not written yet (waiting, or being written)."""
-        return self._inflight + len(self._buffer) + len(self._local)
-
-    async def _run_unit(self, unit: _Unit | _Local) -> list[tuple[bool, Any, int]]:
+    async def _run_unit(self, unit: WorkUnit) -> list[tuple[bool, Any, int]]:
         if unit.error is not None:
             return [(False, unit.error, 1)] * len(unit.idx)
         runner = self._runner
@@ -754,173 +615,44 @@ class BarrierExecutor:
             unit.keys, unit.items, info, collect_errors=self._batch.collect_errors
         )
 
-    def _append_int(self, idx: int, value: int, local: bool) -> None:
-        """:meth:`_append` for the common case: one item, an int result, no events."""
-        if not self._buffer and not self._local:
-            self._first_buffered = monotonic()
-            self._flush.set()  # the first result starts the flusher's clock
-        if local:
-            buffer: list[Any] = self._local
-            buffer.append((idx, "succeeded", str(value), None, None, 1, None, None))
-            if self._kept is not None:
-                self._kept[idx] = value
-        else:
-            buffer = self._buffer
-            buffer.append((idx, "succeeded", str(value), None, None, 1))
-        del self._held[idx]
+    def _finished(self, unit_no: int, items: int) -> None:
+        """A unit's results went to the writer: free its slot."""
+        del self._held[unit_no]
         stats = self.stats
         stats.units += 1
-        stats.items += 1
-        if len(self._buffer) + len(self._local) >= self._flush_size:
-            self._flush.set()
+        stats.items += items
         free = self._capacity - len(self._held) - self._reserved
         if free >= self._claim_min:
-            self._room.set()
-        if self._room_wanted and free >= self._room_wanted:
-            self._roomy.set()
+            self._slots_freed.set()
+        if self._slots_wanted and free >= self._slots_wanted:
+            self._slots_for_enumerator.set()
 
-    def _append(self, unit: _Unit | _Local, outcomes: list[tuple[bool, Any, int]]) -> None:
-        buffer = self._buffer
-        local = self._local if unit.local else None
-        first = not buffer and not self._local
-        if first:
-            self._first_buffered = monotonic()
-        allow_pickle = self._allow_pickle
-        reporter = self._reporter if self._per_item else None
-        failed = False
-        for idx, key, item, (ok, value, attempts) in zip(
-            unit.idx, unit.keys, unit.items, outcomes, strict=True
-        ):
-            outcome: Outcome
-            if ok:
-                try:
-                    text, raw = encode(value, allow_pickle=allow_pickle)
-                except Unstorable as exc:
-                    ok = False
-                    value = StorageError(
-                        f"{self._where}: the result of item {key!r} cannot be stored: "
-                        f"{exc.problem}; return JSON-able data, or opt in to pickle with "
-                        "PostgresStore(allow_pickle=True)"
-                    )
-                else:
-                    outcome = (idx, "succeeded", text, raw, None, attempts)
-            if not ok:
-                failed = True
-                outcome = (idx, "failed", None, None, f"{type(value).__name__}: {value}", attempts)
-            if local is None:
-                buffer.append(outcome)
-            elif ok:
-                local.append((*outcome, None, None))
-                if self._kept is not None:
-                    if value.__class__ in _AS_STORED:
-                        self._kept[idx] = value
-                    else:
-                        self._kept = None  # loads back otherwise: read the rows
-            else:
-                # A failed item is stored with it, to run again when the barrier reopens.
-                stored = (unit.stored if isinstance(unit, _Local) else None) or encode(
-                    item, allow_pickle=allow_pickle
-                )
-                local.append((*outcome, *stored))
-            if reporter is not None:
-                reporter.item(idx, key, ok, attempts, None if ok else value)
-        del self._held[unit.index]
-        self.stats.units += 1
-        self.stats.items += len(unit.idx)
-        if failed:
-            self._urgent = True
-        if first or failed or len(buffer) + len(self._local) >= self._flush_size:
-            self._flush.set()  # the first result starts the flusher's clock
-        free = self._capacity - len(self._held) - self._reserved
-        if free >= self._claim_min:
-            self._room.set()
-        if self._room_wanted and free >= self._room_wanted:
-            self._roomy.set()
+    # -- writing -----------------------------------------------------------------------
 
-    # -- flushing ----------------------------------------------------------------------
-
-    async def _flush_loop(self) -> None:
-        ops = self._ops
-        while True:
-            waiting = len(self._buffer) + len(self._local)
-            if not waiting:
-                if not self._executing:
-                    return
-                await self._flush.wait()
-                continue
-            if self._executing and not self._urgent and waiting < self._flush_size:
-                remaining = self._first_buffered + self._flush_interval - monotonic()
-                if remaining > 0:
-                    await self._flush.wait(remaining)
-                    continue
-            batch, self._buffer = self._buffer, []
-            local, self._local = self._local, []
-            self._urgent = False
-            taken = len(batch) + len(local)
-            self._inflight += taken
-            self._writing.append(batch)
-            counts: Counts | None = None
-            written = False
-            try:
-                if batch:
-                    counts, applied = await ops.complete(self._id, batch, self._session.worker_no)
-                    written = True
-                    self.stats.applied += applied
-                    self.observe(counts)
-                if local:
-                    counts = await self._complete_local(local)
-            except BaseException:
-                # Kept for the final attempt.
-                if not written:
-                    self._buffer[:0] = batch
-                self._local[:0] = local
-                raise
-            finally:
-                self._inflight -= taken
-                self._writing = [w for w in self._writing if w is not batch]
-                self._flushed.set()
-                blocked = self._blocked
-                for _ in range(min(taken, len(blocked))):
-                    waiter = blocked.popleft()
-                    if not waiter.done():
-                        waiter.set_result(None)
-                if self._queue:
-                    self._wake_one()
-            assert counts is not None
-            ledger = self._ledger
-            if local and ledger is not None and ledger.due() and self._finish_source is not None:
+    async def _write_results(self) -> None:
+        """One flusher: write batches as they fall due, and act on the state they return."""
+        writer = self._writer
+        while (written := await writer.write_next()) is not None:
+            counts, wrote_unstored = written
+            if self._queue:
+                self._wake_some()
+            ledger = writer.ledger
+            if (
+                wrote_unstored
+                and ledger is not None
+                and ledger.due()
+                and self._finish_source is not None
+            ):
                 await self._finish_source()  # the last item taken here is stored
                 counts = self.counts
             if counts.status != "open":
-                self._stop()
+                self.stop()
                 await self._notify()
             elif counts.complete or self._near_the_end(counts):
                 # Near the end every flush wakes the starting process: two workers' last
                 # flushes may each miss the other's, so neither sees the barrier complete.
                 await self._notify()
             self._session.poke(self._topic)
-
-    async def _complete_local(self, local: list[LocalOutcome]) -> Counts:
-        """Insert the finished rows of items taken here, moving the checkpoint past them."""
-        ledger = self._ledger
-        assert ledger is not None
-        writing = ledger.ranges([outcome[0] for outcome in local])
-        enumerated, cursor = ledger.checkpoint(writing)
-        last = ledger.complete(writing)
-        counts, applied = await self._ops.complete_local(
-            self._id,
-            local,
-            self._session.worker_no,
-            enumerated=enumerated,
-            cursor=cursor,
-            last=last,
-            total=ledger.total,
-        )
-        ledger.written(writing, last=last)
-        self.local_written += applied
-        self.stats.applied += applied
-        self.observe(counts)
-        return counts
 
     def _near_the_end(self, counts: Counts) -> bool:
         if not counts.source_done or counts.total is None:
