@@ -14,9 +14,9 @@ Three kinds of task share it:
   is due, and how executors wait while ``max_concurrent`` results are unwritten).
 
 In the starting process the enumerator also hands items to the executor as it reads them.
-Unkeyed, unbatched items it has room for (see :meth:`BarrierExecutor.free_slots`) are not stored
-first: they run straight from the source and their rows go in finished, one write per item
-(see ``_scatter_local``); when the asset gathers into a list and every result came from them,
+Unkeyed, unbatched items it has free slots for (see ``_held_units``) are not stored first:
+they run straight from the source and their rows go in finished, one write per item (see
+``_scatter_local``); when the asset gathers into a list and every result came from them,
 the list is made from the results kept in memory rather than read back. Other items it has
 room for go in already claimed by this process and straight to the executors, with no claim
 and no decode; the rest go in unclaimed, for any worker. Meanwhile the claimer claims only
@@ -51,13 +51,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from flowstone import StorageError
 from flowstone.ext.scatter import BatchInfo
 
 from ._errors import describe
+from ._held_units import HeldUnits
 from ._result_writer import FLUSHERS, ResultWriter
-from ._scatter_codec import MAX_PLAIN_INT, Unstorable, decode
-from ._work_units import ClaimedUnit, ExecutorStats, Signal, UnstoredItem
+from ._scatter_codec import MAX_PLAIN_INT
+from ._work_units import ExecutorStats, Signal, UnstoredItem
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
     from flowstone.ext.scatter import Batch, ItemRunner, ScatterReporter
 
-    from ._barrier_rows import Claimed, Counts
+    from ._barrier_rows import Counts
     from ._barrier_statements import BarrierStatements
     from ._scatter_local import LocalLedger
     from ._scatter_session import WorkerSession
@@ -153,11 +153,8 @@ class BarrierExecutor:
         self._where = where
         self._poll_interval = poll_interval
         self._reap_interval = reap_interval
-        self._claim_min = max(1, max_concurrent // 4)
-        # Claimed units may wait here (not started) while all executors are busy, so that
-        # executors never idle through a claim's round trip. Waiting units were not run:
-        # a kill re-runs only the executing ones and the unwritten results.
-        self._capacity = max_concurrent + max_concurrent // 2
+        #: The units this process holds; the enumerator hands items over through it.
+        self.held = HeldUnits(max_concurrent, self._wake_some, hand_over=batch is None)
         self.stats = ExecutorStats()
         self._writer = ResultWriter(
             ops,
@@ -173,8 +170,6 @@ class BarrierExecutor:
             reporter=reporter if self._per_item else None,
         )
 
-        self._queue: deque[WorkUnit] = deque()
-        self._held: dict[int, WorkUnit] = {}
         self._finish_source: Callable[[], Awaitable[None]] | None = None
         # Idle executors wait on events of their own; new units wake only as many of them
         # as there are units (waking all of them for every claim costs a wake-up each).
@@ -182,11 +177,6 @@ class BarrierExecutor:
         self._waking = 0
         self._executors = 0
         self._pool: TaskGroup | None = None
-        self._slots_freed = Signal()
-        # The starting process's enumerator waits here for slots to take items on insert.
-        self._slots_for_enumerator = Signal()
-        self._slots_wanted = 0
-        self._reserved = 0
         self._enumerating = False
         self._inserted_unclaimed = False
         self._inserted = Signal()
@@ -244,6 +234,7 @@ class BarrierExecutor:
     def stop(self) -> None:
         """Stop working: in-flight items are cancelled, nothing new is claimed."""
         self._stopping = True
+        self.held.stop_hand_over()
         if self._work_scope is not None:
             self._work_scope.cancel()
 
@@ -286,7 +277,7 @@ class BarrierExecutor:
     # -- claiming ----------------------------------------------------------------------
 
     def _owned(self) -> list[int]:
-        owned = [i for unit in self._held.values() for i in unit.idx]
+        owned = self.held.positions()
         owned.extend(self._writer.owned())
         return owned
 
@@ -295,6 +286,7 @@ class BarrierExecutor:
             await self._claim_until_done()
         finally:
             self._claiming = False
+            self.held.stop_hand_over()
             self._wake(len(self._idle))
 
     async def _claim_until_done(self) -> None:
@@ -305,6 +297,7 @@ class BarrierExecutor:
         delay = _FIRST_POLL
         batched = self._batch is not None
         dry = False
+        held = self.held
         while not self._stopping:
             if stay and await self._reap_if_due():
                 delay = _FIRST_POLL
@@ -321,8 +314,8 @@ class BarrierExecutor:
                     await self._inserted.wait(self._reap_interval)
                 self._inserted_unclaimed = False
                 continue
-            free = self._capacity - len(self._held) - self._reserved
-            if limit and (free >= self._claim_min or (free > 0 and not self._held)):
+            free = held.free()
+            if limit and (free >= held.claim_min or (free > 0 and not held.units)):
                 claimed = await ops.claim(
                     self._id,
                     min(free, limit, CLAIM_LIMIT),
@@ -331,7 +324,7 @@ class BarrierExecutor:
                     owned=self._owned,
                 )
                 if claimed.units:
-                    self._take(claimed)
+                    held.add_claimed(claimed, allow_pickle=self._allow_pickle, where=self._where)
                     delay = _FIRST_POLL
                     continue
                 if self._enumerating:
@@ -340,7 +333,7 @@ class BarrierExecutor:
             elif limit:
                 # Busy: wait for free slots (the starting process also wakes to recover the
                 # items of dead workers in time).
-                await self._slots_freed.wait(self._reap_interval if stay else math.inf)
+                await held.wait_freed(self._reap_interval if stay else math.inf)
                 continue
             counts = await ops.state(self._id)
             self.observe(counts)
@@ -371,28 +364,6 @@ class BarrierExecutor:
         await self._notify()
         return True
 
-    def _take(self, claimed: Claimed) -> None:
-        allow_pickle = self._allow_pickle
-        for unit_no, rows in claimed.units.items():
-            if unit_no in self._held:
-                # Recovered from this very worker while it was out of touch (its lock looked
-                # free during a server restart) and claimed again: it is already running here.
-                continue
-            idx = [row[0] for row in rows]
-            keys = [row[1] if row[1] is not None else str(row[0]) for row in rows]
-            items: list[Any] = []
-            error: BaseException | None = None
-            for (_, _, text, raw), key in zip(rows, keys, strict=True):
-                try:
-                    items.append(decode(text, raw, allow_pickle=allow_pickle))
-                except Unstorable as exc:
-                    error = StorageError(f"{self._where}: cannot load item {key!r}: {exc}")
-                    items.append(None)
-            unit = ClaimedUnit(unit_no, idx, keys, items, error)
-            self._held[unit_no] = unit
-            self._queue.append(unit)
-        self._wake_some()
-
     def _wake(self, count: int) -> None:
         """Wake up to ``count`` idle executors, starting new ones (up to ``max_concurrent``)
         when too few are idle."""
@@ -418,41 +389,9 @@ class BarrierExecutor:
         instead of waking all of them for every claim.
         """
         if not self._waking:
-            self._wake(min(_WAKE_AT_ONCE, len(self._queue)))
+            self._wake(min(_WAKE_AT_ONCE, len(self.held.queue)))
 
-    # -- taking items as they are inserted (the starting process) ------------------------
-
-    def free_slots(self) -> int:
-        """How many items this process could take now (0 if it runs none, or is stopping)."""
-        if not self._max or self._stopping or not self._claiming or self._batch is not None:
-            return 0
-        return max(0, self._capacity - len(self._held) - self._reserved)
-
-    @property
-    def slots_worth_waiting_for(self) -> int:
-        """Free slots worth waiting for before inserting a page (half of what may be held)."""
-        return max(1, self._capacity // 2)
-
-    async def wait_for_slots(self, want: int, seconds: float) -> tuple[int, bool]:
-        """Wait (at most ``seconds``) until ``want`` slots are free.
-
-        :return: the free slots, and whether they reached ``want``
-        """
-        free = self.free_slots()
-        if free >= want or not self._max:
-            return free, free >= want
-        deadline = monotonic() + seconds
-        try:
-            while free < want and not self._stopping and self._claiming:
-                remaining = deadline - monotonic()
-                if remaining <= 0:
-                    break
-                self._slots_wanted = want
-                await self._slots_for_enumerator.wait(remaining)
-                free = self.free_slots()
-        finally:
-            self._slots_wanted = 0
-        return free, free >= want
+    # -- the starting process's enumerator ---------------------------------------------
 
     def set_enumerating(self, active: bool) -> None:
         """Whether the enumerator is inserting items (and handing this process some)."""
@@ -463,29 +402,6 @@ class BarrierExecutor:
         """The enumerator inserted items unclaimed: look for them."""
         self._inserted_unclaimed = True
         self._inserted.set()
-
-    def reserve_slots(self, count: int) -> None:
-        """Keep ``count`` slots for items being inserted claimed (see
-        :meth:`take_claimed_on_insert`)."""
-        self._reserved += count
-
-    def take_claimed_on_insert(self, count: int, units: list[tuple[int, str, Any]]) -> None:
-        """Take items that were inserted claimed by this process; free ``count`` reserved
-        slots.
-
-        :param units: ``(idx, key, item)`` of each item claimed on insert
-        """
-        self._reserved -= count
-        held = self._held
-        queue = self._queue
-        for idx, key, item in units:
-            if idx in held:
-                continue
-            unit = ClaimedUnit(idx, [idx], [key], [item])
-            held[idx] = unit
-            queue.append(unit)
-        if queue:
-            self._wake_some()
 
     def accept_unstored(
         self,
@@ -510,26 +426,11 @@ class BarrierExecutor:
         ``None``); else ``None``, and the results are read from the rows."""
         return self._writer.kept_results(self.counts.finished)
 
-    def take_unstored(self, items: list[tuple[int, Any, str | None, bytes | None]]) -> None:
-        """Take items read from the source that are not stored: their results are
-        inserted finished (see ``_scatter_local``).
-
-        :param items: ``(idx, item, json_text, raw)``; the text and raw form are ``None``
-            when made on demand (a plain item)
-        """
-        held = self._held
-        queue = self._queue
-        for idx, item, text, raw in items:
-            unit = UnstoredItem(idx, item, None if text is None and raw is None else (text, raw))
-            held[idx] = unit
-            queue.append(unit)
-        if queue:
-            self._wake_some()
-
     # -- executing ---------------------------------------------------------------------
 
     async def _execute_loop(self) -> None:
-        queue = self._queue
+        held = self.held
+        queue = held.queue
         idle = self._idle
         writer = self._writer
         runner = self._runner
@@ -546,7 +447,7 @@ class BarrierExecutor:
                 if not queue or writer.full():
                     if not queue and not self._claiming:
                         return
-                    if queue or (not self._held and writer.has_waiting()):
+                    if queue or (not held.units and writer.has_waiting()):
                         # Results wait to be written: take no unit until a write makes room.
                         # Or nothing runs here any more: waiting adds no result to the batch.
                         writer.hurry()
@@ -617,15 +518,10 @@ class BarrierExecutor:
 
     def _finished(self, unit_no: int, items: int) -> None:
         """A unit's results went to the writer: free its slot."""
-        del self._held[unit_no]
         stats = self.stats
         stats.units += 1
         stats.items += items
-        free = self._capacity - len(self._held) - self._reserved
-        if free >= self._claim_min:
-            self._slots_freed.set()
-        if self._slots_wanted and free >= self._slots_wanted:
-            self._slots_for_enumerator.set()
+        self.held.finished(unit_no)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -634,7 +530,7 @@ class BarrierExecutor:
         writer = self._writer
         while (written := await writer.write_next()) is not None:
             counts, wrote_unstored = written
-            if self._queue:
+            if self.held.queue:
                 self._wake_some()
             ledger = writer.ledger
             if (
@@ -657,7 +553,7 @@ class BarrierExecutor:
     def _near_the_end(self, counts: Counts) -> bool:
         if not counts.source_done or counts.total is None:
             return False
-        return counts.total - counts.finished <= 4 * max(self._capacity, 50)
+        return counts.total - counts.finished <= 4 * max(self.held.capacity, 50)
 
     async def _notify(self) -> None:
         try:

@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 
     from flowstone.ext.scatter import Batch, ScatterSpec
 
-    from ._barrier_executor import BarrierExecutor
     from ._barrier_rows import Checkpoint, Counts, ItemRow, UnitRow
     from ._barrier_statements import BarrierStatements
+    from ._held_units import HeldUnits
 
 __all__ = ["SourceChangedError", "Enumerator"]
 
@@ -90,7 +90,7 @@ class Enumerator:
     :param notify: ``(channel, payload)`` sent with each page
     :param on_page: called with the barrier's state after each page, and whether some of
         its items went in unclaimed
-    :param taker: the starting process's executor: items it has room for go straight to
+    :param taker: the starting process's held units: items it has room for go straight to
         it, unstored (unkeyed, unbatched items) or inserted claimed by it (``worker_no``),
         without a claim or a decode
     :param worker_no: the starting process's worker number
@@ -110,7 +110,7 @@ class Enumerator:
         allow_pickle: bool,
         notify: tuple[str, str] | None,
         on_page: Callable[[Counts, bool], None],
-        taker: BarrierExecutor | None = None,
+        taker: HeldUnits | None = None,
         worker_no: int = 0,
     ) -> None:
         self._ops = ops

@@ -385,7 +385,7 @@ class StarterRun:
                         allow_pickle=self.allow_pickle,
                         notify=(session.channel, topic),
                         on_page=on_page,
-                        taker=executor if local else None,
+                        taker=executor.held if local else None,
                         worker_no=session.worker_no,
                     )
                     if enumerator.ledger is not None:
