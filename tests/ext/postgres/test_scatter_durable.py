@@ -1004,3 +1004,19 @@ async def test_a_reader_checkpoint_stays_on_a_page_boundary_with_its_cursor(
     assert result["paged"] == list(range(60))
     assert runs == [35]
     assert reader.cursors[0] == barrier["cursor"]
+
+
+@pytest.mark.parametrize("tolerated", [float("nan"), -1, 1.5, True, "2"])
+async def test_barrier_api_refuses_the_tolerances_the_in_process_one_refuses(
+    pg_store: PostgresStore, tolerated: object
+) -> None:
+    coordinator = PostgresScatterCoordinator(pg_store)
+    with pytest.raises(ValueError, match="tolerated_failure"):
+        await coordinator.create_barrier(
+            "b-bad",
+            run_id="r",
+            asset="a",
+            partition=None,
+            tolerated_failure=tolerated,  # type: ignore[arg-type]
+        )
+    assert await coordinator.ops.by_key("b-bad") is None  # nothing stored

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from flowstone import Status, StorageError
 from flowstone.ext.scatter import (
     DuplicateScatterKeyError,
+    check_tolerated_failure,
     pinned_coordinator,
     scatter_spec_of,
 )
@@ -208,7 +209,7 @@ class PostgresScatterCoordinator:
 
         :param tolerated_failure: a count (``int``) or fraction (``float``); ``None`` is 0
         """
-        tolerated = _check_tolerated(0 if tolerated_failure is None else tolerated_failure)
+        tolerated = check_tolerated_failure(0 if tolerated_failure is None else tolerated_failure)
         row = await self.ops.create_manual(
             BarrierInit(
                 key=barrier_id,
@@ -308,18 +309,6 @@ class PostgresScatterCoordinator:
         row = self._ids.pop(barrier_id, None) or await self.ops.by_key(barrier_id)
         if row is not None:
             await self.ops.drop(row.id)
-
-
-def _check_tolerated(value: object) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"tolerated_failure must be an int or a float in [0, 1], not {value!r}")
-    if (isinstance(value, int) and value < 0) or (
-        isinstance(value, float) and not 0.0 <= value <= 1.0
-    ):
-        raise ValueError(
-            f"tolerated_failure must be a count >= 0 or a fraction in [0, 1], not {value!r}"
-        )
-    return value
 
 
 def _state(barrier_id: str, counts: Counts) -> BarrierState:

@@ -20,6 +20,7 @@ import anyio
 
 from flowstone import ExecutionError, StorageError
 from flowstone.ext.scatter import (
+    FIRST_ERRORS,
     MAX_LISTED_FAILURES,
     ItemRunner,
     ScatterFailureThresholdExceeded,
@@ -61,8 +62,6 @@ __all__ = [
 
 _log = logging.getLogger("flowstone.postgres")
 
-#: How many failures a threshold error quotes (as the in-process scatter does).
-_FIRST_ERRORS = 10
 _PAGE = 1000
 _GATHER_PAGE = 5000
 _loads = json.loads
@@ -271,7 +270,7 @@ class StarterRun:
                     counts.total if counts.total is not None else counts.enumerated,
                     counts.succeeded,
                     counts.failed,
-                    failures[:_FIRST_ERRORS],
+                    failures[:FIRST_ERRORS],
                     run_id=self.run_id,
                     attempt=context.attempt,
                     tolerated=spec.tolerated_failure,

@@ -61,14 +61,17 @@ from ._sources import open_feed as open_feed
 from ._spec import DEFAULT_MAX_CONCURRENT as DEFAULT_MAX_CONCURRENT
 from ._spec import DEFAULT_PAGE_SIZE as DEFAULT_PAGE_SIZE
 from ._spec import ScatterSpec as ScatterSpec
+from ._summary import FIRST_ERRORS as FIRST_ERRORS
 from ._summary import MAX_LISTED_FAILURES as MAX_LISTED_FAILURES
 from ._summary import ScatterSummary as ScatterSummary
 from ._summary import allowed_failures as allowed_failures
+from ._summary import check_tolerated_failure as check_tolerated_failure
 from ._summary import threshold_exceeded as threshold_exceeded
 
 __all__ = (
     "DEFAULT_MAX_CONCURRENT",
     "DEFAULT_PAGE_SIZE",
+    "FIRST_ERRORS",
     "MAX_LISTED_FAILURES",
     "Batch",
     "BatchInfo",
@@ -93,6 +96,7 @@ __all__ = (
     "ScatterSpec",
     "ScatterSummary",
     "allowed_failures",
+    "check_tolerated_failure",
     "call_gather",
     "dependency_values",
     "function_call",

@@ -28,7 +28,7 @@ from ._batch import Batch, Batcher, BatchInfo, Pair, precompute_batches
 from ._errors import DuplicateScatterKeyError, ScatterFailureThresholdExceeded
 from ._gather import OrderedStream, SlotResults, call_gather, window_for
 from ._progress import PROGRESS_INTERVAL, ScatterReporter
-from ._summary import MAX_LISTED_FAILURES, ScatterSummary, allowed_failures
+from ._summary import FIRST_ERRORS, MAX_LISTED_FAILURES, ScatterSummary, allowed_failures
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -38,10 +38,8 @@ if TYPE_CHECKING:
     from ._runner import ItemRunner
     from ._sources import ItemFeed
 
-__all__ = ["FIRST_ERRORS", "ScatterEngine"]
+__all__ = ["ScatterEngine"]
 
-#: How many failures a :class:`ScatterFailureThresholdExceeded` carries.
-FIRST_ERRORS = 10
 _YIELD_EVERY = 256  # items a worker runs before it lets other tasks in (a power of two)
 
 

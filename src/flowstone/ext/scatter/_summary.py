@@ -23,6 +23,7 @@ from fractions import Fraction
 from typing import Any
 
 __all__ = [
+    "FIRST_ERRORS",
     "MAX_LISTED_FAILURES",
     "ScatterSummary",
     "allowed_failures",
@@ -30,6 +31,8 @@ __all__ = [
     "threshold_exceeded",
 ]
 
+#: How many failures a :class:`ScatterFailureThresholdExceeded` carries.
+FIRST_ERRORS = 10
 #: How many failed items a summary lists (keys and errors); the counts are always complete.
 MAX_LISTED_FAILURES = 100
 
