@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import asyncpg
 
 from flowstone import MaterializationRecord, Status, StorageError
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from typing import TypeAlias
 
+    from ._background import BackgroundWork
     from ._buffer import Batch, PendingValue, RecordKey, WriteBuffer
     from ._queries import Queries
     from ._sql import Connection
@@ -53,9 +55,11 @@ class RecordStorage:
     write_behind: bool
     _buffer: WriteBuffer
     _loop: asyncio.AbstractEventLoop | None
-    _flush_handle: asyncio.TimerHandle | None
-    _flush_tasks: set[asyncio.Task[None]]
-    _writer: asyncio.Task[None] | None
+    _background: BackgroundWork
+    #: Cancels the delayed flush of waiting records, while one is scheduled.
+    _flush_timer: anyio.CancelScope | None
+    #: Set while records begun behind their run are being written (in this event loop).
+    _writing: anyio.Event | None
 
     async def call(
         self,
@@ -80,7 +84,7 @@ class RecordStorage:
         if not record.status.terminal and self.flush_interval > 0:
             buffer.records[key] = record
             buffer.open_keys.add(key)
-            if self._flush_handle is None:
+            if self._flush_timer is None:
                 self._schedule_flush()
             return
         buffer.open_keys.discard(key)
@@ -124,29 +128,34 @@ class RecordStorage:
             failed.set_exception(refused)
             return failed
         future = buffer.begin(key, record)
-        writer = self._writer
-        if writer is None or writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_begun())
+        if self._writing is None or not self._background.running:
+            self._writing = anyio.Event()
+            self._background.start_soon(self._write_begun)
         return future
 
     async def _write_begun(self) -> None:
         """Write begun records, the waiting ones together, until none waits."""
         buffer = self._buffer
-        while buffer.begun_waiting():
-            batch = buffer.take()
-            fresh = len(batch.records) == 1 and not buffer.fresh.isdisjoint(batch.records)
-            try:
-                await self._write(batch, "save succeeded records", fresh=fresh)
-            except Exception as exc:
-                # Their savers get the error (the buffer failed them with it).
-                _log.debug("could not save succeeded records: %s", describe(exc))
-                return
+        try:
+            while buffer.begun_waiting():
+                batch = buffer.take()
+                fresh = len(batch.records) == 1 and not buffer.fresh.isdisjoint(batch.records)
+                try:
+                    await self._write(batch, "save succeeded records", fresh=fresh)
+                except Exception as exc:
+                    # Their savers get the error (the buffer failed them with it).
+                    _log.debug("could not save succeeded records: %s", describe(exc))
+                    return
+        finally:
+            writing, self._writing = self._writing, None
+            if writing is not None:
+                writing.set()
 
     async def _wait_for_writer(self) -> None:
         """Until records begun in this event loop are written (or failed)."""
-        writer = self._writer
-        if writer is not None and not writer.done() and self._loop is asyncio.get_running_loop():
-            await asyncio.wait([writer])
+        writing = self._writing
+        if writing is not None and self._background.running:
+            await writing.wait()
 
     async def get_records(self, run_id: str) -> list[MaterializationRecord]:
         """All records of a run, in the order they were first saved."""
@@ -222,20 +231,19 @@ class RecordStorage:
             await self._write(self._buffer.take(), "write pending records")
 
     def _schedule_flush(self) -> None:
-        if self._flush_handle is not None:
+        if self._flush_timer is not None:
             return
-        loop = asyncio.get_running_loop()
-        self._flush_handle = loop.call_later(self.flush_interval, self._flush_soon, loop)
+        self._flush_timer = timer = anyio.CancelScope()
+        self._background.start_soon(lambda: self._flush_later(timer))
 
-    def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._flush_handle = None
-        if not self._buffer or loop.is_closed():
+    async def _flush_later(self, timer: anyio.CancelScope) -> None:
+        """Write waiting records ``flush_interval`` after the first (unless cancelled)."""
+        with timer:
+            await anyio.sleep(self.flush_interval)
+        if self._flush_timer is timer:
+            self._flush_timer = None
+        if timer.cancel_called or not self._buffer:
             return
-        task = loop.create_task(self._flush_in_background())
-        self._flush_tasks.add(task)
-        task.add_done_callback(self._flush_tasks.discard)
-
-    async def _flush_in_background(self) -> None:
         try:
             await self.flush()
         except Exception as exc:
@@ -260,7 +268,7 @@ class RecordStorage:
             and (value.run_id, value.asset, value.partition_id) in buffer.open_keys
         ):
             buffer.values[value.asset, value.partition_id] = value
-            if self._flush_handle is None:
+            if self._flush_timer is None:
                 self._schedule_flush()
             return
         await self._write(buffer.take(value=value), what)

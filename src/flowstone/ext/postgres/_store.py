@@ -32,6 +32,7 @@ from flowstone import (
     RuntimeStateError,
 )
 
+from ._background import BackgroundWork
 from ._buffer import WriteBuffer
 from ._errors import RetryPolicy, describe, is_transient, map_errors, retrying
 from ._migrations import check_version, migrate_schema
@@ -183,10 +184,10 @@ class PostgresStore(RecordStorage):
         self._open_lock: tuple[asyncio.AbstractEventLoop, anyio.Lock] | None = None
         self._depth = 0
         self._buffer = WriteBuffer()
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._flush_tasks: set[asyncio.Task[None]] = set()
-        #: Writes records begun behind their run (see begin_save_record).
-        self._writer: asyncio.Task[None] | None = None
+        #: Records written behind the run, and delayed flushes (see _records).
+        self._background = BackgroundWork("writing records")
+        self._flush_timer: anyio.CancelScope | None = None
+        self._writing: anyio.Event | None = None
         #: Whether the server answered once (only then are failures to connect retried).
         self._reached = False
         self.io_manager: PostgresIOManager = PostgresIOManager(self, allow_pickle=allow_pickle)
@@ -284,8 +285,9 @@ class PostgresStore(RecordStorage):
                     pool.terminate()
             self._drop_primary()
             self._buffer.abandon_in_flight()
-            self._flush_handle = None
-            self._writer = None
+            self._background.forget()
+            self._flush_timer = None
+            self._writing = None
         if self._given_pool is not None:
             self._pool = self._given_pool
         else:
@@ -361,14 +363,12 @@ class PostgresStore(RecordStorage):
 
     async def aclose(self) -> None:
         """Write what is pending and close the pool (a pool passed in stays open)."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
         try:
             if self._loop is None or self._loop is asyncio.get_running_loop():
-                for task in list(self._flush_tasks):
-                    await task
-                await self._wait_for_writer()
+                await self._background.aclose()
             if self._buffer:
                 await self.flush()
         finally:
