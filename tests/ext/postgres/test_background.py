@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("asyncpg")
 
-from flowstone.ext.postgres._background import BackgroundWork  # noqa: E402
+from flowstone.ext.postgres._background import BackgroundWork
 
 
 def _owner_tasks() -> list[asyncio.Task[object]]:
