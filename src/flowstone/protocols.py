@@ -37,6 +37,7 @@ from ._core.protocols import PipelinedRecordStore as PipelinedRecordStore
 from ._core.protocols import Plugin as Plugin
 from ._core.protocols import RouteDecision as RouteDecision
 from ._core.protocols import RoutingCoordinator as RoutingCoordinator
+from ._core.protocols import RunTagger as RunTagger
 from ._core.protocols import ScatterCoordinator as ScatterCoordinator
 from ._core.protocols import ScatterItemResult as ScatterItemResult
 from ._core.records import GateRecord as GateRecord
@@ -75,6 +76,7 @@ __all__ = (
     "RouteDecision",
     "RoutingCoordinator",
     "RunHandle",
+    "RunTagger",
     "ScatterCoordinator",
     "ScatterItemResult",
     "attach_kind",

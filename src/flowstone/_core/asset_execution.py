@@ -223,7 +223,11 @@ class AssetExecution:
         if self._sinks:
             self.emit(
                 AssetSucceeded(
-                    run_id=self._run_id, asset=asset_def.name, partition=partition, reused=True
+                    run_id=self._run_id,
+                    asset=asset_def.name,
+                    partition=partition,
+                    reused=True,
+                    data_version=version,
                 )
             )
         return outcome
@@ -404,6 +408,7 @@ class AssetExecution:
                     partition=partition,
                     duration=(ended - started).total_seconds(),
                     metadata=record.metadata,
+                    data_version=version,
                 )
             )
         return outcome

@@ -111,11 +111,15 @@ class AssetStarted(AssetEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetSucceeded(AssetEvent):
-    """An asset produced its value (or reused a current stored one)."""
+    """An asset produced its value (or reused a current stored one).
+
+    ``data_version`` identifies the value (its code version, partition and inputs' versions).
+    """
 
     duration: float = 0.0
     reused: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    data_version: str | None = None
 
     def log_entry(self) -> LogEntry:
         """``DEBUG``: it succeeded (computed in how long, or reused)."""

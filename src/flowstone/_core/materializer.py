@@ -28,6 +28,7 @@ from .events import (
 from .invocation import AssetOutcome
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
+from .run_tags import tagged
 from .scheduling import run_ready_queue
 from .versions import data_version
 
@@ -190,16 +191,17 @@ class Run(AssetExecution):
         )
         self._preflight(closure)
         started = perf_counter()
-        run, created = await runtime.store.create_run(
-            RunRecord(
-                run_id=self._run_id,
-                pipeline=self._pipeline.name,
-                selection=tuple(self._selection),
-                partition=self._partition,
-                status=RunStatus.RUNNING,
-                started_at=utc_now(),
-            )
+        new_run = RunRecord(
+            run_id=self._run_id,
+            pipeline=self._pipeline.name,
+            selection=tuple(self._selection),
+            partition=self._partition,
+            status=RunStatus.RUNNING,
+            started_at=utc_now(),
         )
+        if runtime.run_taggers:
+            new_run = await tagged(runtime, new_run)
+        run, created = await runtime.store.create_run(new_run)
         resumed = not created
         if resumed:
             if run.partition != self._partition:

@@ -39,6 +39,7 @@ __all__ = [
     "RouteDecision",
     "RoutingCoordinator",
     "ScatterCoordinator",
+    "RunTagger",
     "ScatterItemResult",
 ]
 
@@ -429,6 +430,25 @@ class EventSink(Protocol):
 
     def emit(self, event: Event) -> None:
         """Handle one event."""
+        ...
+
+
+@runtime_checkable
+class RunTagger(Protocol):
+    """An event sink that stores something of its own with each run, in the run's tags.
+
+    Before a run creates its record, the runtime calls ``run_tags`` on each registered sink
+    that has it, in the task that called ``materialize`` (so context variables of the
+    caller, such as the current trace, are visible). The returned tags are stored on the new
+    :class:`~flowstone.RunRecord` (``RunRecord.tags``); a resumed run keeps the tags it was
+    created with, and ``stored`` is its record then. The OpenTelemetry sink keeps the run's
+    trace context this way. Contract: ``run_tags`` does no I/O, and its keys are namespaced
+    (``"flowstone.traceparent"``).
+    """
+
+    def run_tags(self, run: RunRecord, stored: RunRecord | None) -> Mapping[str, str]:
+        """Tags for the new record of ``run``; ``stored`` is the earlier record when the run
+        is resumed (its tags are kept)."""
         ...
 
 

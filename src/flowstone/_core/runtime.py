@@ -30,6 +30,7 @@ from .protocols import (
     ItemReader,
     MaterializationStore,
     Plugin,
+    RunTagger,
 )
 from .registry import BUILTIN_COORDINATORS, BUILTIN_EVENT_SINKS, BUILTIN_IO_MANAGERS, Registry
 from .runtime_options import check_runtime_options
@@ -160,6 +161,7 @@ class Runtime(StoredValues):
             "event sink", BUILTIN_EVENT_SINKS, entry_point_group="flowstone.event_sinks"
         )
         self._sinks: list[EventSink] = [self._named_sink(sink) for sink in event_sinks]
+        self._taggers = tuple(sink for sink in self._sinks if isinstance(sink, RunTagger))
         self.max_concurrent = max_concurrent
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._plugins = list(plugins)
@@ -289,6 +291,11 @@ class Runtime(StoredValues):
         """The registered event sinks."""
         return tuple(self._sinks)
 
+    @property
+    def run_taggers(self) -> tuple[RunTagger, ...]:
+        """The event sinks that store tags with each run (see :class:`~flowstone.protocols.RunTagger`)."""
+        return self._taggers
+
     def add_event_sink(self, sink: EventSink | str) -> None:
         """Register one more event sink (for example from a plugin's ``install``), or the
         one registered under a name (see ``event_sinks=``). A sink that is an async context
@@ -298,6 +305,8 @@ class Runtime(StoredValues):
         """
         resolved = self._named_sink(sink)
         self._sinks.append(resolved)
+        if isinstance(resolved, RunTagger):
+            self._taggers = (*self._taggers, resolved)
         if self._state == "new":
             self._given.append(resolved)
 
