@@ -61,7 +61,6 @@ async def test_a_run_is_one_trace_with_an_asset_span_per_asset(telemetry: Teleme
         assert span.parent is not None and span.parent.span_id == run.context.span_id
         assert span.attributes is not None
         assert span.attributes["flowstone.run.id"] == result.run_id
-        assert span.attributes["flowstone.pipeline"] == "lengths"
         assert span.attributes["flowstone.status"] == "succeeded"
         assert span.attributes["flowstone.attempt"] == 1
         assert span.attributes["flowstone.reused"] is False

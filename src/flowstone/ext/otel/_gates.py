@@ -21,9 +21,8 @@ from opentelemetry import trace
 from ._spans import ns
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
-    from opentelemetry.metrics import UpDownCounter
     from opentelemetry.trace import Span, Tracer
     from opentelemetry.util.types import AttributeValue
 
@@ -47,7 +46,7 @@ _CLOSES = (
 class GateTracker:
     """The open gates one sink has seen: their wait spans and the up-down counter."""
 
-    def __init__(self, tracer: Tracer, counter: UpDownCounter) -> None:
+    def __init__(self, tracer: Tracer, counter: Callable[[int], None]) -> None:
         self._tracer = tracer
         self._counter = counter
         self._open: dict[str, tuple[str, Span | None]] = {}
@@ -88,7 +87,7 @@ class GateTracker:
         if opens:
             if gate_id in self._open:
                 return
-            self._counter.add(1)
+            self._counter(1)
             span = None
             if parent is not None:
                 attributes = dict(base or {})
@@ -108,7 +107,7 @@ class GateTracker:
         known = self._open.pop(gate_id, None)
         if known is None:
             return
-        self._counter.add(-1)
+        self._counter(-1)
         _, span = known
         if span is not None:
             status = getattr(event, "status", None)

@@ -93,7 +93,7 @@ class OTelSink:
         meter = metrics.get_meter(_SCOPE, _VERSION, meter_provider=meter_provider)
         self._instruments = Instruments(meter)
         self._runs: dict[str, RunSpans] = {}
-        self._gates = GateTracker(self._tracer, self._instruments.gates_open)
+        self._gates = GateTracker(self._tracer, self._instruments.gate)
         self._handlers: dict[type, Callable[[Any], None] | None] = {
             RunStarted: self._run_started,
             RunFinished: self._run_finished,
@@ -202,7 +202,7 @@ class OTelSink:
         if event.status != "succeeded":
             fail(span, None, state.first_error or event.status, event.timestamp)
         span.end(end_time=end)
-        self._instruments.runs.add(1, {"outcome": event.status})
+        self._instruments.run(event.status)
 
     # -- assets ----------------------------------------------------------------------------
 
@@ -214,7 +214,7 @@ class OTelSink:
             attributes.update(more)
         return self._tracer.start_span(
             f"flowstone.materialize {event.asset}",
-            context=trace.set_span_in_context(state.span),
+            context=state.context,
             attributes=attributes,
             start_time=ns(event.timestamp),
         )
@@ -228,9 +228,10 @@ class OTelSink:
         if open_asset is not None:  # the next attempt
             open_asset.span.set_attribute("flowstone.attempt", event.attempt)
             return
-        span = self._asset_span(
-            state, event, {"flowstone.attempt": event.attempt, "flowstone.asset.kind": event.kind}
-        )
+        more: dict[str, AttributeValue] = {"flowstone.attempt": event.attempt}
+        if event.kind != "asset":
+            more["flowstone.asset.kind"] = event.kind
+        span = self._asset_span(state, event, more)
         state.assets[key] = AssetSpan(span, event.timestamp, event.kind)
 
     def _asset_retried(self, event: AssetRetried) -> None:
@@ -260,16 +261,21 @@ class OTelSink:
         if state is None or (event.reused and state.resumed):
             return  # a resumed run's earlier work was emitted by the earlier attempt
         span, _ = self._ended(state, event)
-        span.set_attribute("flowstone.status", "succeeded")
-        span.set_attribute("flowstone.reused", event.reused)
-        if event.data_version is not None:
-            span.set_attribute("flowstone.data_version", event.data_version)
+        if event.data_version is None:
+            span.set_attributes({"flowstone.status": "succeeded", "flowstone.reused": event.reused})
+        else:
+            span.set_attributes(
+                {
+                    "flowstone.status": "succeeded",
+                    "flowstone.reused": event.reused,
+                    "flowstone.data_version": event.data_version,
+                }
+            )
         span.end(end_time=ns(event.timestamp))
-        outcome = "reused" if event.reused else "succeeded"
-        labels = {"asset": event.asset, "outcome": outcome}
-        self._instruments.materializations.add(1, labels)
-        if not event.reused:
-            self._instruments.duration.record(event.duration, labels)
+        if event.reused:
+            self._instruments.materialization(event.asset, "reused", None)
+        else:
+            self._instruments.materialization(event.asset, "succeeded", event.duration)
 
     def _asset_failed(self, event: AssetFailed) -> None:
         state = self._runs.get(event.run_id)
@@ -282,9 +288,8 @@ class OTelSink:
         if state.first_error is None:
             state.first_error = error_type(event.error)
         span.end(end_time=ns(event.timestamp))
-        labels = {"asset": event.asset, "outcome": "failed"}
-        self._instruments.materializations.add(1, labels)
-        self._instruments.duration.record(max(event.timestamp - started, 0.0), labels)
+        duration = max(event.timestamp - started, 0.0)
+        self._instruments.materialization(event.asset, "failed", duration)
 
     def _asset_skipped(self, event: AssetSkipped) -> None:
         state = self._runs.get(event.run_id)
@@ -294,7 +299,7 @@ class OTelSink:
         span.set_attribute("flowstone.status", "skipped")
         span.set_attribute("flowstone.skip.reason", event.reason)
         span.end(end_time=ns(event.timestamp))
-        self._instruments.materializations.add(1, {"asset": event.asset, "outcome": "skipped"})
+        self._instruments.materialization(event.asset, "skipped", None)
 
     def _parent_of(self, state: RunSpans, event: AssetEvent) -> Span:
         """The span of ``event``'s asset if it is open, else the run's."""
@@ -327,7 +332,7 @@ class OTelSink:
             span.set_attribute("flowstone.scatter.failed", event.failed)
 
     def _scatter_item(self, event: ScatterItemFinished) -> None:
-        self._instruments.scatter_items.add(1, {"outcome": event.status.value})
+        self._instruments.item(event.status.value)
         if not self._item_threshold or zlib.crc32(event.key.encode()) > self._item_threshold:
             return
         state = self._runs.get(event.run_id)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span
     from opentelemetry.util.types import AttributeValue
 
@@ -65,10 +67,15 @@ class RunSpans:
     scatters: dict[AssetKey, Span] = field(default_factory=dict)
     branches: dict[tuple[str, str | None, str], Span] = field(default_factory=dict)
     first_error: str | None = None
+    context: Context = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.context = trace.set_span_in_context(self.span)
 
     def attributes(self, asset: str, partition: str | None) -> dict[str, AttributeValue]:
-        """The run's attributes with an asset's."""
-        attributes = dict(self.base)
+        """The attributes of a span of an asset of the run: the run's id (the pipeline is on
+        the run's span), the asset and its partition."""
+        attributes: dict[str, AttributeValue] = {"flowstone.run.id": self.base["flowstone.run.id"]}
         attributes["flowstone.asset"] = asset
         if partition is not None:
             attributes["flowstone.partition"] = partition
