@@ -285,6 +285,7 @@ class AssetExecution:
                 resources=self.resources,
                 runtime=runtime,
                 metadata=metadata,
+                pipeline=self._pipeline.name,
             )
             if self._sinks:
                 self.emit(
