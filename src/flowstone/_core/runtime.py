@@ -36,6 +36,7 @@ from .registry import BUILTIN_COORDINATORS, BUILTIN_EVENT_SINKS, BUILTIN_IO_MANA
 from .runtime_options import check_runtime_options
 from .status import AssetState
 from .stored_values import StoredValues
+from .subscriptions import DEFAULT_BUFFER, EventHub, Subscription
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -162,6 +163,7 @@ class Runtime(StoredValues):
         )
         self._sinks: list[EventSink] = [self._named_sink(sink) for sink in event_sinks]
         self._taggers = tuple(sink for sink in self._sinks if isinstance(sink, RunTagger))
+        self._hub: EventHub | None = None
         self.max_concurrent = max_concurrent
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._plugins = list(plugins)
@@ -247,6 +249,8 @@ class Runtime(StoredValues):
             return
         stack, self._stack = self._stack, None
         self._state = "closed"
+        if self._hub is not None:
+            self._hub.close()
         if stack is not None:
             await stack.aclose()
         for _, coordinator in self.coordinators.resolved():
@@ -309,6 +313,32 @@ class Runtime(StoredValues):
             self._taggers = (*self._taggers, resolved)
         if self._state == "new":
             self._given.append(resolved)
+
+    def subscribe(
+        self,
+        run_id: str | None = None,
+        asset: str | Iterable[str] | None = None,
+        kinds: Iterable[type[Event] | str] | type[Event] | str | None = None,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> Subscription:
+        """Live lifecycle events: ``async with rt.subscribe() as events: async for e in events``.
+
+        Filtered by run, asset (names) and kinds (event classes, matching subclasses, or
+        class names). The buffer is bounded: a slow subscriber never slows a run; it loses
+        the oldest unread events and then reads a :class:`~flowstone.events.Dropped` event
+        saying how many. Runs that start while a subscription (or any sink) exists emit
+        events; iteration ends when the subscription or the runtime closes. See
+        :mod:`flowstone._core.subscriptions`.
+
+        :raises ConfigurationError: a filter or ``buffer`` is not valid
+        :raises RuntimeStateError: the runtime is closed
+        """
+        if self._state == "closed":
+            raise RuntimeStateError("cannot subscribe to a closed Runtime")
+        if self._hub is None:
+            self._hub = EventHub(self._sinks.append, self._sinks.remove)
+        return self._hub.subscribe(run_id, asset, kinds, buffer=buffer)
 
     def _named_sink(self, sink: EventSink | str) -> EventSink:
         if not isinstance(sink, str):
