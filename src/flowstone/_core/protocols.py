@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from .assets import AssetDef
     from .events import Event
+    from .health import ComponentHealth
     from .invocation import Invocation
     from .records import GateRecord, GateStatus, MaterializationRecord, RunRecord, RunStatus, Status
     from .runtime import Runtime
@@ -27,6 +28,7 @@ __all__ = [
     "Coordinator",
     "EventSink",
     "GateStore",
+    "HealthCheck",
     "IOContext",
     "IOManager",
     "ItemPage",
@@ -449,6 +451,28 @@ class RunTagger(Protocol):
     def run_tags(self, run: RunRecord, stored: RunRecord | None) -> Mapping[str, str]:
         """Tags for the new record of ``run``; ``stored`` is the earlier record when the run
         is resumed (its tags are kept)."""
+        ...
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class HealthCheck(Protocol):
+    """A part of a runtime that reports its own health (see ``Runtime.health``).
+
+    A store, gate store, IO manager, coordinator, item reader, event sink or plugin that
+    has this method is asked by ``runtime.health()``; it returns one
+    :class:`~flowstone.ComponentHealth` per component it checks (``PostgresStore``
+    reports the connection, the schema version and the scatter workers). Contract: it
+    does not raise for a component that is down (it reports it ``down``; an exception
+    counts its whole part as down), and it answers within seconds (the runtime stops
+    waiting after its timeout). :func:`flowstone.protocols.check_component` times one
+    check.
+    """
+
+    async def check_health(self) -> Sequence[ComponentHealth]:
+        """The health of each component this part checks."""
         ...
 
 

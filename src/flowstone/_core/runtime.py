@@ -18,6 +18,7 @@ from anyio.lowlevel import RunVar
 from .backfill import BackfillResult, backfill_with
 from .context import Resources
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
+from .health import DEFAULT_HEALTH_TIMEOUT, HealthReport, opening_failed, runtime_health
 from .loop_watch import DEFAULT_THRESHOLD, loop_watch
 from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
@@ -339,6 +340,23 @@ class Runtime(StoredValues):
         if self._hub is None:
             self._hub = EventHub(self._sinks.append, self._sinks.remove)
         return self._hub.subscribe(run_id, asset, kinds, buffer=buffer)
+
+    async def health(
+        self,
+        *,
+        timeout: float = DEFAULT_HEALTH_TIMEOUT,  # noqa: ASYNC109 - each check's own limit
+    ) -> HealthReport:
+        """Check the store, gate store, IO managers and every part with a
+        :class:`~flowstone.protocols.HealthCheck`, at once, each within ``timeout`` seconds.
+
+        :return: a :class:`~flowstone.HealthReport`: each component's status and latency
+            (a runtime that cannot open reports one ``runtime`` component, down, saying why)
+        """
+        try:
+            await self._ready()
+        except Exception as exc:
+            return opening_failed(exc)
+        return await runtime_health(self, timeout)
 
     def _named_sink(self, sink: EventSink | str) -> EventSink:
         if not isinstance(sink, str):
