@@ -341,6 +341,13 @@ class Runtime(StoredValues):
             self._hub = EventHub(self._sinks.append, self._sinks.remove)
         return self._hub.subscribe(run_id, asset, kinds, buffer=buffer)
 
+    def deliver_to_subscribers(self, event: Event) -> None:
+        """Hand ``event``, which happened elsewhere (a run in another process), to this
+        runtime's subscriptions only, not to its event sinks (a plugin that relays events
+        between processes calls it)."""
+        if self._hub is not None:
+            self._hub.emit(event)
+
     async def health(
         self,
         *,
