@@ -73,13 +73,14 @@ class JSONFormatter(logging.Formatter):
         if found is None and self.fields:
             ctx = _current.get()
             found = ctx.log_fields() if ctx is not None else None
-        if isinstance(found, dict) and found:
+        if not isinstance(found, dict):
+            found = {}
+        if found:
             line[FIELDS] = {k: v for k, v in found.items() if v is not None}
-        shown = line.get(FIELDS, {})
         for name, value in vars(record).items():
             if name in _STANDARD or name.startswith("_") or name in line:
                 continue
-            if name in shown and shown[name] == value:
+            if name in found and found[name] == value:
                 continue  # ctx.log sets its fields as attributes too
             line[name] = value
         if record.exc_info:
