@@ -191,17 +191,16 @@ class Run(AssetExecution):
         )
         self._preflight(closure)
         started = perf_counter()
-        new_run = RunRecord(
-            run_id=self._run_id,
-            pipeline=self._pipeline.name,
-            selection=tuple(self._selection),
-            partition=self._partition,
-            status=RunStatus.RUNNING,
-            started_at=utc_now(),
+        run, created = await self._create_run(
+            RunRecord(
+                run_id=self._run_id,
+                pipeline=self._pipeline.name,
+                selection=tuple(self._selection),
+                partition=self._partition,
+                status=RunStatus.RUNNING,
+                started_at=utc_now(),
+            )
         )
-        if runtime.run_taggers:
-            new_run = await tagged(runtime, new_run)
-        run, created = await runtime.store.create_run(new_run)
         resumed = not created
         if resumed:
             if run.partition != self._partition:
@@ -266,6 +265,13 @@ class Run(AssetExecution):
             outcomes={**self._cancelled, **self._carried_over(), **self._outcomes},
             resumed=resumed,
         )
+
+    async def _create_run(self, record: RunRecord) -> tuple[RunRecord, bool]:
+        """Create the run's record (with the tags of the runtime's run taggers, if any)."""
+        runtime = self._runtime
+        if runtime.run_taggers:
+            record = await tagged(runtime, record)
+        return await runtime.store.create_run(record)
 
     def _carried_over(self) -> dict[str, AssetOutcome]:
         """What succeeded earlier in a resumed run and was not touched again (the branches
