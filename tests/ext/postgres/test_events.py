@@ -97,6 +97,17 @@ async def test_own_events_are_not_delivered_twice_and_sinks_never_see_others(
     assert {e.run_id for e in sink.events} == {"from-b"}
 
 
+async def test_the_listener_reports_its_health(pg_dsn: str, pg_schema: str) -> None:
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    events = PostgresEvents(store)
+    async with fs.Runtime(store=store, plugins=[events]) as rt:
+        report = await rt.health()
+    listener = report["postgres:events"]
+    assert listener.status is fs.HealthStatus.UP
+    assert listener.detail.startswith(f"listening on flowstone_events_{pg_schema}")
+    assert (await events.check_health())[0].status is fs.HealthStatus.DEGRADED  # closed
+
+
 async def test_scatter_progress_is_relayed_at_most_once_per_interval(pg_schema: str) -> None:
     now = [0.0]
     store = PostgresStore("postgresql://unused@127.0.0.1/none", schema=pg_schema)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import anyio.abc
 
-from flowstone import ConfigurationError
+from flowstone import ComponentHealth, ConfigurationError, HealthStatus
 from flowstone.ext.scatter import ScatterProgress
 
 from ._event_codec import RELAYED, decode, encode
@@ -93,6 +93,7 @@ class PostgresEvents:
         self._last_progress: dict[tuple[str, str, str | None], float] = {}
         self._tasks: anyio.abc.TaskGroup | None = None
         self._listening = anyio.Event()
+        self._connected = False
         #: Notifications sent, and events received from other processes (for monitoring).
         self.sent = 0
         self.received = 0
@@ -182,6 +183,7 @@ class PostgresEvents:
                 conn = await self.store.connect_dedicated()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self.channel, self._received)
+                self._connected = True
                 self._listening.set()
                 await lost.wait()
                 _log.warning("lost the connection listening on %s; listening again", self.channel)
@@ -189,10 +191,20 @@ class PostgresEvents:
                 _log.warning("cannot listen on %s: %s", self.channel, exc)
                 self._listening.set()  # the runtime opens; others' events come once it works
             finally:
+                self._connected = False
                 if conn is not None and not conn.is_closed():
                     with anyio.CancelScope(shield=True):
                         await conn.close()
             await anyio.sleep(self.reconnect_delay)
+
+    async def check_health(self) -> list[ComponentHealth]:
+        """``postgres:events``: whether the listening connection is open (for
+        ``runtime.health()``); ``degraded`` while it is being reopened."""
+        if self._connected:
+            detail = f"listening on {self.channel}; {self.sent} sent, {self.received} received"
+            return [ComponentHealth("postgres:events", HealthStatus.UP, 0.0, detail)]
+        detail = f"not listening on {self.channel}: events of other processes are missed"
+        return [ComponentHealth("postgres:events", HealthStatus.DEGRADED, 0.0, detail)]
 
     def _received(self, conn: object, pid: int, channel: str, payload: str) -> None:
         decoded = decode(payload)
