@@ -44,6 +44,21 @@ def run_example(name: str, *args: str) -> str:
     return process.stdout
 
 
+def test_observability_script_prints_the_trace_health_and_metrics() -> None:
+    out = run_example("observability.py")
+    assert "revenue: 150" in out
+    assert (
+        "GET /daily-report\n"
+        "  flowstone.run\n"
+        "    flowstone.materialize orders  [flowstone.retry]\n"
+        "    flowstone.materialize totals\n"
+        "    flowstone.materialize report\n"
+    ) in out
+    assert "health: store up" in out
+    assert "event: AssetRetried orders" in out
+    assert "flowstone_runs_total{" in out
+
+
 @pytest.mark.postgres
 def test_durable_script_carries_on_after_dying_halfway(pg_dsn: str, pg_schema: str) -> None:
     common = ["--dsn", pg_dsn, "--schema", pg_schema, "--run-id", "halfway"]

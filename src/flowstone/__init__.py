@@ -45,6 +45,9 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import StorageError as StorageError
     from ._core.errors import UnknownDependencyError as UnknownDependencyError
     from ._core.errors import ValueNotFoundError as ValueNotFoundError
+    from ._core.health import ComponentHealth as ComponentHealth
+    from ._core.health import HealthReport as HealthReport
+    from ._core.health import HealthStatus as HealthStatus
     from ._core.memory import LoggingSink as LoggingSink
     from ._core.memory import MemoryEventSink as MemoryEventSink
     from ._core.memory import MemoryGateStore as MemoryGateStore
@@ -76,6 +79,7 @@ __all__ = (
     "AssetState",
     "AssetTimeoutError",
     "BackfillResult",
+    "ComponentHealth",
     "ConfigurationError",
     "Context",
     "CycleError",
@@ -84,6 +88,8 @@ __all__ = (
     "DuplicateAssetError",
     "ExecutionError",
     "FlowstoneError",
+    "HealthReport",
+    "HealthStatus",
     "HourlyPartitions",
     "InvalidAssetError",
     "LoggingSink",
@@ -167,6 +173,9 @@ _WHERE: "dict[str, str]" = {
     "StorageError": "errors",
     "UnknownDependencyError": "errors",
     "ValueNotFoundError": "errors",
+    "ComponentHealth": "health",
+    "HealthReport": "health",
+    "HealthStatus": "health",
     "LoggingSink": "memory",
     "MemoryEventSink": "memory",
     "MemoryGateStore": "memory",

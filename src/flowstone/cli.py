@@ -1,4 +1,5 @@
-"""The ``flowstone`` command: materialize, resume and draw pipelines, list runs, run the demo.
+"""The ``flowstone`` command: materialize, resume and draw pipelines, list runs, check a
+runtime's health, run the demo.
 
 Plugins add subcommands through the ``flowstone.cli`` entry-point group: each entry is named
 after the command it adds and points at a function ``register(subparsers)`` that adds its
@@ -224,6 +225,26 @@ async def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _health(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise CommandError(f"--timeout must be positive, got {args.timeout}")
+    runtime = await load_runtime(args.target)
+    try:
+        report = await runtime.health(timeout=args.timeout)
+    finally:
+        await runtime.aclose()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        for component in report.components:
+            print(
+                f"{component.status.value:<9} {component.latency * 1000:>9.1f} ms  "
+                f"{component.name}  {component.detail}"
+            )
+        print(f"health: {report.status.value}")
+    return 0 if report.ok else 1
+
+
 async def _graph(args: argparse.Namespace) -> int:
     print(_pipeline(args.target).graph(args.format))
     return 0
@@ -297,6 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("-n", "--limit", type=int, default=20, help="how many (default: 20)")
     runs.add_argument("--json", action="store_true", help="print the runs as JSON")
     runs.set_defaults(func=_runs)
+
+    health = sub.add_parser(
+        "health",
+        help="check a runtime's store, IO managers and plugins",
+        description=(
+            "Check every part of a runtime (store, gate store, IO managers, plugins) and "
+            "print each one's status and latency. Exits 1 when any part is down (usable as "
+            "a liveness probe)."
+        ),
+    )
+    health.add_argument(
+        "target", metavar="MODULE:ATTR", help="a flowstone Runtime, or a function returning one"
+    )
+    health.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds each check may take (default: 5)"
+    )
+    health.add_argument("--json", action="store_true", help="print the report as JSON")
+    health.set_defaults(func=_health)
 
     graph = sub.add_parser(
         "graph", help="print a pipeline's graph", description="Print a pipeline's graph."

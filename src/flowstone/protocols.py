@@ -18,6 +18,7 @@ from ._core.assets import code_fingerprint as code_fingerprint
 from ._core.context import _current as CURRENT_CONTEXT
 from ._core.deadline import call_with_timeout as call_with_timeout
 from ._core.deadline import run_in_thread as run_in_thread
+from ._core.health import check_component as check_component
 from ._core.invocation import AssetOutcome as AssetOutcome
 from ._core.invocation import Invocation as Invocation
 from ._core.invocation import RunHandle as RunHandle
@@ -26,6 +27,7 @@ from ._core.protocols import BranchRecord as BranchRecord
 from ._core.protocols import Coordinator as Coordinator
 from ._core.protocols import EventSink as EventSink
 from ._core.protocols import GateStore as GateStore
+from ._core.protocols import HealthCheck as HealthCheck
 from ._core.protocols import IOContext as IOContext
 from ._core.protocols import IOManager as IOManager
 from ._core.protocols import ItemPage as ItemPage
@@ -37,6 +39,7 @@ from ._core.protocols import PipelinedRecordStore as PipelinedRecordStore
 from ._core.protocols import Plugin as Plugin
 from ._core.protocols import RouteDecision as RouteDecision
 from ._core.protocols import RoutingCoordinator as RoutingCoordinator
+from ._core.protocols import RunTagger as RunTagger
 from ._core.protocols import ScatterCoordinator as ScatterCoordinator
 from ._core.protocols import ScatterItemResult as ScatterItemResult
 from ._core.records import GateRecord as GateRecord
@@ -60,6 +63,7 @@ __all__ = (
     "GateRecord",
     "GateStatus",
     "GateStore",
+    "HealthCheck",
     "IOContext",
     "IOManager",
     "Invocation",
@@ -75,10 +79,12 @@ __all__ = (
     "RouteDecision",
     "RoutingCoordinator",
     "RunHandle",
+    "RunTagger",
     "ScatterCoordinator",
     "ScatterItemResult",
     "attach_kind",
     "call_with_timeout",
+    "check_component",
     "check_json",
     "check_storable",
     "code_fingerprint",

@@ -223,7 +223,11 @@ class AssetExecution:
         if self._sinks:
             self.emit(
                 AssetSucceeded(
-                    run_id=self._run_id, asset=asset_def.name, partition=partition, reused=True
+                    run_id=self._run_id,
+                    asset=asset_def.name,
+                    partition=partition,
+                    reused=True,
+                    data_version=version,
                 )
             )
         return outcome
@@ -281,6 +285,7 @@ class AssetExecution:
                 resources=self.resources,
                 runtime=runtime,
                 metadata=metadata,
+                pipeline=self._pipeline.name,
             )
             if self._sinks:
                 self.emit(
@@ -404,6 +409,7 @@ class AssetExecution:
                     partition=partition,
                     duration=(ended - started).total_seconds(),
                     metadata=record.metadata,
+                    data_version=version,
                 )
             )
         return outcome

@@ -59,8 +59,21 @@ class AssetLogger(logging.LoggerAdapter[logging.Logger]):
     The fields (``asset``, ``partition``, ``run_id``, a scatter item's ``scatter_key``, and
     any ``extra=`` of the call) lead the message as ``[asset=… run=…]``, so the default
     log format shows them, and are set on the record as attributes for formatters and
-    handlers that read them.
+    handlers that read them. Every record also carries them as one mapping,
+    ``record.flowstone`` (``run_id``, ``pipeline``, ``asset``, ``partition``, ``attempt``
+    and a plugin's fields), which :class:`flowstone.logging.JSONFormatter` writes out.
+
+    :param structured: the ``record.flowstone`` mapping
     """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        extra: Mapping[str, object] | None = None,
+        structured: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(logger, extra)
+        self.structured: Mapping[str, object] = structured or {}
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         """Log ``msg`` at ``level``, led by the fields (see the class)."""
@@ -68,7 +81,7 @@ class AssetLogger(logging.LoggerAdapter[logging.Logger]):
             return
         given = kwargs.get("extra")
         fields = {**(self.extra or {}), **given} if given else dict(self.extra or {})
-        kwargs["extra"] = fields
+        kwargs["extra"] = {**fields, "flowstone": self.structured}
         shown = " ".join(
             f"{'run' if name == 'run_id' else name}={value}"
             for name, value in fields.items()
@@ -89,6 +102,7 @@ class Context:
     :ivar asset: the asset's name
     :ivar partition: the partition key, or ``None`` for an unpartitioned asset
     :ivar run_id: the run's id
+    :ivar pipeline: the name of the run's pipeline, or ``None``
     :ivar attempt: the attempt number, from 1
     :ivar resources: the resources, as ``ctx.resources.<name>``
     :ivar log: a logger (:class:`AssetLogger`) whose lines start with the asset, partition
@@ -111,6 +125,7 @@ class Context:
         "asset",
         "attempt",
         "partition",
+        "pipeline",
         "resources",
         "run_id",
     )
@@ -131,8 +146,10 @@ class Context:
         resources: Resources | None = None,
         runtime: Runtime | None = None,
         metadata: dict[str, Any] | None = None,
+        pipeline: str | None = None,
     ) -> None:
         self.asset = asset
+        self.pipeline = pipeline
         self.partition = partition
         self.run_id = run_id
         self.attempt = attempt
@@ -146,8 +163,23 @@ class Context:
         """A logger whose lines start with (and whose records carry) the asset, partition,
         run id and what a plugin's context adds (a scatter item's key)."""
         if self._log is None:
-            self._log = AssetLogger(_logger, self._fields())
+            self._log = AssetLogger(_logger, self._fields(), self.log_fields())
         return self._log
+
+    def log_fields(self) -> dict[str, object]:
+        """What every log record of this invocation carries as ``record.flowstone``: the run
+        id, pipeline, asset, partition, attempt and what a plugin's context adds (a scatter
+        item's key). Never a value or an argument."""
+        fields: dict[str, object] = {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "asset": self.asset,
+            "partition": self.partition,
+            "attempt": self.attempt,
+        }
+        for name, value in self._fields().items():
+            fields.setdefault(name, value)
+        return fields
 
     def _fields(self) -> dict[str, object]:
         """What identifies this invocation, for logs and the repr; a subclass adds its own."""
@@ -188,6 +220,7 @@ class Context:
         """
         ctx = object.__new__(cls)
         ctx.asset = self.asset
+        ctx.pipeline = self.pipeline
         ctx.partition = self.partition
         ctx.run_id = self.run_id
         ctx.attempt = self.attempt

@@ -24,6 +24,7 @@ __all__ = [
     "AssetSkipped",
     "AssetStarted",
     "AssetSucceeded",
+    "Dropped",
     "Event",
     "LogEntry",
     "RunFinished",
@@ -111,11 +112,15 @@ class AssetStarted(AssetEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AssetSucceeded(AssetEvent):
-    """An asset produced its value (or reused a current stored one)."""
+    """An asset produced its value (or reused a current stored one).
+
+    ``data_version`` identifies the value (its code version, partition and inputs' versions).
+    """
 
     duration: float = 0.0
     reused: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    data_version: str | None = None
 
     def log_entry(self) -> LogEntry:
         """``DEBUG``: it succeeded (computed in how long, or reused)."""
@@ -166,3 +171,19 @@ class AssetSkipped(AssetEvent):
     def log_entry(self) -> LogEntry:
         """``INFO``: it was skipped, and why."""
         return logging.INFO, "%s skipped: %s", (self._where(), self.reason)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dropped(Event):
+    """A subscriber (``runtime.subscribe``) fell behind: its buffer was full, and the
+    ``count`` oldest events it had not read were dropped just before this one.
+
+    ``run_id`` is the subscription's run filter, or ``""`` for a subscription to all runs.
+    """
+
+    run_id: str = ""
+    count: int
+
+    def log_entry(self) -> LogEntry:
+        """``WARNING``: how many events a subscriber lost."""
+        return logging.WARNING, "a subscriber fell behind and lost %d event(s)", (self.count,)

@@ -28,6 +28,7 @@ from .events import (
 from .invocation import AssetOutcome
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
+from .run_tags import tagged
 from .scheduling import run_ready_queue
 from .versions import data_version
 
@@ -190,7 +191,7 @@ class Run(AssetExecution):
         )
         self._preflight(closure)
         started = perf_counter()
-        run, created = await runtime.store.create_run(
+        run, created = await self._create_run(
             RunRecord(
                 run_id=self._run_id,
                 pipeline=self._pipeline.name,
@@ -264,6 +265,13 @@ class Run(AssetExecution):
             outcomes={**self._cancelled, **self._carried_over(), **self._outcomes},
             resumed=resumed,
         )
+
+    async def _create_run(self, record: RunRecord) -> tuple[RunRecord, bool]:
+        """Create the run's record (with the tags of the runtime's run taggers, if any)."""
+        runtime = self._runtime
+        if runtime.run_taggers:
+            record = await tagged(runtime, record)
+        return await runtime.store.create_run(record)
 
     def _carried_over(self) -> dict[str, AssetOutcome]:
         """What succeeded earlier in a resumed run and was not touched again (the branches

@@ -16,6 +16,8 @@ from .records import GateRecord, GateStatus, MaterializationRecord, RunRecord, R
 from .values import check_storable
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .protocols import IOContext
 
 __all__ = ["LoggingSink", "MemoryEventSink", "MemoryGateStore", "MemoryIOManager", "MemoryStore"]
@@ -219,14 +221,47 @@ class LoggingSink:
     Failures at ``ERROR``, retries (and a plugin's failed items, such as a scatter's) at
     ``WARNING``, skips and run ends at ``INFO``, and everything else (runs and attempts
     starting, assets succeeding, progress) at ``DEBUG``; see :meth:`Event.log_entry
-    <flowstone.events.Event.log_entry>`.
+    <flowstone.events.Event.log_entry>`. ``levels`` chooses other levels. Each record
+    carries ``record.flowstone``: the event's ``event`` class name, ``run_id``, and its
+    ``asset`` and ``partition`` when it has them (see :mod:`flowstone.logging`).
+
+    :param logger: where to log (default: the ``flowstone`` logger)
+    :param levels: levels by event class (or class name), replacing the event's own; a
+        class applies to its subclasses too, ``{flowstone.events.AssetSucceeded: logging.INFO}``
     """
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger | None = None,
+        *,
+        levels: Mapping[type[Event] | str, int] | None = None,
+    ) -> None:
         self.logger = logger or logging.getLogger("flowstone")
+        self.levels: dict[type[Event] | str, int] = dict(levels or {})
+        self._chosen: dict[type[Event], int | None] = {}
+
+    def _level_of(self, kind: type[Event]) -> int | None:
+        try:
+            return self._chosen[kind]
+        except KeyError:
+            pass
+        level = None
+        for base in kind.__mro__:
+            level = self.levels.get(base, self.levels.get(base.__name__))
+            if level is not None:
+                break
+        self._chosen[kind] = level
+        return level
 
     def emit(self, event: Event) -> None:
         """Log the event, if its level is enabled."""
         level, message, args = event.log_entry()
+        if self.levels:
+            level = self._level_of(type(event)) or level
         if self.logger.isEnabledFor(level):
-            self.logger.log(level, message, *args)
+            fields: dict[str, object] = {"event": type(event).__name__, "run_id": event.run_id}
+            asset = getattr(event, "asset", None)
+            if asset is not None:
+                fields["asset"] = asset
+                fields["partition"] = getattr(event, "partition", None)
+            self.logger.log(level, message, *args, extra={"flowstone": fields})

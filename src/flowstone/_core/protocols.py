@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from .assets import AssetDef
     from .events import Event
+    from .health import ComponentHealth
     from .invocation import Invocation
     from .records import GateRecord, GateStatus, MaterializationRecord, RunRecord, RunStatus, Status
     from .runtime import Runtime
@@ -27,6 +28,7 @@ __all__ = [
     "Coordinator",
     "EventSink",
     "GateStore",
+    "HealthCheck",
     "IOContext",
     "IOManager",
     "ItemPage",
@@ -39,6 +41,7 @@ __all__ = [
     "RouteDecision",
     "RoutingCoordinator",
     "ScatterCoordinator",
+    "RunTagger",
     "ScatterItemResult",
 ]
 
@@ -429,6 +432,47 @@ class EventSink(Protocol):
 
     def emit(self, event: Event) -> None:
         """Handle one event."""
+        ...
+
+
+@runtime_checkable
+class RunTagger(Protocol):
+    """An event sink that stores something of its own with each run, in the run's tags.
+
+    Before a run creates its record, the runtime calls ``run_tags`` on each registered sink
+    that has it, in the task that called ``materialize`` (so context variables of the
+    caller, such as the current trace, are visible). The returned tags are stored on the new
+    :class:`~flowstone.RunRecord` (``RunRecord.tags``); a resumed run keeps the tags it was
+    created with, and ``stored`` is its record then. The OpenTelemetry sink keeps the run's
+    trace context this way. Contract: ``run_tags`` does no I/O, and its keys are namespaced
+    (``"flowstone.traceparent"``).
+    """
+
+    def run_tags(self, run: RunRecord, stored: RunRecord | None) -> Mapping[str, str]:
+        """Tags for the new record of ``run``; ``stored`` is the earlier record when the run
+        is resumed (its tags are kept)."""
+        ...
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class HealthCheck(Protocol):
+    """A part of a runtime that reports its own health (see ``Runtime.health``).
+
+    A store, gate store, IO manager, coordinator, item reader, event sink or plugin that
+    has this method is asked by ``runtime.health()``; it returns one
+    :class:`~flowstone.ComponentHealth` per component it checks (``PostgresStore``
+    reports the connection, the schema version and the scatter workers). Contract: it
+    does not raise for a component that is down (it reports it ``down``; an exception
+    counts its whole part as down), and it answers within seconds (the runtime stops
+    waiting after its timeout). :func:`flowstone.protocols.check_component` times one
+    check.
+    """
+
+    async def check_health(self) -> Sequence[ComponentHealth]:
+        """The health of each component this part checks."""
         ...
 
 

@@ -18,6 +18,7 @@ from anyio.lowlevel import RunVar
 from .backfill import BackfillResult, backfill_with
 from .context import Resources
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
+from .health import DEFAULT_HEALTH_TIMEOUT, HealthReport, opening_failed, runtime_health
 from .loop_watch import DEFAULT_THRESHOLD, loop_watch
 from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
@@ -30,11 +31,13 @@ from .protocols import (
     ItemReader,
     MaterializationStore,
     Plugin,
+    RunTagger,
 )
 from .registry import BUILTIN_COORDINATORS, BUILTIN_EVENT_SINKS, BUILTIN_IO_MANAGERS, Registry
 from .runtime_options import check_runtime_options
 from .status import AssetState
 from .stored_values import StoredValues
+from .subscriptions import DEFAULT_BUFFER, EventHub, Subscription
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -160,6 +163,8 @@ class Runtime(StoredValues):
             "event sink", BUILTIN_EVENT_SINKS, entry_point_group="flowstone.event_sinks"
         )
         self._sinks: list[EventSink] = [self._named_sink(sink) for sink in event_sinks]
+        self._taggers = tuple(sink for sink in self._sinks if isinstance(sink, RunTagger))
+        self._hub: EventHub | None = None
         self.max_concurrent = max_concurrent
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._plugins = list(plugins)
@@ -245,6 +250,8 @@ class Runtime(StoredValues):
             return
         stack, self._stack = self._stack, None
         self._state = "closed"
+        if self._hub is not None:
+            self._hub.close()
         if stack is not None:
             await stack.aclose()
         for _, coordinator in self.coordinators.resolved():
@@ -289,6 +296,11 @@ class Runtime(StoredValues):
         """The registered event sinks."""
         return tuple(self._sinks)
 
+    @property
+    def run_taggers(self) -> tuple[RunTagger, ...]:
+        """The event sinks that store tags with each run (see :class:`~flowstone.protocols.RunTagger`)."""
+        return self._taggers
+
     def add_event_sink(self, sink: EventSink | str) -> None:
         """Register one more event sink (for example from a plugin's ``install``), or the
         one registered under a name (see ``event_sinks=``). A sink that is an async context
@@ -298,8 +310,60 @@ class Runtime(StoredValues):
         """
         resolved = self._named_sink(sink)
         self._sinks.append(resolved)
+        if isinstance(resolved, RunTagger):
+            self._taggers = (*self._taggers, resolved)
         if self._state == "new":
             self._given.append(resolved)
+
+    def subscribe(
+        self,
+        run_id: str | None = None,
+        asset: str | Iterable[str] | None = None,
+        kinds: Iterable[type[Event] | str] | type[Event] | str | None = None,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> Subscription:
+        """Live lifecycle events: ``async with rt.subscribe() as events: async for e in events``.
+
+        Filtered by run, asset (names) and kinds (event classes, matching subclasses, or
+        class names). The buffer is bounded: a slow subscriber never slows a run; it loses
+        the oldest unread events and then reads a :class:`~flowstone.events.Dropped` event
+        saying how many. Runs that start while a subscription (or any sink) exists emit
+        events; iteration ends when the subscription or the runtime closes. See
+        :mod:`flowstone._core.subscriptions`.
+
+        :raises ConfigurationError: a filter or ``buffer`` is not valid
+        :raises RuntimeStateError: the runtime is closed
+        """
+        if self._state == "closed":
+            raise RuntimeStateError("cannot subscribe to a closed Runtime")
+        if self._hub is None:
+            self._hub = EventHub(self._sinks.append, self._sinks.remove)
+        return self._hub.subscribe(run_id, asset, kinds, buffer=buffer)
+
+    def deliver_to_subscribers(self, event: Event) -> None:
+        """Hand ``event``, which happened elsewhere (a run in another process), to this
+        runtime's subscriptions only, not to its event sinks (a plugin that relays events
+        between processes calls it)."""
+        if self._hub is not None:
+            self._hub.emit(event)
+
+    async def health(
+        self,
+        *,
+        timeout: float = DEFAULT_HEALTH_TIMEOUT,  # noqa: ASYNC109 - each check's own limit
+    ) -> HealthReport:
+        """Check the store, gate store, IO managers and every part with a
+        :class:`~flowstone.protocols.HealthCheck`, at once, each within ``timeout`` seconds.
+
+        :return: a :class:`~flowstone.HealthReport`: each component's status and latency
+            (a runtime that cannot open reports one ``runtime`` component, down, saying why)
+        """
+        try:
+            await self._ready()
+        except Exception as exc:
+            return opening_failed(exc)
+        return await runtime_health(self, timeout)
 
     def _named_sink(self, sink: EventSink | str) -> EventSink:
         if not isinstance(sink, str):

@@ -13,6 +13,8 @@
 - :class:`PostgresRoutingCoordinator`, :class:`PostgresParallelCoordinator` — routers'
   decisions and parallel branch records stored in the schema, so a run resumed in another
   process takes the route it took before.
+- :class:`PostgresEvents` — a plugin relaying runs' coarse lifecycle events between the
+  processes sharing the schema (LISTEN/NOTIFY), so ``runtime.subscribe`` sees them all.
 - :class:`RetryPolicy` — how long transient failures (lost connections, a restarting
   server) are retried before :class:`DatabaseUnavailableError`.
 
@@ -33,6 +35,8 @@ from ._decisions import PostgresRoutingCoordinator as PostgresRoutingCoordinator
 from ._errors import DatabaseUnavailableError as DatabaseUnavailableError
 from ._errors import RetryPolicy as RetryPolicy
 from ._errors import SchemaVersionError as SchemaVersionError
+from ._event_codec import RemoteError as RemoteError
+from ._events import PostgresEvents as PostgresEvents
 from ._io import PostgresIOManager as PostgresIOManager
 from ._io import TableSpec as TableSpec
 from ._migrations import latest_version as latest_version
@@ -48,12 +52,14 @@ from ._worker import run_worker as run_worker
 __all__ = (
     "BarrierCancelledError",
     "DatabaseUnavailableError",
+    "PostgresEvents",
     "PostgresIOManager",
     "PostgresItemReader",
     "PostgresParallelCoordinator",
     "PostgresRoutingCoordinator",
     "PostgresScatterCoordinator",
     "PostgresStore",
+    "RemoteError",
     "RetryPolicy",
     "ScatterBarrierFailedError",
     "ScatterWorker",

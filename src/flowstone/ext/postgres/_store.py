@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import TypeAlias
 
-    from flowstone import Runtime
+    from flowstone import ComponentHealth, Runtime
 
     from ._io import PostgresIOManager
     from ._sql import Connection, Pool
@@ -388,6 +388,13 @@ class PostgresStore(RecordStorage):
         return await self._run(
             f"migrate schema {self._schema!r}", lambda conn: migrate_schema(conn, self._schema)
         )
+
+    async def check_health(self) -> list[ComponentHealth]:
+        """The connection, the schema version and the scatter workers, for
+        ``runtime.health()`` (see :class:`~flowstone.protocols.HealthCheck`)."""
+        from ._health import postgres_health
+
+        return await postgres_health(self)
 
     # -- runtime wiring ----------------------------------------------------------------
 

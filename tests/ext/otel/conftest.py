@@ -1,0 +1,3 @@
+"""The ``telemetry`` fixture (see ``otel_sdk``)."""
+
+from otel_sdk import telemetry as telemetry
