@@ -20,9 +20,11 @@ if _typing.TYPE_CHECKING:
     from ._core.assets import AssetDef as AssetDef
     from ._core.assets import AssetKind as AssetKind
     from ._core.assets import SkipAsset as SkipAsset
+    from ._core.assets import Suspended as Suspended
     from ._core.assets import asset as asset
     from ._core.backfill import BackfillResult as BackfillResult
     from ._core.backfill import PartitionOutcome as PartitionOutcome
+    from ._core.clock import SystemClock as SystemClock
     from ._core.context import Context as Context
     from ._core.context import Resources as Resources
     from ._core.context import current_context as current_context
@@ -114,6 +116,8 @@ __all__ = (
     "StaticPartitions",
     "Status",
     "StorageError",
+    "Suspended",
+    "SystemClock",
     "TimeWindowPartitions",
     "UnknownDependencyError",
     "ValueNotFoundError",
@@ -142,8 +146,10 @@ _WHERE: "dict[str, str]" = {
     "AssetDef": "assets",
     "AssetKind": "assets",
     "SkipAsset": "assets",
+    "Suspended": "assets",
     "asset": "assets",
     "BackfillResult": "backfill",
+    "SystemClock": "clock",
     "PartitionOutcome": "backfill",
     "Context": "context",
     "Resources": "context",
