@@ -68,6 +68,7 @@ if _typing.TYPE_CHECKING:
     from ._core.retry import Retry as Retry
     from ._core.runtime import AssetState as AssetState
     from ._core.runtime import Runtime as Runtime
+    from ._core.runtime import default_runtime as default_runtime
 
 __version__ = "0.1.0"
 
@@ -124,6 +125,7 @@ __all__ = (
     "asset",
     "backfill",
     "current_context",
+    "default_runtime",
     "exists",
     "invalidate",
     "load",
@@ -194,6 +196,7 @@ _WHERE: "dict[str, str]" = {
     "Retry": "retry",
     "AssetState": "runtime",
     "Runtime": "runtime",
+    "default_runtime": "runtime",
 }
 
 
