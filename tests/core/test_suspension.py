@@ -89,7 +89,7 @@ async def test_a_waiting_run_does_not_raise_and_its_repr_names_the_waits() -> No
     result = await fs.materialize(PIPELINE, run_id="r-repr")
     text = repr(result)
     assert "status=waiting" in text
-    assert f"door since {SINCE.isoformat()}" in text
+    assert f"door (the door is shut) since {SINCE.isoformat()}" in text
     assert result.waiting_since("door") == SINCE.isoformat()
     assert result.waiting_since("garden") is None
     html = result._repr_html_()

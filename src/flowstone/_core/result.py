@@ -129,7 +129,8 @@ class MaterializeResult(Mapping[str, Any]):
             shown = []
             for name in self.waiting:
                 since = self.waiting_since(name)
-                shown.append(name if since is None else f"{name} since {since}")
+                reason = self.outcomes[name].reason
+                shown.append(name if since is None else f"{name} ({reason}) since {since}")
             counts += f", {len(self.waiting)} waiting: {', '.join(shown)}"
         return f"<MaterializeResult run_id={self.run_id!r} status={self.status.value} ({counts})>"
 
