@@ -13,6 +13,8 @@
 - :class:`PostgresRoutingCoordinator`, :class:`PostgresParallelCoordinator` — routers'
   decisions and parallel branch records stored in the schema, so a run resumed in another
   process takes the route it took before.
+- :class:`PostgresGateStore` — gates (``flowstone.ext.gates``) in the schema, resolved
+  once across processes, with ``LISTEN``/``NOTIFY`` waking a run that holds its gate.
 - :class:`RetryPolicy` — how long transient failures (lost connections, a restarting
   server) are retried before :class:`DatabaseUnavailableError`.
 
@@ -33,6 +35,7 @@ from ._decisions import PostgresRoutingCoordinator as PostgresRoutingCoordinator
 from ._errors import DatabaseUnavailableError as DatabaseUnavailableError
 from ._errors import RetryPolicy as RetryPolicy
 from ._errors import SchemaVersionError as SchemaVersionError
+from ._gates import PostgresGateStore as PostgresGateStore
 from ._io import PostgresIOManager as PostgresIOManager
 from ._io import TableSpec as TableSpec
 from ._migrations import latest_version as latest_version
@@ -48,6 +51,7 @@ from ._worker import run_worker as run_worker
 __all__ = (
     "BarrierCancelledError",
     "DatabaseUnavailableError",
+    "PostgresGateStore",
     "PostgresIOManager",
     "PostgresItemReader",
     "PostgresParallelCoordinator",
