@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import asyncpg
 import pytest
 
@@ -192,14 +193,26 @@ async def side(pg_dsn: str, pg_schema: str) -> AsyncIterator[asyncpg.Connection]
 
 
 @pytest.fixture
-def spawn(
-    python: str, child_env: dict[str, str], tmp_path: Path, pg_dsn: str, pg_schema: str
-) -> Any:
-    env = {**child_env, "FLOWSTONE_GATE_SECRET": SECRET}
+def child_gate_env(
+    child_env: dict[str, str], tmp_path: Path, pg_dsn: str, pg_schema: str
+) -> dict[str, str]:
+    """The children's environment: the secret, the side table's database, the tokens."""
+    return {
+        **child_env,
+        "FLOWSTONE_GATE_SECRET": SECRET,
+        "GATES_TEST_DSN": pg_dsn,
+        "GATES_TEST_SCHEMA": pg_schema,
+        "GATES_TEST_TOKENS": str(tmp_path),
+    }
 
+
+@pytest.fixture
+def spawn(
+    python: str, child_gate_env: dict[str, str], tmp_path: Path, pg_dsn: str, pg_schema: str
+) -> Any:
     def start(role: str, **options: Any) -> Child:
-        args = command_args(role, pg_dsn, pg_schema, token_file=tmp_path / "token", **options)
-        return Child(python, CHILD, args, env, tmp_path)
+        args = command_args(role, pg_dsn, pg_schema, **options)
+        return Child(python, CHILD, args, child_gate_env, tmp_path)
 
     return start
 
@@ -237,14 +250,14 @@ async def test_a_signal_from_another_process_wakes_a_run_holding_its_gate(
     holder = spawn("hold")
 
     async def gate_open() -> bool:
-        return (tmp_path / "token").exists()  # written by the notifier, after the commit
+        return (tmp_path / "order-42").exists()  # written by the notifier, after the commit
 
     await wait_until(gate_open, holder, "the gate to open")
     # The holder waits with hold=None and an hour's deadline: only the notification of
     # this process's signal can wake it (nothing polls).
     async with fs.Runtime(store=PostgresStore(pg_dsn, schema=pg_schema)) as rt:
         gates.install(rt, secret=SECRET)
-        await gates.send_signal((tmp_path / "token").read_text(), {"amount": 3}, runtime=rt)
+        await gates.send_signal((tmp_path / "order-42").read_text(), {"amount": 3}, runtime=rt)
     result = await holder.finish(60)
     assert result == {"status": "succeeded", "waiting": [], "receipt": "paid 3 for order 42"}
 
@@ -255,3 +268,69 @@ async def test_the_deadline_is_stored_absolute(rt: fs.Runtime) -> None:
     [stored] = await gates.list_open(runtime=rt, run_id="d1")
     assert stored.expires_at is not None
     assert before + timedelta(seconds=599) <= stored.expires_at <= before + timedelta(seconds=602)
+
+
+@pytest.mark.slow
+async def test_workers_resume_each_resolved_run_exactly_once(
+    spawn: Any,
+    python: str,
+    child_gate_env: dict[str, str],
+    side: asyncpg.Connection,
+    pg_schema: str,
+    pg_dsn: str,
+    tmp_path: Path,
+) -> None:
+    runs = [f"order-{n}" for n in range(4)]
+    for run_id in runs:
+        assert (await spawn("run", run_id=run_id).finish(120))["status"] == "waiting"
+    async with fs.Runtime(store=PostgresStore(pg_dsn, schema=pg_schema)) as rt:
+        gates.install(rt, secret=SECRET)
+        for n, run_id in enumerate(runs[:3]):  # the fourth stays open
+            await gates.send_signal((tmp_path / run_id).read_text(), {"amount": n}, runtime=rt)
+    pipeline = f"{Path(__file__).with_name('gates_pipeline.py')}:SHOP"
+    args = ["-m", "flowstone", "worker", f"--dsn={pg_dsn}", f"--schema={pg_schema}"]
+    args += [f"--pipeline={pipeline}", "--stop-when-idle=1"]
+    workers = [Child(python, Path(args[0]), args[1:], child_gate_env, tmp_path) for _ in range(3)]
+    for worker in workers:
+        code = await anyio.to_thread.run_sync(lambda w=worker: w.proc.wait(120))
+        assert code == 0, worker.output()
+    resumed = sum(
+        int(line.split()[1])
+        for w in workers
+        for line in w.out.read_text().splitlines()
+        if line.startswith("gates:")
+    )
+    assert resumed == 3
+    names = await ran(side, pg_schema)
+    assert names.count("payment") == 3 and names.count("receipt") == 3
+    assert names.count("order") == 4  # once per run, never again on resume
+    statuses = dict(
+        await side.fetch(f'SELECT run_id, status FROM "{pg_schema}".runs')  # type: ignore[arg-type]
+    )
+    assert statuses == {**dict.fromkeys(runs[:3], "succeeded"), runs[3]: "waiting"}
+
+
+async def test_a_resumer_sweeps_expired_gates_on_its_clock(pg_store: PostgresStore) -> None:
+    from flowstone.ext.postgres import GateResumer
+    from flowstone.testing import VirtualClock
+
+    @fs.asset
+    @gates.approval(timeout=60, on_timeout="skip")
+    async def checked() -> str:
+        return "checked"
+
+    pipeline = fs.Pipeline([checked], name="checks")
+    clock = VirtualClock()
+    async with fs.Runtime(store=pg_store, clock=clock) as rt:
+        gates.install(rt, secret=SECRET)
+        await rt.materialize(pipeline, run_id="k1")
+        resumer = GateResumer(rt, pipeline)
+        assert await resumer.sweep() == []  # open, and not due
+        await clock.advance(seconds=61)
+        assert await resumer.sweep() == ["k1"]
+        assert resumer.stats.statuses == {"k1": "succeeded"}
+        assert await resumer.sweep() == []  # exactly once
+        run = await rt.store.get_run("k1")
+        assert run is not None and run.status is fs.RunStatus.SUCCEEDED
+        with pytest.raises(fs.ConfigurationError, match="name"):
+            GateResumer(rt, fs.Pipeline([checked]))

@@ -14,7 +14,8 @@
   decisions and parallel branch records stored in the schema, so a run resumed in another
   process takes the route it took before.
 - :class:`PostgresGateStore` — gates (``flowstone.ext.gates``) in the schema, resolved
-  once across processes, with ``LISTEN``/``NOTIFY`` waking a run that holds its gate.
+  once across processes, with ``LISTEN``/``NOTIFY`` waking a run that holds its gate;
+  :class:`GateResumer` (part of ``flowstone worker``) resumes runs whose gates closed.
 - :class:`RetryPolicy` — how long transient failures (lost connections, a restarting
   server) are retried before :class:`DatabaseUnavailableError`.
 
@@ -35,6 +36,9 @@ from ._decisions import PostgresRoutingCoordinator as PostgresRoutingCoordinator
 from ._errors import DatabaseUnavailableError as DatabaseUnavailableError
 from ._errors import RetryPolicy as RetryPolicy
 from ._errors import SchemaVersionError as SchemaVersionError
+from ._gate_worker import GateResumer as GateResumer
+from ._gate_worker import ResumerStats as ResumerStats
+from ._gate_worker import resume_gated_runs as resume_gated_runs
 from ._gates import PostgresGateStore as PostgresGateStore
 from ._io import PostgresIOManager as PostgresIOManager
 from ._io import TableSpec as TableSpec
@@ -51,6 +55,7 @@ from ._worker import run_worker as run_worker
 __all__ = (
     "BarrierCancelledError",
     "DatabaseUnavailableError",
+    "GateResumer",
     "PostgresGateStore",
     "PostgresIOManager",
     "PostgresItemReader",
@@ -58,6 +63,7 @@ __all__ = (
     "PostgresRoutingCoordinator",
     "PostgresScatterCoordinator",
     "PostgresStore",
+    "ResumerStats",
     "RetryPolicy",
     "ScatterBarrierFailedError",
     "ScatterWorker",
@@ -65,6 +71,7 @@ __all__ = (
     "TableSpec",
     "WorkerStats",
     "latest_version",
+    "resume_gated_runs",
     "run_worker",
 )
 
