@@ -14,8 +14,6 @@ from ._errors import GateDefinitionError
 from ._types import Notifier
 
 if TYPE_CHECKING:
-    from flowstone import AssetDef, Pipeline
-
     from ._types import NotifyTarget
 
 __all__ = [
@@ -64,9 +62,6 @@ class GateSpec(AssetKind):
     def fingerprint(self) -> str:
         """The options that change what the asset produces (not its deadline or notifier)."""
         return f"{self.gate_kind}(on_timeout={self.on_timeout!r}, on_reject={self.on_reject!r})"
-
-    def validate(self, asset: AssetDef[..., Any], pipeline: Pipeline) -> None:
-        """Nothing to check against the pipeline (options are checked when declared)."""
 
     def check(self, name: str) -> None:
         """Raise :class:`GateDefinitionError` naming asset ``name`` for a bad option."""
