@@ -167,3 +167,19 @@ async def test_a_coordinator_that_applies_its_own_timeout_is_not_timed_by_the_ru
 
     async with fs.Runtime(coordinators={"patient": Waits()}) as rt:
         assert (await rt.materialize([slow]))["slow"] == 1
+
+
+async def test_a_backfill_counts_a_suspended_partition_as_waiting() -> None:
+    days = fs.StaticPartitions(["a", "b"])
+
+    @fs.asset(partitions=days)
+    async def daily(ctx: fs.Context) -> str:
+        if ctx.partition == "b":
+            raise fs.Suspended("waits for b's data")
+        return ctx.partition or ""
+
+    result = await fs.backfill([daily], partitions=days)
+    assert result.outcomes["a"].status == "succeeded"
+    assert result.outcomes["b"].status == "waiting"
+    assert (result.succeeded, result.waiting, result.failed) == (1, 1, 0)
+    assert not result.ok and "1 waiting" in repr(result)

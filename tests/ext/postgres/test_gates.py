@@ -147,6 +147,32 @@ async def test_fifty_concurrent_signals_on_postgres_have_one_winner(rt: fs.Runti
     assert outcomes.count("ok") == 1 and outcomes.count("closed") == 49
 
 
+async def test_bad_tokens_change_no_row_on_postgres(
+    rt: fs.Runtime, pg_conn: asyncpg.Connection, pg_schema: str
+) -> None:
+    await rt.materialize([paid], run_id="b1")
+    token = inbox.last.token
+
+    async def rows() -> list[dict[str, Any]]:
+        found = await pg_conn.fetch(f'SELECT * FROM "{pg_schema}".gates ORDER BY seq')
+        return [dict(r) for r in found]
+
+    before = await rows()
+    for forged in (token[:-1], token[:-2] + "AA", token + "x", token.replace("fsg1", "fsg2")):
+        with pytest.raises(gates.InvalidTokenError):
+            await gates.send_signal(forged, {"amount": 1}, runtime=rt)
+    async with fs.Runtime(store=rt.store) as other:
+        gates.install(other, secret="another secret, not the one that signed")
+        with pytest.raises(gates.InvalidTokenError):
+            await gates.send_signal(token, runtime=other)
+    assert await rows() == before
+    await gates.send_signal(token, {"amount": 2}, runtime=rt)
+    after = await rows()
+    with pytest.raises(gates.GateClosedError):
+        await gates.send_signal(token, {"amount": 3}, runtime=rt)
+    assert await rows() == after and after[0]["status"] == "signalled"
+
+
 async def test_approvals_and_rejections_on_postgres(rt: fs.Runtime) -> None:
     await rt.materialize([signed], run_id="a1")
     [open_gate] = await gates.list_open(runtime=rt, kind="approval")
