@@ -360,3 +360,32 @@ async def test_a_resumer_sweeps_expired_gates_on_its_clock(pg_store: PostgresSto
         assert run is not None and run.status is fs.RunStatus.SUCCEEDED
         with pytest.raises(fs.ConfigurationError, match="name"):
             GateResumer(rt, fs.Pipeline([checked]))
+
+
+async def test_a_lost_listener_connects_again_on_the_next_wait(
+    rt: fs.Runtime, pg_conn: asyncpg.Connection
+) -> None:
+    store = rt.gate_store
+    assert isinstance(store, PostgresGateStore)
+    woken: list[str] = []
+    arrived = anyio.Event()
+
+    def on_closed(gate_id: str) -> None:
+        woken.append(gate_id)
+        arrived.set()
+
+    await store.listen(on_closed)
+    await store.listen(on_closed)  # kept once
+    listener = store._listener
+    assert listener is not None
+    pid = listener.get_server_pid()
+    await pg_conn.execute("SELECT pg_terminate_backend($1)", pid)
+    with anyio.fail_after(10):
+        while store._listener is not None:  # asyncpg notices the lost server by itself
+            await anyio.sleep(0.01)
+    await store.listen(on_closed)
+    await store.create(gate("g-again"))
+    await store.close("g-again", GateStatus.CANCELLED, at=datetime.now(UTC))
+    with anyio.fail_after(10):
+        await arrived.wait()
+    assert woken == ["g-again"]

@@ -87,7 +87,6 @@ class GateService:
         self._secret = secret
         self._signer: TokenSigner | None = None
         self._waiters: dict[str, anyio.Event] = {}
-        self._listening = False
         self._listen_lock = anyio.Lock()
 
     def __repr__(self) -> str:
@@ -248,17 +247,13 @@ class GateService:
         return current
 
     async def _start_feed(self) -> None:
-        """Listen for gates other processes close, if the store can tell (once)."""
-        if self._listening:
-            return
+        """Listen for gates other processes close, if the store can tell (the store keeps
+        one listener, and connects it again if it was lost)."""
         store = self.store
         if not isinstance(store, ResolutionFeed):
-            self._listening = True
             return
         async with self._listen_lock:
-            if not self._listening:
-                await store.listen(self.wake)
-                self._listening = True
+            await store.listen(self.wake)
 
     def wake(self, gate_id: str) -> None:
         """Wake the run waiting in this process for ``gate_id``, if one does."""

@@ -194,12 +194,12 @@ class GateResumer:
         (or, with ``stop_when_idle``, until idle)."""
         await self.runtime.open()
         gate_store = self.runtime.gate_store
-        if isinstance(gate_store, PostgresGateStore):
-            await gate_store.listen(self._poke)
         clock = self.runtime.clock
         idle_since = anyio.current_time()
         while not self._stopping:
             self._poked = anyio.Event()
+            if isinstance(gate_store, PostgresGateStore):
+                await gate_store.listen(self._poke)  # again after a lost connection
             if await self.sweep():
                 idle_since = anyio.current_time()
                 continue

@@ -252,12 +252,19 @@ class PostgresGateStore:
 
         One dedicated connection ``LISTEN``\\ s on the schema's gate channel (asyncpg's
         ``add_listener``: notifications arrive on the event loop, nothing polls). It is
-        closed when the runtime closes.
+        closed when the runtime closes; when it is lost, the next call connects again
+        (a callback given again is kept once).
         """
-        self._callbacks.append(on_closed)
+        if on_closed not in self._callbacks:
+            self._callbacks.append(on_closed)
         if self._listener is not None and not self._listener.is_closed():
             return
         conn = await self._store.connect_dedicated()
+
+        def lost(_conn: Connection) -> None:
+            if self._listener is conn:
+                self._listener = None  # the next listen() connects again
+                _log.warning("lost the connection listening for closed gates")
 
         def deliver(_conn: Connection, _pid: int, _channel: str, payload: object) -> None:
             gate_id = str(payload)
@@ -268,6 +275,7 @@ class PostgresGateStore:
                     _log.exception("a gate listener failed on %s", gate_id)
 
         try:
+            conn.add_termination_listener(lost)
             await conn.add_listener(self.channel, deliver)
         except BaseException:
             with contextlib.suppress(Exception):
