@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-def run_example(name: str, *args: str) -> str:
+def run_example(name: str, *args: str, env: dict[str, str] | None = None) -> str:
     """Run ``examples/<name>`` with this interpreter and return its output; fail on errors."""
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})}
     process = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
@@ -57,6 +57,24 @@ def test_observability_script_prints_the_trace_health_and_metrics() -> None:
     assert "health: store up" in out
     assert "event: AssetRetried orders" in out
     assert "flowstone_runs_total{" in out
+
+
+@pytest.mark.postgres
+def test_gates_script_waits_exits_and_finishes_in_a_second_process(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    common = ["--dsn", pg_dsn, "--schema", pg_schema, "--run-id", "week-1"]
+    env = {"FLOWSTONE_GATE_SECRET": "a secret for the example's tokens"}
+    started = run_example("gates_approval.py", "start", *common, env=env)
+    assert "built the report" in started
+    assert "to editors: Publish the weekly report? approve gate g-" in started
+    assert "run week-1: waiting" in started
+    pending = run_example("gates_approval.py", "pending", *common, env=env)
+    assert "week-1: Publish the weekly report?" in pending
+    finished = run_example("gates_approval.py", "approve", *common, "--by", "ana", env=env)
+    assert "built the report" not in finished  # reused: nothing upstream ran again
+    assert "run week-1: succeeded" in finished
+    assert "published 2025-W01 (approved by ana)" in finished
 
 
 @pytest.mark.postgres

@@ -63,3 +63,22 @@ _s3: IOManager = S3IOManager("lake")
 _s3_lister: PartitionLister = S3IOManager("lake", "flowstone")
 _s3_reader: ItemReader[Any] = S3ItemReader("lake", "events/", format="jsonl")
 _dynamodb_reader: ItemReader[dict[str, Any]] = DynamoDBItemReader("events")
+
+from flowstone.ext.gates import GateCoordinator, Notifier, OpenGate, ResolutionFeed  # noqa: E402
+from flowstone.ext.postgres import PostgresGateStore  # noqa: E402
+from flowstone.protocols import Clock  # noqa: E402
+from flowstone.testing import VirtualClock  # noqa: E402
+
+_system_clock: Clock = fs.SystemClock()
+_virtual_clock: Clock = VirtualClock()
+_gate: Coordinator = GateCoordinator()
+_pg_gates: GateStore = PostgresGateStore(_pg)
+_pg_feed: ResolutionFeed = PostgresGateStore(_pg)
+
+
+class _Mail:
+    async def notify(self, gate: OpenGate) -> None:
+        return None
+
+
+_notifier: Notifier = _Mail()

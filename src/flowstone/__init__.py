@@ -20,9 +20,11 @@ if _typing.TYPE_CHECKING:
     from ._core.assets import AssetDef as AssetDef
     from ._core.assets import AssetKind as AssetKind
     from ._core.assets import SkipAsset as SkipAsset
+    from ._core.assets import Suspended as Suspended
     from ._core.assets import asset as asset
     from ._core.backfill import BackfillResult as BackfillResult
     from ._core.backfill import PartitionOutcome as PartitionOutcome
+    from ._core.clock import SystemClock as SystemClock
     from ._core.context import Context as Context
     from ._core.context import Resources as Resources
     from ._core.context import current_context as current_context
@@ -69,6 +71,7 @@ if _typing.TYPE_CHECKING:
     from ._core.retry import Retry as Retry
     from ._core.runtime import AssetState as AssetState
     from ._core.runtime import Runtime as Runtime
+    from ._core.runtime import default_runtime as default_runtime
 
 __version__ = "0.1.0"
 
@@ -120,12 +123,15 @@ __all__ = (
     "StaticPartitions",
     "Status",
     "StorageError",
+    "Suspended",
+    "SystemClock",
     "TimeWindowPartitions",
     "UnknownDependencyError",
     "ValueNotFoundError",
     "asset",
     "backfill",
     "current_context",
+    "default_runtime",
     "exists",
     "invalidate",
     "load",
@@ -148,8 +154,10 @@ _WHERE: "dict[str, str]" = {
     "AssetDef": "assets",
     "AssetKind": "assets",
     "SkipAsset": "assets",
+    "Suspended": "assets",
     "asset": "assets",
     "BackfillResult": "backfill",
+    "SystemClock": "clock",
     "PartitionOutcome": "backfill",
     "Context": "context",
     "Resources": "context",
@@ -197,6 +205,7 @@ _WHERE: "dict[str, str]" = {
     "Retry": "retry",
     "AssetState": "runtime",
     "Runtime": "runtime",
+    "default_runtime": "runtime",
 }
 
 

@@ -6,6 +6,7 @@ from ._core.events import AssetRetried as AssetRetried
 from ._core.events import AssetSkipped as AssetSkipped
 from ._core.events import AssetStarted as AssetStarted
 from ._core.events import AssetSucceeded as AssetSucceeded
+from ._core.events import AssetWaiting as AssetWaiting
 from ._core.events import Dropped as Dropped
 from ._core.events import Event as Event
 from ._core.events import LogEntry as LogEntry
@@ -20,6 +21,7 @@ __all__ = (
     "AssetStarted",
     "AssetSucceeded",
     "Dropped",
+    "AssetWaiting",
     "Event",
     "LogEntry",
     "RunFinished",

@@ -15,6 +15,7 @@ strict mode share.
 from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
 from ._core.assets import code_fingerprint as code_fingerprint
+from ._core.clock import Clock as Clock
 from ._core.context import _current as CURRENT_CONTEXT
 from ._core.deadline import call_with_timeout as call_with_timeout
 from ._core.deadline import run_in_thread as run_in_thread
@@ -58,6 +59,7 @@ __all__ = (
     "BarrierState",
     "BranchRecord",
     "CURRENT_CONTEXT",
+    "Clock",
     "Coordinator",
     "EventSink",
     "GateRecord",

@@ -24,6 +24,10 @@ the plugin marks it for pytest-asyncio when that is installed (strict or auto mo
 for anyio's plugin otherwise, and opens the runtime in the loop the test runs in (anyio's
 for ``@pytest.mark.anyio`` tests).
 
+``VirtualClock`` is a :class:`flowstone.protocols.Clock` that moves only when told:
+``fs.Runtime(clock=clock)``, then ``await clock.advance(days=7)`` fires every deadline
+that falls due (gate timeouts, say), in order, in no real time.
+
 Helpers, usable with or without pytest; each takes the result, then the asset names::
 
     result = await flowstone_runtime.materialize(pipeline)
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
+from ._core.clock import VirtualClock as VirtualClock
 from ._core.memory import MemoryEventSink, MemoryIOManager
 from ._core.records import Status
 from ._core.runtime import Runtime
@@ -71,6 +76,7 @@ _ASYNC_MARKERS = ("asyncio", "anyio")
 
 __all__ = [
     "MotoServer",
+    "VirtualClock",
     "assert_failed",
     "assert_reused",
     "assert_skipped",

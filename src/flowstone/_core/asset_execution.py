@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
-from .assets import AssetDef, SkipAsset
+from .assets import AssetDef, SkipAsset, Suspended
 from .context import Context, Resources
 from .deadline import call_with_timeout
 from .errors import (
@@ -27,7 +27,15 @@ from .errors import (
     StorageError,
     ValueNotFoundError,
 )
-from .events import AssetFailed, AssetRetried, AssetSkipped, AssetStarted, AssetSucceeded, Event
+from .events import (
+    AssetFailed,
+    AssetRetried,
+    AssetSkipped,
+    AssetStarted,
+    AssetSucceeded,
+    AssetWaiting,
+    Event,
+)
 from .invocation import AssetOutcome, Invocation
 from .protocols import IOContext
 from .records import MaterializationRecord, Status
@@ -89,6 +97,9 @@ class AssetExecution:
         partition = self._partition_of(asset_def)
         inputs: dict[str, Any] = {}
         versions: dict[str, str] = {}
+        waited_on = self._waited_on(asset_def)
+        if waited_on is not None:
+            return await self._wait_behind(asset_def, partition, waited_on)
         try:
             for param, dep in asset_def.inputs.items():
                 present, value, version, reason = await self._input(asset_def, dep)
@@ -125,6 +136,14 @@ class AssetExecution:
         if reused is not None:
             return reused
         return await self._compute(asset_def, partition, inputs, versions, version)
+
+    def _waited_on(self, asset_def: AssetDef[..., Any]) -> str | None:
+        """The first dependency (input or ordering, optional or not) that waits in this run."""
+        for dep in (*asset_def.inputs.values(), *asset_def.ordering_deps):
+            outcome = self._outcomes.get(dep)
+            if outcome is not None and outcome.status is Status.WAITING:
+                return dep
+        return None
 
     async def _input(self, asset_def: AssetDef[..., Any], dep: str) -> tuple[bool, Any, str, str]:
         """(present, value, version, reason-if-absent) of one input."""
@@ -259,6 +278,9 @@ class AssetExecution:
         coordinator = None if kind == "asset" else runtime.coordinators.get(kind)
         retry = asset_def.retry
         timeout = asset_def.timeout
+        spec = asset_def.kind_spec
+        if spec is not None and spec.applies_own_timeout:
+            timeout = None  # the coordinator applies it to the part that counts
         started = utc_now()
         io_name = asset_def.io_manager or runtime.default_io_manager
         record = MaterializationRecord(
@@ -328,6 +350,8 @@ class AssetExecution:
                         )
                     )
                 raise
+            except Suspended as suspended:
+                return await self._suspend(asset_def, suspended, record, attempt, metadata)
             except SkipAsset as skip:
                 return await self._skip(
                     asset_def, partition, skip.reason, record=record, metadata=metadata
@@ -447,6 +471,64 @@ class AssetExecution:
                 )
             )
         return AssetOutcome(asset_def.name, Status.SKIPPED, reason=reason, record=record)
+
+    async def _suspend(
+        self,
+        asset_def: AssetDef[..., Any],
+        suspended: Suspended,
+        record: MaterializationRecord,
+        attempt: int,
+        metadata: Mapping[str, Any],
+    ) -> AssetOutcome:
+        """Record the asset as waiting (its coordinator suspended it)."""
+        details: dict[str, Any] = {**metadata, **suspended.metadata}
+        if suspended.since is not None:
+            details["waiting_since"] = suspended.since.isoformat()
+        if suspended.until is not None:
+            details["waiting_until"] = suspended.until.isoformat()
+        record = record.replace(
+            status=Status.WAITING,
+            attempts=attempt,
+            error=suspended.reason,
+            metadata=details,
+        )
+        await self._runtime.store.save_record(record)
+        if self._sinks:
+            self.emit(
+                AssetWaiting(
+                    run_id=self._run_id,
+                    asset=asset_def.name,
+                    partition=record.partition,
+                    reason=suspended.reason,
+                    since=suspended.since,
+                    until=suspended.until,
+                )
+            )
+        return AssetOutcome(asset_def.name, Status.WAITING, reason=suspended.reason, record=record)
+
+    async def _wait_behind(
+        self, asset_def: AssetDef[..., Any], partition: str | None, dep: str
+    ) -> AssetOutcome:
+        """Record the asset as waiting for ``dep``, which waits in this run."""
+        reason = f"input {dep!r} waiting"
+        record = MaterializationRecord(
+            run_id=self._run_id,
+            asset=asset_def.name,
+            partition=partition,
+            status=Status.WAITING,
+            attempts=0,
+            started_at=utc_now(),
+            error=reason,
+            code_version=asset_def.code_version,
+        )
+        await self._runtime.store.save_record(record)
+        if self._sinks:
+            self.emit(
+                AssetWaiting(
+                    run_id=self._run_id, asset=asset_def.name, partition=partition, reason=reason
+                )
+            )
+        return AssetOutcome(asset_def.name, Status.WAITING, reason=reason, record=record)
 
     async def _fail(
         self,

@@ -21,10 +21,20 @@ from .errors import InvalidAssetError
 from .retry import Retry
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .partitions import PartitionsDefinition
     from .pipeline import Pipeline
 
-__all__ = ["AssetDef", "AssetKind", "SkipAsset", "asset", "attach_kind", "code_fingerprint"]
+__all__ = [
+    "AssetDef",
+    "AssetKind",
+    "SkipAsset",
+    "Suspended",
+    "asset",
+    "attach_kind",
+    "code_fingerprint",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,6 +54,37 @@ class SkipAsset(Exception):
         super().__init__(reason)
 
 
+class Suspended(Exception):
+    """Raise from a coordinator (or an asset) to suspend the asset: it waits, the run goes on.
+
+    The run records the asset as ``waiting``; its dependents wait with it, assets that do
+    not depend on it keep running, and once nothing else can run the run ends
+    ``RunStatus.WAITING`` without raising. Materializing the same ``run_id`` again (or
+    ``runtime.resume(run_id)``) resumes it: what succeeded is reused and the suspended
+    asset executes again, when whatever it waits for may have happened. It is never
+    retried and never counts as a failure.
+
+    :param reason: what the asset waits for, for people (``"approval gate … open"``)
+    :param since: when the wait began, if known (a resumed wait keeps its first start)
+    :param until: when the wait ends at the latest, if it has a deadline
+    :param metadata: JSON-able details kept in the asset's waiting record
+    """
+
+    def __init__(
+        self,
+        reason: str = "waiting",
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.reason = reason
+        self.since = since
+        self.until = until
+        self.metadata: Mapping[str, Any] = dict(metadata or {})
+        super().__init__(reason)
+
+
 class AssetKind:
     """Base class for the specification a plugin attaches to an asset of its kind.
 
@@ -60,6 +101,10 @@ class AssetKind:
     #: router did not choose): while they are unchanged a run would skip it again, so
     #: ``status`` calls it ``"skipped"`` and a backfill does not run it again for that.
     skips_follow_inputs: ClassVar[bool] = False
+    #: Whether the coordinator applies the asset's ``timeout=`` itself, to the part of its
+    #: work that counts (a gate's body, not the wait for its signal); otherwise the
+    #: materializer applies it around the whole execution.
+    applies_own_timeout: ClassVar[bool] = False
 
     def extra_deps(self) -> tuple[str, ...]:
         """Upstream assets this kind adds for ordering (not passed as inputs)."""

@@ -11,6 +11,7 @@ from .canonical_keys import canonical_partition
 from .errors import FlowstoneError
 from .partitions import PartitionsDefinition, partition_keys
 from .pipeline import as_pipeline
+from .records import RunStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -25,8 +26,9 @@ __all__ = ["BackfillResult", "PartitionOutcome", "backfill_with"]
 class PartitionOutcome:
     """How one partition of a backfill ended.
 
-    :ivar status: ``"succeeded"``, ``"failed"`` or ``"skipped"`` (already current: every
-        selected asset ``current`` or ``skipped`` in :meth:`Runtime.status`)
+    :ivar status: ``"succeeded"``, ``"failed"``, ``"waiting"`` (an asset was suspended:
+        resume the partition's ``run_id`` to finish it) or ``"skipped"`` (already current:
+        every selected asset ``current`` or ``skipped`` in :meth:`Runtime.status`)
     """
 
     partition: str
@@ -56,19 +58,25 @@ class BackfillResult:
         return self._count("failed")
 
     @property
+    def waiting(self) -> int:
+        """Partitions whose run waits (an asset was suspended)."""
+        return self._count("waiting")
+
+    @property
     def skipped(self) -> int:
         """Partitions whose selected assets were already current."""
         return self._count("skipped")
 
     @property
     def ok(self) -> bool:
-        """Whether no partition failed."""
-        return self.failed == 0
+        """Whether no partition failed and none waits."""
+        return self.failed == 0 and self.waiting == 0
 
     def __repr__(self) -> str:
+        waiting = f", {self.waiting} waiting" if self.waiting else ""
         return (
             f"<BackfillResult {self.succeeded} succeeded, {self.failed} failed, "
-            f"{self.skipped} skipped>"
+            f"{self.skipped} skipped{waiting}>"
         )
 
 
@@ -121,9 +129,10 @@ async def backfill_with(
                 outcomes[key] = PartitionOutcome(key, "failed", error=exc)
                 return
             error = next(iter(result.errors.values()), None)
-            outcomes[key] = PartitionOutcome(
-                key, "succeeded" if result.ok else "failed", result.run_id, error, result
-            )
+            status = "succeeded" if result.ok else "failed"
+            if result.status is RunStatus.WAITING:
+                status = "waiting"  # suspended: resume its run to finish it
+            outcomes[key] = PartitionOutcome(key, status, result.run_id, error, result)
 
     async with anyio.create_task_group() as tg:
         for key in keys:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
 
 #: What :meth:`Event.log_entry` returns: a level, a ``%``-format and its arguments.
 LogEntry = tuple[int, str, tuple[Any, ...]]
@@ -25,6 +26,7 @@ __all__ = [
     "AssetStarted",
     "AssetSucceeded",
     "Dropped",
+    "AssetWaiting",
     "Event",
     "LogEntry",
     "RunFinished",
@@ -78,6 +80,7 @@ class RunFinished(Event):
     succeeded: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
 
     def log_entry(self) -> LogEntry:
         """``INFO``: how the run ended and how long it took."""
@@ -187,3 +190,21 @@ class Dropped(Event):
     def log_entry(self) -> LogEntry:
         """``WARNING``: how many events a subscriber lost."""
         return logging.WARNING, "a subscriber fell behind and lost %d event(s)", (self.count,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetWaiting(AssetEvent):
+    """An asset was suspended (or waits behind a suspended input); the run resumes it.
+
+    :ivar reason: what it waits for
+    :ivar since: when the wait began, when known
+    :ivar until: when the wait ends at the latest, when it has a deadline
+    """
+
+    reason: str
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def log_entry(self) -> LogEntry:
+        """``INFO``: the asset waits, and for what."""
+        return logging.INFO, "%s waits: %s", (self._where(), self.reason)

@@ -237,8 +237,7 @@ class Run(AssetExecution):
                 outcome = self._outcomes.get(name)
                 if outcome is not None and outcome.value is _NOT_LOADED:
                     outcome.value = await self._load(self._pipeline[name], outcome)
-            failed = any(o.status is Status.FAILED for o in self._outcomes.values())
-            status = RunStatus.FAILED if failed else RunStatus.SUCCEEDED
+            status = self._status()
         except _cancelled():
             status = RunStatus.CANCELLED
             raise
@@ -254,6 +253,7 @@ class Run(AssetExecution):
                             succeeded=self._names(Status.SUCCEEDED),
                             failed=self._names(Status.FAILED),
                             skipped=self._names(Status.SKIPPED),
+                            waiting=self._names(Status.WAITING),
                         )
                     )
         return MaterializeResult(
@@ -287,6 +287,16 @@ class Run(AssetExecution):
             for name, record in self._previous.items()
             if name not in self._outcomes and name in self._pipeline
         }
+
+    def _status(self) -> RunStatus:
+        """How the run ended: failed when an asset failed, else waiting when an asset
+        waits (the run is resumed later), else succeeded."""
+        statuses = {o.status for o in self._outcomes.values()}
+        if Status.FAILED in statuses:
+            return RunStatus.FAILED
+        if Status.WAITING in statuses:
+            return RunStatus.WAITING
+        return RunStatus.SUCCEEDED
 
     def _names(self, status: Status) -> tuple[str, ...]:
         return tuple(n for n, o in self._outcomes.items() if o.status is status)

@@ -150,45 +150,96 @@ class MemoryStore:
 
 
 class MemoryGateStore:
-    """Gates in memory."""
+    """Gates in memory (the default ``GateStore``): for one process, tests and notebooks.
+
+    Each method runs without suspending, so on one event loop a resolution is atomic.
+    """
 
     def __init__(self) -> None:
         self._gates: dict[str, GateRecord] = {}
+        self._by_asset: dict[tuple[str, str, str | None], str] = {}
 
     async def create(self, gate: GateRecord) -> GateRecord:
         """Create the gate, or return the stored one with the same id."""
-        return self._gates.setdefault(gate.gate_id, gate)
+        stored = self._gates.setdefault(gate.gate_id, gate)
+        if stored is gate:
+            self._by_asset[gate.run_id, gate.asset, gate.partition] = gate.gate_id
+        return stored
 
     async def get(self, gate_id: str) -> GateRecord | None:
         """The gate, or ``None``."""
         return self._gates.get(gate_id)
 
-    async def resolve(
-        self, gate_id: str, status: GateStatus, *, payload: Any = None, by: str | None = None
-    ) -> GateRecord:
+    async def latest(self, run_id: str, asset: str, partition: str | None) -> GateRecord | None:
+        """The gate created last for (run, asset, partition), or ``None``."""
+        gate_id = self._by_asset.get((run_id, asset, partition))
+        return None if gate_id is None else self._gates.get(gate_id)
+
+    async def close(
+        self,
+        gate_id: str,
+        status: GateStatus,
+        *,
+        at: datetime,
+        payload: Any = None,
+        by: str | None = None,
+        reason: str | None = None,
+    ) -> tuple[GateRecord, bool]:
         """Close a waiting gate; a closed gate is returned unchanged.
 
+        :return: the stored gate, and whether this call closed it
         :raises KeyError: no gate has this id
         """
         gate = self._gates[gate_id]
         if not gate.status.open:
-            return gate
-        resolved = gate.replace(
-            status=status, payload=payload, resolved_by=by, resolved_at=datetime.now(UTC)
+            return gate, False
+        closed = gate.replace(
+            status=status, payload=payload, resolved_by=by, reason=reason, resolved_at=at
         )
-        self._gates[gate_id] = resolved
-        return resolved
+        self._gates[gate_id] = closed
+        return closed, True
 
-    async def list_open(self, run_id: str | None = None) -> list[GateRecord]:
-        """Waiting gates, oldest first."""
+    async def resolve(
+        self,
+        gate_id: str,
+        status: GateStatus,
+        *,
+        payload: Any = None,
+        by: str | None = None,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> GateRecord:
+        """Close a waiting gate (at ``at``, default now); a closed gate is returned unchanged.
+
+        :raises KeyError: no gate has this id
+        """
+        gate, _ = await self.close(
+            gate_id,
+            status,
+            at=at if at is not None else datetime.now(UTC),
+            payload=payload,
+            by=by,
+            reason=reason,
+        )
+        return gate
+
+    async def list_open(
+        self, run_id: str | None = None, kind: str | None = None
+    ) -> list[GateRecord]:
+        """Waiting gates (of one run, of one kind, or all), oldest first."""
         return sorted(
             (
                 g
                 for g in self._gates.values()
-                if g.status.open and (run_id is None or g.run_id == run_id)
+                if g.status.open
+                and (run_id is None or g.run_id == run_id)
+                and (kind is None or g.kind == kind)
             ),
             key=lambda g: g.created_at,
         )
+
+    def __repr__(self) -> str:
+        return f"MemoryGateStore({len(self._gates)} gates)"
 
 
 class MemoryEventSink:

@@ -391,11 +391,13 @@ class RoutingCoordinator(Coordinator, Protocol):
 
 
 class GateStore(Protocol):
-    """Keeps suspended assets waiting for a signal or an approval.
+    """Keeps gates: assets suspended until a signal or an approval (see
+    ``flowstone.ext.gates``).
 
-    Contract: ``create`` is idempotent by ``gate_id`` (returns the stored gate); ``resolve``
-    changes a waiting gate once and returns the stored result (a second resolve of a closed
-    gate returns it unchanged).
+    Contract: ``create`` is idempotent by ``gate_id`` (returns the stored gate) and is
+    durable when it returns; ``close`` (and ``resolve``) changes a waiting gate exactly
+    once, atomically: of concurrent calls on one gate exactly one reports that it closed
+    it, and closing a closed gate changes nothing and returns it as stored. Safe under concurrent use.
     """
 
     async def create(self, gate: GateRecord) -> GateRecord:
@@ -406,14 +408,48 @@ class GateStore(Protocol):
         """The gate with this id, or ``None``."""
         ...
 
-    async def resolve(
-        self, gate_id: str, status: GateStatus, *, payload: Any = None, by: str | None = None
-    ) -> GateRecord:
-        """Close a waiting gate with ``status``; raise ``KeyError`` when unknown."""
+    async def latest(self, run_id: str, asset: str, partition: str | None) -> GateRecord | None:
+        """The gate created last for (run, asset, partition), or ``None``."""
         ...
 
-    async def list_open(self, run_id: str | None = None) -> list[GateRecord]:
-        """Waiting gates (of one run, or all)."""
+    async def close(
+        self,
+        gate_id: str,
+        status: GateStatus,
+        *,
+        at: datetime,
+        payload: Any = None,
+        by: str | None = None,
+        reason: str | None = None,
+    ) -> tuple[GateRecord, bool]:
+        """Close a waiting gate with ``status`` at time ``at``, atomically.
+
+        :return: the stored gate and whether this call closed it (``False``: it was closed
+            already, and is returned unchanged)
+        :raises KeyError: no gate has this id
+        """
+        ...
+
+    async def resolve(
+        self,
+        gate_id: str,
+        status: GateStatus,
+        *,
+        payload: Any = None,
+        by: str | None = None,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> GateRecord:
+        """:meth:`close` at ``at`` (default: now), returning only the stored gate.
+
+        :raises KeyError: no gate has this id
+        """
+        ...
+
+    async def list_open(
+        self, run_id: str | None = None, kind: str | None = None
+    ) -> list[GateRecord]:
+        """Waiting gates (of one run, of one kind, or all), oldest first."""
         ...
 
 

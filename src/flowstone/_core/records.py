@@ -34,11 +34,14 @@ class Status(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    #: Suspended (or downstream of a suspended asset): the run resumes it later.
+    WAITING = "waiting"
 
     @property
     def terminal(self) -> bool:
-        """Whether nothing more will happen to it in this run."""
-        return self in (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED)
+        """Whether nothing more will happen to it in this execution of the run (a
+        ``waiting`` asset is taken up again when the run is resumed)."""
+        return self in (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.WAITING)
 
 
 class RunStatus(enum.StrEnum):
@@ -48,6 +51,8 @@ class RunStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Ended with assets waiting (suspended) and none failed: resume it to go on.
+    WAITING = "waiting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,7 @@ class GateStatus(enum.StrEnum):
     REJECTED = "rejected"
     SIGNALLED = "signalled"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
 
     @property
     def open(self) -> bool:
@@ -133,10 +139,19 @@ class GateStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class GateRecord:
-    """A suspended asset waiting for a signal or an approval.
+    """A gate: one asset of one run suspended until a signal or an approval.
 
-    :param gate_id: unique id (run, asset, partition and gate name make a good one)
-    :param payload: what the signal or approver sent, once resolved
+    :param gate_id: the gate's unique id
+    :param kind: ``"signal"`` or ``"approval"``
+    :param created_at: when it opened
+    :param expires_at: its absolute deadline (``None``: it never expires)
+    :param resolved_at: when it closed, once closed
+    :param resolved_by: who approved or rejected it, when someone did
+    :param payload: what the signal or the approver sent, once resolved (JSON-able)
+    :param reason: the approver's reason, or why it was cancelled or expired
+    :param message: what the gate asks (shown to approvers)
+    :param token_hash: the SHA-256 of its token (never the token itself)
+    :param metadata: JSON-able details (the input versions it was opened for, say)
     """
 
     gate_id: str
@@ -151,6 +166,16 @@ class GateRecord:
     payload: Any = None
     expires_at: datetime | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    message: str | None = None
+    token_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def waited(self) -> float | None:
+        """Seconds from opening to closing, once closed."""
+        if self.resolved_at is None:
+            return None
+        return (self.resolved_at - self.created_at).total_seconds()
 
     def replace(self, **changes: Any) -> GateRecord:
         """A copy with ``changes`` applied."""

@@ -41,6 +41,7 @@ BUILTIN_COORDINATORS: Mapping[str, str] = {
     "parallel": "flowstone.ext.parallel:InProcessParallelCoordinator",
     "router": "flowstone.ext.routing:InProcessRoutingCoordinator",
     "routed": "flowstone.ext.routing:RoutedCoordinator",
+    "gate": "flowstone.ext.gates:GateCoordinator",
 }
 
 #: Built-in event sinks by name (``Runtime(event_sinks=["logging"])``); plugins add theirs

@@ -39,7 +39,7 @@ class MaterializeResult(Mapping[str, Any]):
 
     @property
     def ok(self) -> bool:
-        """Whether the run succeeded: no asset failed."""
+        """Whether the run succeeded: no asset failed and none waits."""
         return self.status is RunStatus.SUCCEEDED
 
     @property
@@ -69,6 +69,20 @@ class MaterializeResult(Mapping[str, Any]):
     def skipped(self) -> tuple[str, ...]:
         """Assets that were skipped."""
         return self._names(Status.SKIPPED)
+
+    @property
+    def waiting(self) -> tuple[str, ...]:
+        """Assets that wait: suspended ones, and those downstream of them. Materialize the
+        same ``run_id`` again (or ``runtime.resume(run_id)``) to go on."""
+        return self._names(Status.WAITING)
+
+    def waiting_since(self, name: str) -> str | None:
+        """When the waiting asset ``name`` was suspended (ISO 8601), if it says."""
+        outcome = self.outcomes.get(name)
+        if outcome is None or outcome.status is not Status.WAITING or outcome.record is None:
+            return None
+        since = outcome.record.metadata.get("waiting_since")
+        return since if isinstance(since, str) else None
 
     @property
     def errors(self) -> Mapping[str, BaseException]:
@@ -111,10 +125,22 @@ class MaterializeResult(Mapping[str, Any]):
             counts += f", {len(self.failed)} failed"
         if self.skipped:
             counts += f", {len(self.skipped)} skipped"
+        if self.waiting:
+            shown = []
+            for name in self.waiting:
+                since = self.waiting_since(name)
+                reason = self.outcomes[name].reason
+                shown.append(name if since is None else f"{name} ({reason}) since {since}")
+            counts += f", {len(self.waiting)} waiting: {', '.join(shown)}"
         return f"<MaterializeResult run_id={self.run_id!r} status={self.status.value} ({counts})>"
 
     def _repr_html_(self) -> str:
-        colors = {"succeeded": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e"}
+        colors = {
+            "succeeded": "#2e7d32",
+            "failed": "#c62828",
+            "skipped": "#9e9e9e",
+            "waiting": "#ef6c00",
+        }
         rows = []
         for name, outcome in self.outcomes.items():
             record = outcome.record
@@ -123,6 +149,9 @@ class MaterializeResult(Mapping[str, Any]):
                 status += " (reused)"
             duration = f"{record.duration:.3f}s" if record and record.duration is not None else ""
             note = outcome.reason or (repr(outcome.error) if outcome.error else "")
+            since = self.waiting_since(name)
+            if since is not None:
+                note += f" (since {since})"
             rows.append(
                 f"<tr><td>{html.escape(name)}</td>"
                 f'<td style="color:{colors.get(outcome.status.value, "#000")}">{status}</td>'

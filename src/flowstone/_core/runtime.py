@@ -16,6 +16,7 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from .backfill import BackfillResult, backfill_with
+from .clock import Clock, SystemClock
 from .context import Resources
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
 from .health import DEFAULT_HEALTH_TIMEOUT, HealthReport, opening_failed, runtime_health
@@ -97,7 +98,11 @@ class Runtime(StoredValues):
     :param coordinators: coordinators by asset kind, replacing the built-in ones
     :param item_readers: named scatter item readers (``@scatter(reader="events")``); those
         that are async context managers are entered and exited with the runtime
-    :param gate_store: where suspended assets wait (default: in memory)
+    :param gate_store: where gates (suspended assets) are kept (default: in memory, or
+        what the store installs, such as PostgreSQL's)
+    :param clock: where every deadline reads the time and waits (gate timeouts, say):
+        a :class:`~flowstone.protocols.Clock` (default: :class:`~flowstone.SystemClock`;
+        tests pass ``flowstone.testing.VirtualClock``)
     :param max_concurrent: limit on assets executing at once across all runs of this runtime
     :param plugins: further :class:`~flowstone.protocols.Plugin` objects (an
         ``install(runtime)`` method); a plugin that is an async context manager (or any
@@ -126,6 +131,7 @@ class Runtime(StoredValues):
         plugins: Sequence[object] = (),
         pipelines: Iterable[Pipeline] = (),
         loop_block_warning: float | None = DEFAULT_THRESHOLD,
+        clock: Clock | None = None,
     ) -> None:
         check_runtime_options(
             store=store,
@@ -139,7 +145,10 @@ class Runtime(StoredValues):
             max_concurrent=max_concurrent,
             plugins=plugins,
             loop_block_warning=loop_block_warning,
+            clock=clock,
         )
+        #: Where deadlines read the time and wait (see ``clock=``).
+        self.clock: Clock = clock if clock is not None else SystemClock()
         #: Seconds an ``async def`` asset may hold the event loop before one warning names
         #: it (``None``: never warn); see :mod:`flowstone._core.loop_watch`.
         self.loop_block_warning = loop_block_warning
@@ -168,7 +177,7 @@ class Runtime(StoredValues):
         self.max_concurrent = max_concurrent
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._plugins = list(plugins)
-        self._given: list[object] = [self.store, self.gate_store, *self._plugins, *self._sinks]
+        self._given: list[object] = [self.store, *self._plugins, *self._sinks]
         self._known_assets: dict[str, AssetDef[..., Any]] = {}
         self._pipelines: dict[str, Pipeline] = {}
         self._registered: dict[str, Pipeline] = {}
@@ -181,6 +190,9 @@ class Runtime(StoredValues):
         for plugin in (self.store, *self._plugins):
             if isinstance(plugin, Plugin):
                 plugin.install(self)
+        if gate_store is not None:
+            self.gate_store = gate_store  # given explicitly: wins over a store's own
+        self._given.insert(1, self.gate_store)
         for name, manager in (io_managers or {}).items():
             self.io_managers.register(name, manager)
             if not isinstance(manager, str):

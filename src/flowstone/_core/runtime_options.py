@@ -25,7 +25,7 @@ _STORE_METHODS = (
     "history",
     "invalidate",
 )
-_GATE_STORE_METHODS = ("create", "get", "resolve", "list_open")
+_GATE_STORE_METHODS = ("create", "get", "latest", "close", "resolve", "list_open")
 
 
 def _shown(value: object) -> str:
@@ -76,6 +76,7 @@ def check_runtime_options(
     max_concurrent: object,
     plugins: object,
     loop_block_warning: object = None,
+    clock: object = None,
 ) -> None:
     """Raise :class:`ConfigurationError` naming the first argument that cannot work."""
     if isinstance(store, str):
@@ -90,6 +91,8 @@ def check_runtime_options(
         _check_methods("store", store, _STORE_METHODS, "a MaterializationStore")
     if gate_store is not None:
         _check_methods("gate_store", gate_store, _GATE_STORE_METHODS, "a GateStore")
+    if clock is not None:
+        _check_methods("clock", clock, ("now", "sleep_until"), "a Clock")
     _check_named("io_managers", io_managers, strings_allowed=True)
     _check_named("coordinators", coordinators, strings_allowed=True)
     _check_named("item_readers", item_readers, strings_allowed=True)

@@ -15,6 +15,9 @@
   process takes the route it took before.
 - :class:`PostgresEvents` — a plugin relaying runs' coarse lifecycle events between the
   processes sharing the schema (LISTEN/NOTIFY), so ``runtime.subscribe`` sees them all.
+- :class:`PostgresGateStore` — gates (``flowstone.ext.gates``) in the schema, resolved
+  once across processes, with ``LISTEN``/``NOTIFY`` waking a run that holds its gate;
+  :class:`GateResumer` (part of ``flowstone worker``) resumes runs whose gates closed.
 - :class:`RetryPolicy` — how long transient failures (lost connections, a restarting
   server) are retried before :class:`DatabaseUnavailableError`.
 
@@ -37,6 +40,10 @@ from ._errors import RetryPolicy as RetryPolicy
 from ._errors import SchemaVersionError as SchemaVersionError
 from ._event_codec import RemoteError as RemoteError
 from ._events import PostgresEvents as PostgresEvents
+from ._gate_worker import GateResumer as GateResumer
+from ._gate_worker import ResumerStats as ResumerStats
+from ._gate_worker import resume_gated_runs as resume_gated_runs
+from ._gates import PostgresGateStore as PostgresGateStore
 from ._io import PostgresIOManager as PostgresIOManager
 from ._io import TableSpec as TableSpec
 from ._migrations import latest_version as latest_version
@@ -53,6 +60,8 @@ __all__ = (
     "BarrierCancelledError",
     "DatabaseUnavailableError",
     "PostgresEvents",
+    "GateResumer",
+    "PostgresGateStore",
     "PostgresIOManager",
     "PostgresItemReader",
     "PostgresParallelCoordinator",
@@ -60,6 +69,7 @@ __all__ = (
     "PostgresScatterCoordinator",
     "PostgresStore",
     "RemoteError",
+    "ResumerStats",
     "RetryPolicy",
     "ScatterBarrierFailedError",
     "ScatterWorker",
@@ -67,6 +77,7 @@ __all__ = (
     "TableSpec",
     "WorkerStats",
     "latest_version",
+    "resume_gated_runs",
     "run_worker",
 )
 

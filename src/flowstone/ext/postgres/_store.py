@@ -399,10 +399,14 @@ class PostgresStore(RecordStorage):
     # -- runtime wiring ----------------------------------------------------------------
 
     def install(self, runtime: Runtime) -> None:
-        """Make ``runtime`` durable: register the ``postgres`` IO manager as its default and
-        the durable coordinators. Called by ``fs.Runtime(store=...)``."""
+        """Make ``runtime`` durable: register the ``postgres`` IO manager as its default,
+        the durable coordinators and the durable gate store (``gate_store=`` given to the
+        runtime still wins). Called by ``fs.Runtime(store=...)``."""
+        from ._gates import PostgresGateStore
+
         runtime.io_managers.register("postgres", self.io_manager)
         runtime.default_io_manager = "postgres"
+        runtime.gate_store = PostgresGateStore(self)
         self._install_coordinators(runtime)
 
     def _install_coordinators(self, runtime: Runtime) -> None:

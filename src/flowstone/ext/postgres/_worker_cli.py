@@ -1,4 +1,5 @@
-"""``flowstone worker``: run items of durable scatters beside the process that started them.
+"""``flowstone worker``: run items of durable scatters beside the process that started them,
+and resume runs whose gates were resolved or expired.
 
 ``flowstone worker --runtime myapp.flows:runtime --pipeline nightly`` serves the scatter
 assets of a pipeline with the runtime the application builds (its ``PostgresStore``, IO
@@ -8,6 +9,7 @@ runtime over that database, for item functions that need no resources.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -20,6 +22,7 @@ import flowstone as fs
 from flowstone import ConfigurationError
 
 from ._scatter_session import DEFAULT_LEASE
+from ._store import PostgresStore
 from ._worker import ScatterWorker
 
 if TYPE_CHECKING:
@@ -36,10 +39,15 @@ def register_worker_cli(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``flowstone worker (--runtime MODULE:ATTR | --dsn …) --pipeline …`` to the CLI."""
     parser = subparsers.add_parser(
         "worker",
-        help="run items of durable scatters beside the process that started them",
+        help=(
+            "run items of durable scatters beside the process that started them, and resume "
+            "runs whose gates were resolved or expired"
+        ),
         description=(
-            "Join open durable scatter barriers of a pipeline and run their items. Start as "
-            "many as you like, on any machine that reaches the database and runs the same code."
+            "Join open durable scatter barriers of a pipeline and run their items, and resume "
+            "its waiting runs once their gates are signalled, approved, rejected or past their "
+            "deadline (each run exactly once across workers). Start as many as you like, on "
+            "any machine that reaches the database and runs the same code."
         ),
     )
     parser.add_argument(
@@ -130,28 +138,64 @@ async def _worker_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, target: str | Runtime, pipeline: Pipeline) -> int:
-    worker = ScatterWorker(
-        target,
-        pipeline,
-        schema=args.schema or "flowstone",
-        max_concurrent=args.max_concurrent,
-        lease=args.lease,
-        stop_when_idle=args.stop_when_idle is not None,
-        idle_timeout=args.stop_when_idle or 0.0,
-    )
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with anyio.create_task_group() as tg:
+    from ._gate_worker import GateResumer, has_gates
 
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    worker.stop()
-                    return
+    scatters = any(asset_def.kind == "scatter" for asset_def in pipeline.assets.values())
+    gated = has_gates(pipeline)
+    if not scatters and not gated:
+        raise ConfigurationError("the pipeline has no scatter or gate assets for a worker to serve")
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(target, str):
+            store = PostgresStore(target, schema=args.schema or "flowstone")
+            runtime = await stack.enter_async_context(fs.Runtime(store=store))
+        else:
+            runtime = target
+        worker = (
+            ScatterWorker(
+                runtime,
+                pipeline,
+                max_concurrent=args.max_concurrent,
+                lease=args.lease,
+                stop_when_idle=args.stop_when_idle is not None,
+                idle_timeout=args.stop_when_idle or 0.0,
+            )
+            if scatters
+            else None
+        )
+        resumer = (
+            GateResumer(
+                runtime,
+                pipeline,
+                stop_when_idle=args.stop_when_idle is not None,
+                idle_timeout=args.stop_when_idle or 0.0,
+            )
+            if gated
+            else None
+        )
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tg:
 
-            tg.start_soon(stop_on_signal)
-            stats = await worker.run()
-            tg.cancel_scope.cancel()
-    sys.stdout.write(
-        f"worker done: {stats.barriers} barrier(s), {stats.items} item(s) run, "
-        f"{stats.recorded} result(s) stored\n"
-    )
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        if worker is not None:
+                            worker.stop()
+                        if resumer is not None:
+                            resumer.stop()
+                        return
+
+                tg.start_soon(stop_on_signal)
+                async with anyio.create_task_group() as parts:
+                    if worker is not None:
+                        parts.start_soon(worker.run)
+                    if resumer is not None:
+                        parts.start_soon(resumer.run)
+                tg.cancel_scope.cancel()
+    if worker is not None:
+        stats = worker.stats
+        sys.stdout.write(
+            f"worker done: {stats.barriers} barrier(s), {stats.items} item(s) run, "
+            f"{stats.recorded} result(s) stored\n"
+        )
+    if resumer is not None:
+        sys.stdout.write(f"gates: {len(resumer.stats.resumed)} run(s) resumed\n")
     return 0

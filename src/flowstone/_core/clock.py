@@ -1,0 +1,144 @@
+"""Time as a run sees it: the :class:`Clock` protocol, the real clock and a virtual one.
+
+Every deadline in flowstone (a gate's timeout, say) reads the runtime's clock
+(``Runtime(clock=...)``) rather than the system's, so a test can put a
+:class:`VirtualClock` in its place and jump days ahead in no real time.
+Deadlines are absolute, timezone-aware UTC datetimes, which a store can keep and a new
+process can arm again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["Clock", "SystemClock", "VirtualClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Where a runtime reads the time and waits for deadlines.
+
+    Contract: ``now()`` is timezone-aware UTC and never goes backwards; ``sleep_until``
+    returns once ``now()`` has reached ``deadline`` (at once for a deadline in the past),
+    and is cancellable.
+    """
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Wait until ``now()`` reaches ``deadline``."""
+        ...
+
+
+class SystemClock:
+    """The real clock: the system's time and the event loop's timers (the default)."""
+
+    def now(self) -> datetime:
+        """The system's current time, UTC."""
+        return datetime.now(UTC)
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Sleep on the event loop until the system's time reaches ``deadline``."""
+        while True:
+            left = (deadline - self.now()).total_seconds()
+            if left <= 0:
+                await anyio.lowlevel.checkpoint()
+                return
+            await anyio.sleep(left)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+
+class VirtualClock:
+    """A clock that moves only when told: ``await clock.advance(days=7)``.
+
+    Sleepers wait on the virtual time; :meth:`advance` wakes those that fall due, one
+    deadline after another in order (the time reads each one's deadline as it wakes), and
+    lets every woken task run until it blocks again before it moves on, so work a wake-up
+    schedules within the advanced span (a retry, a second deadline) happens too. It never
+    sleeps for real. Use it on one event loop.
+
+    :param start: the virtual time to start at (default: the system's time now, UTC)
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        if start is not None and start.tzinfo is None:
+            raise ValueError("VirtualClock(start=...) must be timezone-aware")
+        self._now = (start or datetime.now(UTC)).astimezone(UTC)
+        self._sleepers: list[tuple[datetime, int, anyio.Event]] = []
+        self._order = itertools.count()
+        self._changed: anyio.Event | None = None
+
+    def now(self) -> datetime:
+        """The virtual time."""
+        return self._now
+
+    @property
+    def sleepers(self) -> int:
+        """How many tasks wait on this clock."""
+        return sum(1 for _, _, event in self._sleepers if not event.is_set())
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Wait until the virtual time reaches ``deadline`` (through :meth:`advance`)."""
+        if deadline <= self._now:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        entry = (deadline, next(self._order), event)
+        heapq.heappush(self._sleepers, entry)
+        self._notify()
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():  # cancelled: forget it
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
+
+    async def wait_for_sleepers(self, count: int = 1) -> None:
+        """Wait until at least ``count`` tasks sleep on this clock (a test's way of knowing
+        that the code under test reached its wait, without sleeping)."""
+        while self.sleepers < count:
+            changed = self._changed = anyio.Event()
+            await changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    async def advance(
+        self,
+        seconds: float = 0,
+        *,
+        minutes: float = 0,
+        hours: float = 0,
+        days: float = 0,
+    ) -> None:
+        """Move the time forward, waking every sleeper that falls due, in deadline order.
+
+        :raises ValueError: the total is negative
+        """
+        step = timedelta(seconds=seconds, minutes=minutes, hours=hours, days=days)
+        if step < timedelta(0):
+            raise ValueError(f"a clock only moves forward; got {step}")
+        target = self._now + step
+        await anyio.wait_all_tasks_blocked()
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, event = heapq.heappop(self._sleepers)
+            self._now = max(self._now, deadline)
+            event.set()
+            await anyio.wait_all_tasks_blocked()
+        self._now = target
+        await anyio.wait_all_tasks_blocked()
+
+    def __repr__(self) -> str:
+        return f"VirtualClock({self._now.isoformat()}, sleepers={self.sleepers})"
