@@ -11,15 +11,18 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+from datetime import UTC, datetime
 
 import flowstone as fs
 from flowstone.events import AssetEvent, Event
+from flowstone.ext import gates
 from flowstone.ext.parallel import Branches, branch, parallel
 from flowstone.ext.routing import choice, routed_from, router
 from flowstone.ext.scatter import ScatterEvent, scatter
+from flowstone.testing import VirtualClock
 
 #: Classes that only group others (never emitted as themselves).
-BASES = {Event, AssetEvent, ScatterEvent}
+BASES = {Event, AssetEvent, ScatterEvent, gates.GateEvent}
 
 
 def declared_events() -> set[type[Event]]:
@@ -91,12 +94,44 @@ def flaky() -> int:
     raise ConnectionError("down")
 
 
+@fs.asset
+@gates.approval(timeout=3600)
+async def approved(approval: gates.Approval) -> str:
+    return approval.by or ""
+
+
+@fs.asset
+@gates.signal(timeout=60, on_timeout="skip")
+async def expired(signal: gates.Signal) -> object:
+    return signal.payload
+
+
+@fs.asset
+@gates.approval(timeout=3600)
+async def cancelled(approval: gates.Approval) -> bool:
+    return approval.approved
+
+
+async def run_gates(rt: fs.Runtime, clock: VirtualClock) -> None:
+    """Open three gates (the assets wait), then approve one, let one expire and cancel one."""
+    pipeline = fs.Pipeline([approved, expired, cancelled])
+    waiting = await rt.materialize(pipeline, run_id="gated")
+    assert set(waiting.waiting) == {"approved", "expired", "cancelled"}
+    found = {gate.asset: gate for gate in await gates.list_open(runtime=rt, run_id="gated")}
+    await gates.approve(found["approved"].gate_id, by="alice", runtime=rt)
+    await gates.cancel(found["cancelled"].gate_id, reason="not needed", runtime=rt)
+    await clock.advance(seconds=61)
+    await rt.resume("gated", pipeline, raise_on_error=False)
+
+
 async def test_every_declared_event_is_emitted_somewhere() -> None:
     sink = fs.MemoryEventSink()
-    async with fs.Runtime(event_sinks=[sink]) as rt:
+    clock = VirtualClock(datetime(2025, 1, 2, tzinfo=UTC))
+    async with fs.Runtime(event_sinks=[sink], clock=clock) as rt:
         slow = rt.subscribe(buffer=1)  # a subscriber that never reads: it loses events
         pipeline = fs.Pipeline([numbers, halves, left, right, both, size, big, small, flaky])
         result = await rt.materialize(pipeline, raise_on_error=False)
+        await run_gates(rt, clock)
         slow.close()
         read = [event async for event in slow]
     assert result["halves"] == [0.0, 0.5, 1.0, 2.0, 2.5]

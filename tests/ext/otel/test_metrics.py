@@ -1,11 +1,9 @@
-"""OTelSink's metrics: names, labels (never run id or partition), values; the gate hook."""
+"""OTelSink's metrics: names, labels (never run id or partition), values; gates."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import flowstone as fs
-from flowstone.events import AssetEvent
+from flowstone.ext import gates
 from flowstone.ext.scatter import scatter
 from otel_sdk import Telemetry
 
@@ -77,45 +75,47 @@ async def test_runs_materializations_durations_and_items_are_counted(
             assert set(attributes) <= {"asset", "outcome"}, (metric, attributes)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GateOpened(AssetEvent):
-    gate_id: str
-    kind: str = "approval"
+@fs.asset
+@gates.approval(timeout=3600, message="Publish?")
+async def publish(approval: gates.Approval) -> str:
+    return f"published by {approval.by}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GateResolved(AssetEvent):
-    gate_id: str
-    status: str = "approved"
-
-
-async def test_gate_events_are_counted_open_by_their_shape(telemetry: Telemetry) -> None:
-    """Gate events are recognised by class name and status (see ``_gates``), so a gate
-    plugin's events count without the sink importing it."""
-    rt = fs.Runtime(event_sinks=[telemetry.sink()])
-    for gate in ("g1", "g2", "g1"):  # g1 reported twice: counted once
-        rt.emit(GateOpened(run_id="r", asset="approve", gate_id=gate))
-    assert telemetry.counts("flowstone.gates.open") == {(): 2}
-    rt.emit(GateResolved(run_id="r", asset="approve", gate_id="g1"))
-    rt.emit(GateResolved(run_id="r", asset="approve", gate_id="never-opened"))
-    assert telemetry.counts("flowstone.gates.open") == {(): 1}
+async def test_open_gates_are_counted_up_and_down(telemetry: Telemetry) -> None:
+    async with fs.Runtime(event_sinks=[telemetry.sink()]) as rt:
+        first = await rt.materialize([publish], run_id="r1")
+        second = await rt.materialize([publish], run_id="r2")
+        assert first.waiting and second.waiting
+        assert telemetry.counts("flowstone.gates.open") == {(): 2}
+        await rt.materialize([publish], run_id="r1")  # resumed, still waiting: not again
+        assert telemetry.counts("flowstone.gates.open") == {(): 2}
+        (gate, *_) = await gates.list_open(runtime=rt, run_id="r1")
+        await gates.approve(gate.gate_id, by="alice", runtime=rt)
+        assert (await rt.resume("r1", fs.Pipeline([publish])))["publish"] == "published by alice"
+        assert telemetry.counts("flowstone.gates.open") == {(): 1}
+        (gate, *_) = await gates.list_open(runtime=rt, run_id="r2")
+        await gates.cancel(gate.gate_id, reason="not needed", runtime=rt)
+        assert telemetry.counts("flowstone.gates.open") == {(): 0}
 
 
 async def test_a_gate_wait_inside_a_run_is_a_span_of_its_asset(telemetry: Telemetry) -> None:
-    sink = telemetry.sink()
+    rt = fs.Runtime(event_sinks=[telemetry.sink()])
+
+    async def answer(opened: gates.OpenGate) -> None:
+        await gates.send_signal(opened.token, {"ok": True}, runtime=rt)
 
     @fs.asset
-    def approve(ctx: fs.Context) -> str:
-        ctx.runtime.emit(GateOpened(run_id=ctx.run_id, asset="approve", gate_id="g"))
-        ctx.runtime.emit(GateResolved(run_id=ctx.run_id, asset="approve", gate_id="g"))
-        return "ok"
+    @gates.signal(timeout=600, hold=None, notify=answer)
+    async def webhook(signal: gates.Signal) -> bool:
+        return bool(signal.payload["ok"])
 
-    await fs.Runtime(event_sinks=[sink]).materialize([approve])
-    gate = telemetry.named("flowstone.gate approve")
-    asset = telemetry.named("flowstone.materialize approve")
+    async with rt:
+        assert (await rt.materialize([webhook]))["webhook"] is True
+    gate = telemetry.named("flowstone.gate webhook")
+    asset = telemetry.named("flowstone.materialize webhook")
     assert gate.parent is not None and asset.context is not None
     assert gate.parent.span_id == asset.context.span_id
     assert gate.attributes is not None
-    assert gate.attributes["flowstone.gate.status"] == "approved"
-    assert gate.attributes["flowstone.gate.kind"] == "approval"
+    assert gate.attributes["flowstone.gate.status"] == "signalled"
+    assert gate.attributes["flowstone.gate.kind"] == "signal"
     assert telemetry.counts("flowstone.gates.open") == {(): 0}

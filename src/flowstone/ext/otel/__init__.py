@@ -29,14 +29,10 @@ Metrics (no run id or partition labels): ``flowstone.runs`` (counter; ``outcome`
 ``flowstone.scatter.items`` (counter; ``outcome``), ``flowstone.gates.open`` (up-down
 counter).
 
-Gate events are matched by shape, so a gate plugin needs no import of this one: an event
-whose class name starts with ``Gate`` names its gate by ``gate_id`` (else by run, asset and
-partition); it opens the gate when its ``status`` is ``"waiting"`` (or, without a
-``status``, when its class name ends in ``Opened``, ``Created``, ``Waiting`` or
-``Suspended``) and closes it on any other status (or a name ending in ``Resolved``,
-``Closed``, ``Approved``, ``Rejected``, ``Signalled``, ``Expired``, ``Cancelled`` or
-``TimedOut``). Each open gate is a ``flowstone.gate {asset}`` span under its asset's span
-and counts once in ``flowstone.gates.open``.
+Gates (:mod:`flowstone.ext.gates`): a gate opens at ``GateOpened`` and closes at
+``GateResolved``, ``GateExpired`` or ``GateCancelled``. Each open gate is a
+``flowstone.gate {asset}`` span under its asset's span (ended when the run stops while it
+waits, with status ``waiting``) and counts once in ``flowstone.gates.open``.
 
 Needs the ``otel`` extra: ``pip install 'flowstone[otel]'``.
 """

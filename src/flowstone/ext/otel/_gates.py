@@ -1,15 +1,10 @@
-"""The gate hook: gate events (from any plugin) as gate-wait spans and ``flowstone.gates.open``.
+"""The gate hook: the gates plugin's events as gate-wait spans and ``flowstone.gates.open``.
 
-No gate events are declared by flowstone yet, so the sink recognises them by shape, not by
-class: an event whose class name starts with ``Gate`` is a gate event. It identifies its
-gate by a ``gate_id`` attribute (else by run, asset and partition). It **opens** the gate
-when its ``status`` attribute is ``"waiting"`` (:class:`~flowstone.GateStatus`) or, without
-a ``status``, when its class name ends in ``Opened``, ``Created``, ``Waiting`` or
-``Suspended``; any other ``status`` (``approved``, ``rejected``, ``signalled``,
-``expired``), or a name ending in ``Resolved``, ``Closed``, ``Approved``, ``Rejected``,
-``Signalled``, ``Expired``, ``Cancelled`` or ``TimedOut``, **closes** it. Other gate events
-are ignored. A gate is counted once however often it is reported open, and only gates seen
-opening are counted down, so the counter never goes negative in one process.
+:class:`~flowstone.ext.gates.GateOpened` opens a gate; :class:`~flowstone.ext.gates.GateResolved`
+(signalled, approved, rejected), :class:`~flowstone.ext.gates.GateExpired` and
+:class:`~flowstone.ext.gates.GateCancelled` close it. A gate is counted once however often
+it is reported open, and only gates seen opening are counted down, so the counter never
+goes negative in one process.
 """
 
 from __future__ import annotations
@@ -17,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
+
+from flowstone.ext.gates import GateCancelled, GateEvent, GateExpired, GateOpened, GateResolved
 
 from ._spans import ns
 
@@ -30,18 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GateTracker"]
 
-_OPENS = ("Opened", "Created", "Waiting", "Suspended")
-_CLOSES = (
-    "Resolved",
-    "Closed",
-    "Approved",
-    "Rejected",
-    "Signalled",
-    "Expired",
-    "Cancelled",
-    "TimedOut",
-)
-
 
 class GateTracker:
     """The open gates one sink has seen: their wait spans and the up-down counter."""
@@ -53,19 +38,15 @@ class GateTracker:
 
     @staticmethod
     def handles(kind: type) -> bool:
-        """Whether events of class ``kind`` are gate events (see the module)."""
-        return kind.__name__.startswith("Gate")
+        """Whether events of class ``kind`` are gate events."""
+        return issubclass(kind, GateEvent)
 
     @staticmethod
     def opens(event: Event) -> bool | None:
         """``True`` when ``event`` opens its gate, ``False`` when it closes it, else ``None``."""
-        status = getattr(event, "status", None)
-        if status is not None:
-            return str(status) == "waiting"
-        name = type(event).__name__
-        if name.endswith(_OPENS):
+        if isinstance(event, GateOpened):
             return True
-        if name.endswith(_CLOSES):
+        if isinstance(event, GateResolved | GateExpired | GateCancelled):
             return False
         return None
 
@@ -79,10 +60,9 @@ class GateTracker:
         opens = self.opens(event)
         if opens is None:
             return
-        asset = getattr(event, "asset", None)
-        gate_id = getattr(event, "gate_id", None)
-        if not isinstance(gate_id, str):
-            gate_id = f"{event.run_id}/{asset}/{getattr(event, 'partition', None)}"
+        assert isinstance(event, GateEvent)
+        asset = event.asset
+        gate_id = event.gate_id
         at = ns(event.timestamp)
         if opens:
             if gate_id in self._open:
@@ -91,11 +71,8 @@ class GateTracker:
             span = None
             if parent is not None:
                 attributes = dict(base or {})
-                if isinstance(asset, str):
-                    attributes["flowstone.asset"] = asset
-                kind = getattr(event, "kind", None)
-                if isinstance(kind, str):
-                    attributes["flowstone.gate.kind"] = kind
+                attributes["flowstone.asset"] = asset
+                attributes["flowstone.gate.kind"] = event.kind
                 span = self._tracer.start_span(
                     f"flowstone.gate {asset}",
                     context=trace.set_span_in_context(parent),
@@ -110,8 +87,11 @@ class GateTracker:
         self._counter(-1)
         _, span = known
         if span is not None:
-            status = getattr(event, "status", None)
-            span.set_attribute("flowstone.gate.status", str(status or type(event).__name__))
+            if isinstance(event, GateResolved):
+                status = event.status
+            else:
+                status = "expired" if isinstance(event, GateExpired) else "cancelled"
+            span.set_attribute("flowstone.gate.status", status)
             span.end(end_time=at)
 
     def run_finished(self, run_id: str, end: int) -> None:
