@@ -16,6 +16,11 @@ from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
 from ._core.assets import code_fingerprint as code_fingerprint
 from ._core.clock import Clock as Clock
+from ._core.compression import CODECS as COMPRESSION_CODECS
+from ._core.compression import DEFAULT_THRESHOLD as COMPRESSION_THRESHOLD
+from ._core.compression import compress as compress
+from ._core.compression import decompress as decompress
+from ._core.compression import resolve as resolve_compression
 from ._core.context import _current as CURRENT_CONTEXT
 from ._core.deadline import call_with_timeout as call_with_timeout
 from ._core.deadline import run_in_thread as run_in_thread
@@ -58,6 +63,8 @@ __all__ = (
     "AssetOutcome",
     "BarrierState",
     "BranchRecord",
+    "COMPRESSION_CODECS",
+    "COMPRESSION_THRESHOLD",
     "CURRENT_CONTEXT",
     "Clock",
     "Coordinator",
@@ -90,7 +97,10 @@ __all__ = (
     "check_json",
     "check_storable",
     "code_fingerprint",
+    "compress",
+    "decompress",
     "import_string",
+    "resolve_compression",
     "restore_tuples",
     "run_in_thread",
     "tuple_paths",

@@ -112,6 +112,9 @@ class BarrierExecutor:
     :param flush_interval: seconds a result may wait before it is written
     :param poll_interval: the longest wait between looks while idle
     :param reap_interval: the least time between two recoveries of dead workers' items
+    :param compression: the codec results are compressed with above
+        ``compression_threshold`` bytes (``None``: none)
+    :param compression_threshold: the smallest result, in bytes, that is compressed
     """
 
     def __init__(
@@ -132,6 +135,8 @@ class BarrierExecutor:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         reap_interval: float = 0.5,
+        compression: str | None = None,
+        compression_threshold: int = 0,
     ) -> None:
         if max_concurrent < 0:
             raise ValueError(f"max_concurrent must be at least 0, got {max_concurrent!r}")
@@ -168,6 +173,8 @@ class BarrierExecutor:
             allow_pickle=allow_pickle,
             where=where,
             reporter=reporter if self._per_item else None,
+            compression=compression,
+            compression_threshold=compression_threshold,
         )
 
         self._finish_source: Callable[[], Awaitable[None]] | None = None
@@ -438,7 +445,7 @@ class BarrierExecutor:
         # function directly (what ItemRunner.run would do, without its layers).
         plain = runner is not None and runner.plain and self._batch is None
         call = runner.call if runner is not None else None
-        quiet = not self._per_item
+        quiet = not self._per_item and writer.stores_ints_as_text
         count = 0
         loop = asyncio.get_running_loop()
         self._waking -= 1  # started (see _wake)

@@ -17,6 +17,11 @@ rules of :func:`flowstone.protocols.check_json` (shared with the in-memory IO ma
 - anything else only with ``allow_pickle=True`` (pickled; loading a pickle runs code, so
   keep it for data you trust). Otherwise :class:`~flowstone.StorageError` names the asset,
   raised before anything is written.
+
+With compression on (:func:`compressed`), a value whose stored form has at least the
+threshold's bytes goes to ``bytea`` compressed, and its format records the codec:
+``bytes+zlib``, ``json_text+zstd`` (a JSON value is compressed as its exact text), and so
+on; :func:`decode` decompresses what the format names.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 from flowstone import StorageError
-from flowstone.protocols import check_json, restore_tuples, tuple_paths
+from flowstone.protocols import check_json, compress, decompress, restore_tuples, tuple_paths
 
 if TYPE_CHECKING:
     from flowstone.protocols import IOContext
 
-__all__ = ["decode", "encode", "is_arrow", "pyarrow_module", "where"]
+__all__ = ["compressed", "decode", "encode", "is_arrow", "pyarrow_module", "where"]
 
 
 #: The encoder of JSON values (``json.dumps`` with options builds a new one per call).
@@ -111,13 +116,39 @@ def encode(
     )
 
 
+def compressed(
+    fmt: str, text: str | None, data: bytes | None, codec: str | None, threshold: int
+) -> tuple[str, str | None, bytes | None]:
+    """What :func:`encode` gave, compressed with ``codec`` when it holds at least
+    ``threshold`` bytes (the format then names the codec); else as it was."""
+    if codec is None:
+        return fmt, text, data
+    if text is not None:
+        if len(text) < threshold:  # (characters: never more than its UTF-8 bytes)
+            return fmt, text, data
+        data = text.encode()
+        fmt, text = "json_text", None
+    if data is None or len(data) < threshold:
+        return fmt, text, data
+    return f"{fmt}+{codec}", None, compress(data, codec)
+
+
 def decode(
     context: IOContext, fmt: str, text: str | None, data: bytes | None, *, allow_pickle: bool
 ) -> Any:
-    """The value stored as ``fmt`` (see :func:`encode`).
+    """The value stored as ``fmt`` (see :func:`encode` and :func:`compressed`).
 
-    :raises StorageError: a pickle without ``allow_pickle``, or an unknown format
+    :raises StorageError: a pickle without ``allow_pickle``, an unknown format, or bytes
+        that are not what their codec writes
     """
+    if "+" in fmt:
+        fmt, codec = fmt.split("+", 1)
+        try:
+            data = decompress(data or b"", codec)
+        except (ValueError, ImportError) as exc:
+            raise StorageError(
+                f"{where(context)}: cannot decompress the stored value: {exc}"
+            ) from exc
     if fmt == "json":
         return json.loads(text) if text is not None else None
     if fmt == "json_text":

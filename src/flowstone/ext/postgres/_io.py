@@ -12,9 +12,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from flowstone import ConfigurationError, StorageError, ValueNotFoundError
+from flowstone.protocols import COMPRESSION_THRESHOLD, resolve_compression
 
 from ._buffer import PendingValue
-from ._codec import decode, encode, where
+from ._codec import compressed, decode, encode, where
 from ._sql import has_nul, partition_id, quote_ident
 from ._tables import (
     TableSpec,
@@ -67,7 +68,14 @@ class PostgresIOManager:
     :param allow_pickle: pickle values no other format holds (trusted data only)
     :param tables: asset names mapped to table-mode specs (a name, ``"schema.table"``, a
         mapping of :class:`TableSpec` fields, or a spec)
-    :raises ConfigurationError: no store, or an invalid table spec
+    :param compression: compress values whose stored form has at least
+        ``compression_threshold`` bytes: ``"zlib"``, ``"zstd"`` (needs ``zstandard``),
+        ``"auto"`` / ``True`` (zstd when installed, else zlib); default off. An asset
+        overrides it with ``metadata={"compression": ...}`` (``None`` turns it off). The
+        codec is recorded in the value's format, so loading never guesses
+    :param compression_threshold: the smallest value, in bytes, that is compressed
+        (default 64 KiB)
+    :raises ConfigurationError: no store, an invalid table spec, or an unknown codec
     """
 
     def __init__(
@@ -76,6 +84,8 @@ class PostgresIOManager:
         *,
         allow_pickle: bool = False,
         tables: Mapping[str, str | TableSpec | Mapping[str, Any]] | None = None,
+        compression: bool | str | None = None,
+        compression_threshold: int = COMPRESSION_THRESHOLD,
     ) -> None:
         if store is None:
             raise ConfigurationError(
@@ -84,6 +94,17 @@ class PostgresIOManager:
             )
         self._store = store
         self.allow_pickle = allow_pickle
+        try:
+            #: The codec values are compressed with (``None``: off), unless an asset says.
+            self.compression = resolve_compression(compression, "PostgresIOManager")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if compression_threshold < 0:
+            raise ConfigurationError(
+                f"PostgresIOManager: compression_threshold must be at least 0, got "
+                f"{compression_threshold!r}"
+            )
+        self.compression_threshold = compression_threshold
         self._tables: dict[str, TableSpec] = {}
         for asset, spec in (tables or {}).items():
             try:
@@ -111,6 +132,9 @@ class PostgresIOManager:
             await write_table(store, context, plan)
             return
         fmt, text, data = encode(context, value, allow_pickle=self.allow_pickle)
+        fmt, text, data = compressed(
+            fmt, text, data, self._codec(context), self.compression_threshold
+        )
         pending = PendingValue(
             asset=context.asset,
             partition=context.partition,
@@ -121,6 +145,22 @@ class PostgresIOManager:
             run_id=context.run_id,
         )
         await store.write_value(pending, lambda: f"store {where(context)}")
+
+    def compression_for(self, asset: str, metadata: Mapping[str, Any]) -> str | None:
+        """The codec values (and durable scatter results) of ``asset`` are compressed
+        with: its ``metadata["compression"]`` when set, else this manager's.
+
+        :raises ConfigurationError: the asset names an unknown codec
+        """
+        if "compression" not in metadata:
+            return self.compression
+        try:
+            return resolve_compression(metadata["compression"], f"asset {asset!r}")
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    def _codec(self, context: IOContext) -> str | None:
+        return self.compression_for(context.asset, context.metadata)
 
     async def load(self, context: IOContext) -> Any:
         """Load the stored value.

@@ -26,7 +26,7 @@ import anyio
 from flowstone import StorageError
 
 from ._errors import describe
-from ._scatter_codec import Unstorable, encode
+from ._scatter_codec import MAX_PLAIN_INT, Unstorable, compress_result, encode
 from ._work_units import Signal, UnstoredItem
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ _log = logging.getLogger("flowstone.postgres")
 #: Batches that may be written at once (together they hold at most max_concurrent results).
 FLUSHERS = 3
 _MAX_FLUSH = 1000  # results per statement at most (flushed sooner when more wait)
+#: The most characters an int result the executor takes as it is can have.
+_LONGEST_INT = len(str(MAX_PLAIN_INT))
 #: Results that load back from their row as they are.
 _AS_STORED = (int, str, float, bool, type(None))
 
@@ -65,6 +67,9 @@ class ResultWriter:
     :param allow_pickle: results may be pickles
     :param where: the asset (and partition), for error messages
     :param reporter: told of every item (``None``: no per-item events)
+    :param compression: the codec results of at least ``compression_threshold`` bytes are
+        compressed with (``None``: none)
+    :param compression_threshold: the smallest result, in bytes, that is compressed
     """
 
     def __init__(
@@ -81,6 +86,8 @@ class ResultWriter:
         allow_pickle: bool,
         where: str,
         reporter: ScatterReporter | None,
+        compression: str | None = None,
+        compression_threshold: int = 0,
     ) -> None:
         self._ops = ops
         self._session = session
@@ -91,6 +98,8 @@ class ResultWriter:
         self._allow_pickle = allow_pickle
         self._where = where
         self._reporter = reporter
+        self._compression = compression
+        self._compression_threshold = compression_threshold
         #: Results that make a batch worth writing before ``flush_interval``.
         self.flush_size = min(_MAX_FLUSH, max(1, max_concurrent * unit_size // FLUSHERS))
         #: Unwritten results at which the executor stops adding more.
@@ -114,6 +123,11 @@ class ResultWriter:
         # Executors waiting for unwritten results to be written: a write wakes as many of
         # them as it frees room for (waking them all for every write costs a wake-up each).
         self._blocked: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def stores_ints_as_text(self) -> bool:
+        """Whether an int result is never compressed (so :meth:`add_int` may take it)."""
+        return self._compression is None or self._compression_threshold > _LONGEST_INT
 
     def accept_unstored(self, ledger: LocalLedger, *, keep: bool) -> None:
         """Take results of items taken from the source unstored, moving ``ledger``'s
@@ -193,6 +207,7 @@ class ResultWriter:
             self._first_waiting = monotonic()
         allow_pickle = self._allow_pickle
         reporter = self._reporter
+        codec = self._compression
         failed = False
         for idx, key, item, (ok, value, attempts) in zip(
             unit.idx, unit.keys, unit.items, outcomes, strict=True
@@ -201,6 +216,8 @@ class ResultWriter:
             if ok:
                 try:
                     text, raw = encode(value, allow_pickle=allow_pickle)
+                    if codec is not None:
+                        text, raw = compress_result((text, raw), codec, self._compression_threshold)
                 except Unstorable as exc:
                     ok = False
                     value = StorageError(

@@ -9,6 +9,10 @@ as ``b"P" + pickle`` (loading a pickle runs code, so only for data you trust). S
 PostgreSQL or JSON would refuse later: strings with lone surrogates, ints too long to
 print, values nested more than :data:`MAX_DEPTH` deep (or holding themselves): a value is
 checked on its own, before it joins a batch of rows, so that it fails alone.
+
+Results compressed (:func:`compress_result`, at or above a size threshold) are kept in the
+raw column as ``b"Z" + zlib(raw)`` or ``b"S" + zstd(raw)``, where ``raw`` is the tagged
+form above (a JSON result as ``b"J" + JSON text``), so the tag says how to read them back.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ import pickle
 import re
 from typing import Any
 
+from flowstone.protocols import compress, decompress
+
 __all__ = [
     "MAX_DEPTH",
     "MAX_PLAIN_INT",
     "Encoded",
     "Unstorable",
+    "compress_result",
     "decode",
     "encode",
     "has_surrogate",
@@ -35,6 +42,9 @@ Encoded = tuple[str | None, bytes | None]
 
 _JSON = b"J"
 _PICKLE = b"P"
+#: The tag of each compressed form, and the codec each tag names.
+_COMPRESSED_TAG = {"zlib": b"Z", "zstd": b"S"}
+_CODEC_OF_TAG = {tag: codec for codec, tag in _COMPRESSED_TAG.items()}
 _SCALARS = (type(None), bool, int)
 _BIG_FLOAT = 1e16
 _dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
@@ -154,10 +164,27 @@ def encode(value: Any, *, allow_pickle: bool) -> Encoded:
         raise Unstorable(f"{problem}, and pickling it failed: {type(exc).__name__}: {exc}") from exc
 
 
-def decode(text: str | None, raw: bytes | None, *, allow_pickle: bool) -> Any:
-    """Decode what :func:`encode` made (``None`` and ``None`` decode to ``None``).
+def compress_result(encoded: Encoded, codec: str | None, threshold: int) -> Encoded:
+    """What :func:`encode` made, compressed with ``codec`` when it holds at least
+    ``threshold`` bytes (``codec=None``: as it is)."""
+    if codec is None:
+        return encoded
+    text, raw = encoded
+    if text is not None:
+        if len(text) < threshold:  # (characters: never more than its UTF-8 bytes)
+            return encoded
+        raw = _JSON + text.encode()
+    elif raw is None or len(raw) < threshold:
+        return encoded
+    return None, _COMPRESSED_TAG[codec] + compress(raw, codec)
 
-    :raises Unstorable: the value is a pickle and ``allow_pickle`` is false
+
+def decode(text: str | None, raw: bytes | None, *, allow_pickle: bool) -> Any:
+    """Decode what :func:`encode` (and :func:`compress_result`) made (``None`` and ``None``
+    decode to ``None``).
+
+    :raises Unstorable: the value is a pickle and ``allow_pickle`` is false, or compressed
+        bytes are not what their codec writes
     """
     if text is not None:
         if text.isdigit():  # the common case of small results: skip the JSON parser
@@ -168,6 +195,13 @@ def decode(text: str | None, raw: bytes | None, *, allow_pickle: bool) -> Any:
     tag, body = raw[:1], raw[1:]
     if tag == _JSON:
         return _loads(body)
+    codec = _CODEC_OF_TAG.get(tag)
+    if codec is not None:
+        try:
+            inner = decompress(body, codec)
+        except (ValueError, ImportError) as exc:
+            raise Unstorable(f"cannot decompress the stored value: {exc}") from None
+        return decode(None, inner, allow_pickle=allow_pickle)
     if tag == _PICKLE:
         if not allow_pickle:
             raise Unstorable(

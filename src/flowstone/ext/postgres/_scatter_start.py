@@ -340,6 +340,7 @@ class StarterRun:
             if local
             else None
         )
+        io = coordinator.store.io_manager
         session = await coordinator._session()
         reusable = False
         try:
@@ -359,6 +360,8 @@ class StarterRun:
                 flush_interval=coordinator.flush_interval,
                 poll_interval=coordinator.poll_interval,
                 reap_interval=min(0.5, coordinator.lease / 4),
+                compression=io.compression_for(self.asset, invocation.asset.metadata),
+                compression_threshold=io.compression_threshold,
             )
             topic = str(barrier.id)
 

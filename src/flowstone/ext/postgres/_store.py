@@ -31,6 +31,7 @@ from flowstone import (
     RunStatus,
     RuntimeStateError,
 )
+from flowstone.protocols import COMPRESSION_THRESHOLD
 
 from ._background import BackgroundWork
 from ._buffer import WriteBuffer
@@ -134,6 +135,11 @@ class PostgresStore(RecordStorage):
         durable before its dependents start
     :param allow_pickle: let the ``postgres`` IO manager pickle values JSON and Arrow cannot
         hold (only for data you trust: loading a pickle runs code)
+    :param compression: compress stored values and durable scatter results of at least
+        ``compression_threshold`` bytes: ``"zlib"``, ``"zstd"`` (needs ``zstandard``),
+        ``"auto"`` / ``True``; default off; an asset overrides it with
+        ``metadata={"compression": ...}`` (see :class:`PostgresIOManager`)
+    :param compression_threshold: the smallest value, in bytes, that is compressed
     :param connect_options: further keyword arguments for ``asyncpg.create_pool``
     :raises ConfigurationError: neither or both of ``dsn`` and ``pool``, or a bad schema name
     """
@@ -151,6 +157,8 @@ class PostgresStore(RecordStorage):
         flush_interval: float = 0.1,
         write_behind: bool = True,
         allow_pickle: bool = False,
+        compression: bool | str | None = None,
+        compression_threshold: int = COMPRESSION_THRESHOLD,
         connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         if (dsn is None) == (pool is None):
@@ -190,7 +198,12 @@ class PostgresStore(RecordStorage):
         self._writing: anyio.Event | None = None
         #: Whether the server answered once (only then are failures to connect retried).
         self._reached = False
-        self.io_manager: PostgresIOManager = PostgresIOManager(self, allow_pickle=allow_pickle)
+        self.io_manager: PostgresIOManager = PostgresIOManager(
+            self,
+            allow_pickle=allow_pickle,
+            compression=compression,
+            compression_threshold=compression_threshold,
+        )
 
     def __repr__(self) -> str:
         state = "open" if self._pool is not None else "closed"

@@ -317,6 +317,7 @@ class ScatterWorker:
             timeout=spec.timeout,
             limiter=spec.limiter(),
         )
+        io = self.store.io_manager
         return BarrierExecutor(
             self._ops,
             session,
@@ -333,6 +334,8 @@ class ScatterWorker:
             flush_interval=self._flush_interval,
             poll_interval=self._poll_interval,
             reap_interval=min(0.5, self._lease / 4),
+            compression=io.compression_for(invocation.asset.name, invocation.asset.metadata),
+            compression_threshold=io.compression_threshold,
         )
 
     async def _invocation(self, row: BarrierRow) -> tuple[Invocation, ScatterSpec]:

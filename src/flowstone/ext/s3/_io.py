@@ -13,9 +13,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 from flowstone import ConfigurationError, ValueNotFoundError
+from flowstone.protocols import compress, decompress
+from flowstone.protocols import resolve_compression as resolve
 
 from ._client import AwsClient, error_code, retrying
-from ._compression import compress, decompress, resolve
 from ._errors import S3StorageError, describe, mapped_errors
 from ._layout import asset_prefix, object_key, parse_object_name
 from ._serializers import SERIALIZERS, SerializeError, choose, decode, encode, serializer_of

@@ -1,9 +1,10 @@
 """Compressing stored values: zlib (the standard library) or zstd (``zstandard``, optional).
 
-A value's bytes are compressed only at or above a size threshold, and the codec is
-recorded in the object's metadata (``x-amz-meta-flowstone-compression``), so a reader
-decompresses exactly what was compressed and never guesses. ``"auto"`` picks zstd when
-``zstandard`` is installed, else zlib.
+Shared by the IO managers and stores that keep bytes (S3, PostgreSQL, durable scatter
+results). A value's bytes are compressed only at or above a size threshold, and each store
+records the codec with the value (S3 in the object's metadata, PostgreSQL in the value's
+format or the result's tag byte), so a reader decompresses exactly what was compressed and
+never guesses. ``"auto"`` picks zstd when ``zstandard`` is installed, else zlib.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import importlib.util
 import zlib
 from typing import Any
 
-__all__ = ["CODECS", "compress", "decompress", "resolve"]
+__all__ = ["CODECS", "DEFAULT_THRESHOLD", "compress", "decompress", "resolve"]
 
 #: The codecs a manager or an asset may name (``"auto"`` resolves to one of them).
 CODECS = ("zlib", "zstd")
+#: The smallest value, in bytes, compressed unless a store is told otherwise.
+DEFAULT_THRESHOLD = 64 * 1024
 
 
 def _has_zstd() -> bool:
