@@ -10,31 +10,23 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
+from .asset_outcomes import AssetOutcomes, utc_now
 from .assets import AssetDef, SkipAsset, Suspended
 from .context import Context, Resources
 from .deadline import call_with_timeout
 from .errors import (
-    AssetExecutionError,
     AssetTimeoutError,
-    ExecutionError,
     MissingInputError,
-    StorageError,
     ValueNotFoundError,
 )
 from .events import (
-    AssetFailed,
     AssetRetried,
-    AssetSkipped,
     AssetStarted,
     AssetSucceeded,
-    AssetWaiting,
-    Event,
 )
 from .invocation import AssetOutcome, Invocation
 from .protocols import IOContext
@@ -44,27 +36,18 @@ from .versions import data_version
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from datetime import datetime
 
     from .invocation import RunHandle
     from .pipeline import Pipeline
     from .runtime import Runtime
 
-__all__ = ["AssetExecution", "error_text", "utc_now"]
+__all__ = ["AssetExecution"]
 
 _cancelled = anyio.get_cancelled_exc_class
 
 
-def error_text(error: BaseException) -> str:
-    """How an error is written in a record: its type and message."""
-    return f"{type(error).__name__}: {error}"
-
-
-def utc_now() -> datetime:
-    """The current time, in UTC."""
-    return datetime.now(UTC)
-
-
-class AssetExecution:
+class AssetExecution(AssetOutcomes):
     """Materializing one asset of a run (a base of the run class, which owns the state)."""
 
     _runtime: Runtime
@@ -79,17 +62,8 @@ class AssetExecution:
     _previous: dict[str, MaterializationRecord]
     _begin_save: Callable[[MaterializationRecord], Awaitable[None]] | None
 
-    def emit(self, event: Event) -> None:
-        """Deliver ``event`` to the runtime's event sinks."""
-        self._runtime.emit(event)
-
     def _partition_of(self, asset_def: AssetDef[..., Any]) -> str | None:
         return self._partition if asset_def.partitions is not None else None
-
-    def _release(self, name: str, outcome: AssetOutcome) -> None:
-        """Let the dependents of ``name`` start before its record is durable (the run
-        class schedules them)."""
-        raise NotImplementedError
 
     # -- one asset -------------------------------------------------------------------
 
@@ -251,19 +225,6 @@ class AssetExecution:
             )
         return outcome
 
-    async def _save_succeeded(
-        self, name: str, record: MaterializationRecord, outcome: AssetOutcome
-    ) -> None:
-        """Save a succeeded record; with a store that writes behind the run, the asset's
-        dependents start while it is written (it counts as succeeded once it is durable)."""
-        begin = self._begin_save
-        if begin is None:
-            await self._runtime.store.save_record(record)
-            return
-        durable = begin(record)
-        self._release(name, outcome)
-        await durable
-
     async def _compute(
         self,
         asset_def: AssetDef[..., Any],
@@ -272,20 +233,13 @@ class AssetExecution:
         versions: dict[str, str],
         version: str,
     ) -> AssetOutcome:
+        """Run the asset (with its retries), store its value and record it succeeded."""
         runtime = self._runtime
-        name = asset_def.name
-        kind = asset_def.kind
-        coordinator = None if kind == "asset" else runtime.coordinators.get(kind)
-        retry = asset_def.retry
-        timeout = asset_def.timeout
-        spec = asset_def.kind_spec
-        if spec is not None and spec.applies_own_timeout:
-            timeout = None  # the coordinator applies it to the part that counts
         started = utc_now()
         io_name = asset_def.io_manager or runtime.default_io_manager
         record = MaterializationRecord(
             run_id=self._run_id,
-            asset=name,
+            asset=asset_def.name,
             partition=partition,
             status=Status.RUNNING,
             attempts=1,
@@ -297,6 +251,47 @@ class AssetExecution:
         )
         await runtime.store.save_record(record)
         metadata: dict[str, Any] = {}
+        ran = await self._attempts(
+            asset_def, partition, inputs, versions, record, started, metadata
+        )
+        if isinstance(ran, AssetOutcome):  # failed, skipped or suspended
+            return ran
+        value, attempt = ran
+        if asset_def.owned_deps:
+            # The value also depends on what the coordinator materialized itself.
+            for dep in asset_def.owned_deps:
+                owned = self._outcomes.get(dep)
+                if owned is not None and owned.data_version is not None:
+                    versions[dep] = owned.data_version
+            version = data_version(asset_def.code_version, partition, versions)
+        return await self._store_value(
+            asset_def, partition, value, versions, version, attempt, started, metadata, io_name
+        )
+
+    async def _attempts(
+        self,
+        asset_def: AssetDef[..., Any],
+        partition: str | None,
+        inputs: dict[str, Any],
+        versions: dict[str, str],
+        record: MaterializationRecord,
+        started: datetime,
+        metadata: dict[str, Any],
+    ) -> tuple[Any, int] | AssetOutcome:
+        """Call the asset (or its coordinator) until an attempt returns, retrying as its
+        ``retry`` says; return the value and the attempt, or the outcome of a failure, a
+        skip or a suspension."""
+        runtime = self._runtime
+        name = asset_def.name
+        kind = asset_def.kind
+        coordinator = None if kind == "asset" else runtime.coordinators.get(kind)
+        retry = asset_def.retry
+        timeout = asset_def.timeout
+        spec = asset_def.kind_spec
+        if spec is not None and spec.applies_own_timeout:
+            timeout = None  # the coordinator applies it to the part that counts
+        # The run class, whose half this is, is the coordinators' RunHandle.
+        run = cast("RunHandle", self)
         attempt = 1
         while True:
             context = Context(
@@ -319,8 +314,6 @@ class AssetExecution:
                         kind=kind,
                     )
                 )
-            # The run class, whose half this is, is the coordinators' RunHandle.
-            run = cast("RunHandle", self)
             invocation = Invocation(asset_def, context, inputs, run, versions)
             work = (
                 invocation.call
@@ -329,15 +322,14 @@ class AssetExecution:
             )
             try:
                 if timeout is None:
-                    value = await work()
-                else:
-                    value = await call_with_timeout(
-                        timeout,
-                        work,
-                        functools.partial(
-                            AssetTimeoutError, name, partition, self._run_id, attempt, timeout
-                        ),
-                    )
+                    return await work(), attempt
+                return await call_with_timeout(
+                    timeout,
+                    work,
+                    functools.partial(
+                        AssetTimeoutError, name, partition, self._run_id, attempt, timeout
+                    ),
+                ), attempt
             except _cancelled():
                 with anyio.CancelScope(shield=True):
                     await runtime.store.save_record(
@@ -357,220 +349,22 @@ class AssetExecution:
                     asset_def, partition, skip.reason, record=record, metadata=metadata
                 )
             except Exception as exc:
-                if retry.should_retry(exc, attempt):
-                    delay = retry.delay(attempt)
-                    if self._sinks:
-                        self.emit(
-                            AssetRetried(
-                                run_id=self._run_id,
-                                asset=name,
-                                partition=partition,
-                                error=exc,
-                                attempt=attempt,
-                                delay=delay,
-                            )
+                if not retry.should_retry(exc, attempt):
+                    return await self._fail(
+                        asset_def, partition, exc, attempt, started, metadata=metadata
+                    )
+                delay = retry.delay(attempt)
+                if self._sinks:
+                    self.emit(
+                        AssetRetried(
+                            run_id=self._run_id,
+                            asset=name,
+                            partition=partition,
+                            error=exc,
+                            attempt=attempt,
+                            delay=delay,
                         )
-                    if delay > 0 and math.isfinite(delay):
-                        await anyio.sleep(delay)
-                    attempt += 1
-                    continue
-                return await self._fail(
-                    asset_def, partition, exc, attempt, started, metadata=metadata
-                )
-            break
-
-        if asset_def.owned_deps:
-            # The value also depends on what the coordinator materialized itself.
-            for dep in asset_def.owned_deps:
-                owned = self._outcomes.get(dep)
-                if owned is not None and owned.data_version is not None:
-                    versions[dep] = owned.data_version
-            version = data_version(asset_def.code_version, partition, versions)
-        try:
-            stored = await runtime.io_manager_for(asset_def).store(
-                IOContext(name, partition, self._run_id, asset_def.metadata, asset_def), value
-            )
-        except Exception as exc:
-            error = (
-                exc
-                if isinstance(exc, StorageError)
-                else StorageError(
-                    f"asset {name!r}: IO manager {io_name!r} could not store the value: {error_text(exc)}"
-                )
-            )
-            if error is not exc:
-                error.__cause__ = exc
-            return await self._fail(
-                asset_def, partition, error, attempt, started, metadata=metadata
-            )
-        ended = utc_now()
-        record = MaterializationRecord(
-            run_id=self._run_id,
-            asset=name,
-            partition=partition,
-            status=Status.SUCCEEDED,
-            attempts=attempt,
-            started_at=started,
-            ended_at=ended,
-            metadata={**stored, **metadata} if isinstance(stored, Mapping) else dict(metadata),
-            code_version=asset_def.code_version,
-            data_version=version,
-            input_versions=versions,
-            io_manager=io_name,
-        )
-        # An iterator was read by storing it: dependents load what was stored.
-        kept = _NOT_LOADED if isinstance(value, Iterator) else value
-        outcome = AssetOutcome(name, Status.SUCCEEDED, kept, record=record, data_version=version)
-        try:
-            await self._save_succeeded(name, record, outcome)
-        except StorageError as exc:  # its record (or value) did not land: it failed
-            return await self._fail(asset_def, partition, exc, attempt, started, metadata=metadata)
-        if self._sinks:
-            self.emit(
-                AssetSucceeded(
-                    run_id=self._run_id,
-                    asset=name,
-                    partition=partition,
-                    duration=(ended - started).total_seconds(),
-                    metadata=record.metadata,
-                    data_version=version,
-                )
-            )
-        return outcome
-
-    async def _skip(
-        self,
-        asset_def: AssetDef[..., Any],
-        partition: str | None,
-        reason: str,
-        *,
-        record: MaterializationRecord | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> AssetOutcome:
-        now = utc_now()
-        if record is None:
-            record = MaterializationRecord(
-                run_id=self._run_id,
-                asset=asset_def.name,
-                partition=partition,
-                status=Status.SKIPPED,
-                attempts=0,
-                started_at=now,
-                code_version=asset_def.code_version,
-            )
-        # A skip produced no value: no attempt counts (a routed-away asset never ran).
-        meta = dict(metadata or {})
-        record = record.replace(
-            status=Status.SKIPPED, attempts=0, ended_at=now, error=reason, metadata=meta
-        )
-        await self._runtime.store.save_record(record)
-        if self._sinks:
-            self.emit(
-                AssetSkipped(
-                    run_id=self._run_id, asset=asset_def.name, partition=partition, reason=reason
-                )
-            )
-        return AssetOutcome(asset_def.name, Status.SKIPPED, reason=reason, record=record)
-
-    async def _suspend(
-        self,
-        asset_def: AssetDef[..., Any],
-        suspended: Suspended,
-        record: MaterializationRecord,
-        attempt: int,
-        metadata: Mapping[str, Any],
-    ) -> AssetOutcome:
-        """Record the asset as waiting (its coordinator suspended it)."""
-        details: dict[str, Any] = {**metadata, **suspended.metadata}
-        if suspended.since is not None:
-            details["waiting_since"] = suspended.since.isoformat()
-        if suspended.until is not None:
-            details["waiting_until"] = suspended.until.isoformat()
-        record = record.replace(
-            status=Status.WAITING,
-            attempts=attempt,
-            error=suspended.reason,
-            metadata=details,
-        )
-        await self._runtime.store.save_record(record)
-        if self._sinks:
-            self.emit(
-                AssetWaiting(
-                    run_id=self._run_id,
-                    asset=asset_def.name,
-                    partition=record.partition,
-                    reason=suspended.reason,
-                    since=suspended.since,
-                    until=suspended.until,
-                )
-            )
-        return AssetOutcome(asset_def.name, Status.WAITING, reason=suspended.reason, record=record)
-
-    async def _wait_behind(
-        self, asset_def: AssetDef[..., Any], partition: str | None, dep: str
-    ) -> AssetOutcome:
-        """Record the asset as waiting for ``dep``, which waits in this run."""
-        reason = f"input {dep!r} waiting"
-        record = MaterializationRecord(
-            run_id=self._run_id,
-            asset=asset_def.name,
-            partition=partition,
-            status=Status.WAITING,
-            attempts=0,
-            started_at=utc_now(),
-            error=reason,
-            code_version=asset_def.code_version,
-        )
-        await self._runtime.store.save_record(record)
-        if self._sinks:
-            self.emit(
-                AssetWaiting(
-                    run_id=self._run_id, asset=asset_def.name, partition=partition, reason=reason
-                )
-            )
-        return AssetOutcome(asset_def.name, Status.WAITING, reason=reason, record=record)
-
-    async def _fail(
-        self,
-        asset_def: AssetDef[..., Any],
-        partition: str | None,
-        exc: Exception,
-        attempts: int,
-        started: datetime,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-        raw: ExecutionError | None = None,
-    ) -> AssetOutcome:
-        name = asset_def.name
-        if raw is not None:
-            error: ExecutionError = raw
-        elif isinstance(exc, AssetExecutionError) and exc.asset == name:
-            error = exc
-        else:
-            error = AssetExecutionError(name, partition, self._run_id, attempts, exc)
-            error.__cause__ = exc
-        record = MaterializationRecord(
-            run_id=self._run_id,
-            asset=name,
-            partition=partition,
-            status=Status.FAILED,
-            attempts=attempts,
-            started_at=started,
-            ended_at=utc_now(),
-            error=str(exc) if isinstance(exc, AssetExecutionError) else error_text(exc),
-            error_type=type(exc).__name__,
-            metadata=dict(metadata or {}),
-            code_version=asset_def.code_version,
-        )
-        await self._runtime.store.save_record(record)
-        if self._sinks:
-            self.emit(
-                AssetFailed(
-                    run_id=self._run_id,
-                    asset=name,
-                    partition=partition,
-                    error=error,
-                    attempt=attempts,
-                )
-            )
-        return AssetOutcome(name, Status.FAILED, error=error, record=record)
+                    )
+                if delay > 0 and math.isfinite(delay):
+                    await anyio.sleep(delay)
+                attempt += 1

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
-from .asset_execution import AssetExecution, utc_now
+from .asset_execution import AssetExecution
+from .asset_outcomes import utc_now
 from .canonical_keys import canonical_partition
 from .errors import (
     PartitionError,
