@@ -7,7 +7,6 @@ A :class:`Runtime` is an async context manager. Without one, the module-level fu
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
@@ -35,23 +34,21 @@ from .protocols import (
     RunTagger,
 )
 from .registry import BUILTIN_COORDINATORS, BUILTIN_EVENT_SINKS, BUILTIN_IO_MANAGERS, Registry
+from .runtime_events import RuntimeEvents
 from .runtime_options import check_runtime_options
 from .status import AssetState
 from .stored_values import StoredValues
-from .subscriptions import DEFAULT_BUFFER, EventHub, Subscription
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from types import TracebackType
 
     from .assets import AssetDef
-    from .events import Event
     from .partitions import PartitionsDefinition
     from .result import MaterializeResult
+    from .subscriptions import EventHub
 
 __all__ = ["AssetState", "Runtime", "default_runtime", "new_run_id"]
-
-_log = logging.getLogger("flowstone")
 
 
 def new_run_id() -> str:
@@ -78,7 +75,7 @@ async def _enter_resources(
     return values
 
 
-class Runtime(StoredValues):
+class Runtime(StoredValues, RuntimeEvents):
     """Registries, stores, resources and event sinks: everything a run needs.
 
     Use it as ``async with fs.Runtime(...) as rt:``; it opens resources, pools and sinks on
@@ -298,68 +295,6 @@ class Runtime(StoredValues):
 
     # -- plumbing for runs and plugins -------------------------------------------------
 
-    @property
-    def has_sinks(self) -> bool:
-        """Whether any event sink is registered (events are not built otherwise)."""
-        return bool(self._sinks)
-
-    @property
-    def event_sinks(self) -> tuple[EventSink, ...]:
-        """The registered event sinks."""
-        return tuple(self._sinks)
-
-    @property
-    def run_taggers(self) -> tuple[RunTagger, ...]:
-        """The event sinks that store tags with each run (see :class:`~flowstone.protocols.RunTagger`)."""
-        return self._taggers
-
-    def add_event_sink(self, sink: EventSink | str) -> None:
-        """Register one more event sink (for example from a plugin's ``install``), or the
-        one registered under a name (see ``event_sinks=``). A sink that is an async context
-        manager is entered when the runtime opens, if it is added before that.
-
-        :raises PluginNotFoundError: no event sink has that name
-        """
-        resolved = self._named_sink(sink)
-        self._sinks.append(resolved)
-        if isinstance(resolved, RunTagger):
-            self._taggers = (*self._taggers, resolved)
-        if self._state == "new":
-            self._given.append(resolved)
-
-    def subscribe(
-        self,
-        run_id: str | None = None,
-        asset: str | Iterable[str] | None = None,
-        kinds: Iterable[type[Event] | str] | type[Event] | str | None = None,
-        *,
-        buffer: int = DEFAULT_BUFFER,
-    ) -> Subscription:
-        """Live lifecycle events: ``async with rt.subscribe() as events: async for e in events``.
-
-        Filtered by run, asset (names) and kinds (event classes, matching subclasses, or
-        class names). The buffer is bounded: a slow subscriber never slows a run; it loses
-        the oldest unread events and then reads a :class:`~flowstone.events.Dropped` event
-        saying how many. Runs that start while a subscription (or any sink) exists emit
-        events; iteration ends when the subscription or the runtime closes. See
-        :mod:`flowstone._core.subscriptions`.
-
-        :raises ConfigurationError: a filter or ``buffer`` is not valid
-        :raises RuntimeStateError: the runtime is closed
-        """
-        if self._state == "closed":
-            raise RuntimeStateError("cannot subscribe to a closed Runtime")
-        if self._hub is None:
-            self._hub = EventHub(self._sinks.append, self._sinks.remove)
-        return self._hub.subscribe(run_id, asset, kinds, buffer=buffer)
-
-    def deliver_to_subscribers(self, event: Event) -> None:
-        """Hand ``event``, which happened elsewhere (a run in another process), to this
-        runtime's subscriptions only, not to its event sinks (a plugin that relays events
-        between processes calls it)."""
-        if self._hub is not None:
-            self._hub.emit(event)
-
     async def health(
         self,
         *,
@@ -376,24 +311,6 @@ class Runtime(StoredValues):
         except Exception as exc:
             return opening_failed(exc)
         return await runtime_health(self, timeout)
-
-    def _named_sink(self, sink: EventSink | str) -> EventSink:
-        if not isinstance(sink, str):
-            return sink
-        resolved = self.event_sink_registry.get(sink)
-        if not isinstance(resolved, EventSink):
-            raise ConfigurationError(
-                f"event sink {sink!r} resolved to {resolved!r}, which has no emit(event)"
-            )
-        return resolved
-
-    def emit(self, event: Event) -> None:
-        """Deliver ``event`` to every sink; a failing sink is logged, never raised."""
-        for sink in self._sinks:
-            try:
-                sink.emit(event)
-            except Exception:
-                _log.exception("event sink %r failed on %s", sink, type(event).__name__)
 
     def io_manager_for(self, asset: AssetDef[..., Any] | str) -> IOManager:
         """The IO manager that stores ``asset``'s value."""
