@@ -158,7 +158,9 @@ async def test_bad_tokens_change_no_row_on_postgres(
         return [dict(r) for r in found]
 
     before = await rows()
-    for forged in (token[:-1], token[:-2] + "AA", token + "x", token.replace("fsg1", "fsg2")):
+    # (A signature ends in "AA" one time in 256: then change it to "BA" instead.)
+    retouched = token[:-2] + ("AA" if token[-2:] != "AA" else "BA")
+    for forged in (token[:-1], retouched, token + "x", token.replace("fsg1", "fsg2")):
         with pytest.raises(gates.InvalidTokenError):
             await gates.send_signal(forged, {"amount": 1}, runtime=rt)
     async with fs.Runtime(store=rt.store) as other:
