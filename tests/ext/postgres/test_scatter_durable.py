@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 import flowstone as fs
-from flowstone.ext.postgres import PostgresStore
+from flowstone.ext.postgres import PostgresStore, _scatter_source
 from flowstone.ext.postgres._migrations import load_migrations
 from flowstone.ext.postgres._scatter import (
     BarrierCancelledError,
@@ -882,10 +882,17 @@ async def test_results_kept_in_memory_load_as_stored_ones_do(durable: fs.Runtime
 
 
 async def test_a_resumed_scatter_skips_what_was_stored_past_its_checkpoint(
-    pg_store: PostgresStore, pg_conn: asyncpg.Connection, pg_schema: str
+    pg_store: PostgresStore,
+    pg_conn: asyncpg.Connection,
+    pg_schema: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Items run before being stored hold the checkpoint back until they are written; the
     ones written past it are not run again when the scatter resumes."""
+    # The starting process takes every item itself, however slow the machine: a page
+    # waits for its free slots as long as it takes (by default 50 ms, then the rest of
+    # the page is stored for any worker, which would store item 50 as well).
+    monkeypatch.setattr(_scatter_source, "_ROOM_WAIT", 60.0)
     release = anyio.Event()
     runs: list[int] = []
 
