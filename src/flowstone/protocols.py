@@ -20,6 +20,7 @@ from ._core.compression import CODECS as COMPRESSION_CODECS
 from ._core.compression import DEFAULT_THRESHOLD as COMPRESSION_THRESHOLD
 from ._core.compression import compress as compress
 from ._core.compression import decompress as decompress
+from ._core.compression import for_asset as compression_for_asset
 from ._core.compression import resolve as resolve_compression
 from ._core.context import _current as CURRENT_CONTEXT
 from ._core.deadline import call_with_timeout as call_with_timeout
@@ -98,6 +99,7 @@ __all__ = (
     "check_storable",
     "code_fingerprint",
     "compress",
+    "compression_for_asset",
     "decompress",
     "import_string",
     "resolve_compression",

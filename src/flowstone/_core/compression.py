@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CODECS", "DEFAULT_THRESHOLD", "compress", "decompress", "resolve"]
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["CODECS", "DEFAULT_THRESHOLD", "compress", "decompress", "for_asset", "resolve"]
 
 #: The codecs a manager or an asset may name (``"auto"`` resolves to one of them).
 CODECS = ("zlib", "zstd")
@@ -29,17 +34,29 @@ def resolve(choice: Any, where: str) -> str | None:
     """The codec ``choice`` names: ``None``/``False`` (off), ``True``/``"auto"``, ``"zlib"``
     or ``"zstd"``.
 
-    :raises ValueError: an unknown codec, or zstd without ``zstandard`` (naming ``where``)
+    :raises ConfigurationError: an unknown codec, or zstd without ``zstandard`` (naming
+        ``where``)
     """
     if choice is None or choice is False:
         return None
     if choice is True or choice == "auto":
         return "zstd" if _has_zstd() else "zlib"
     if choice not in CODECS:
-        raise ValueError(f"{where}: compression {choice!r} is not one of auto, zlib, zstd")
+        raise ConfigurationError(f"{where}: compression {choice!r} is not one of auto, zlib, zstd")
     if choice == "zstd" and not _has_zstd():
-        raise ValueError(f"{where}: compression 'zstd' needs the zstandard package")
+        raise ConfigurationError(f"{where}: compression 'zstd' needs the zstandard package")
     return str(choice)
+
+
+def for_asset(default: str | None, asset: str, metadata: Mapping[str, Any]) -> str | None:
+    """The codec of ``asset``: its ``metadata["compression"]`` when it sets one (``None``
+    turns compression off), else ``default`` (a manager's, already resolved).
+
+    :raises ConfigurationError: the asset names an unknown codec
+    """
+    if "compression" not in metadata:
+        return default
+    return resolve(metadata["compression"], f"asset {asset!r}")
 
 
 def compress(data: bytes, codec: str) -> bytes:

@@ -12,7 +12,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from flowstone import ConfigurationError, StorageError, ValueNotFoundError
-from flowstone.protocols import COMPRESSION_THRESHOLD, resolve_compression
+from flowstone.protocols import (
+    COMPRESSION_THRESHOLD,
+    compression_for_asset,
+    resolve_compression,
+)
 
 from ._buffer import PendingValue
 from ._codec import compressed, decode, encode, where
@@ -94,11 +98,8 @@ class PostgresIOManager:
             )
         self._store = store
         self.allow_pickle = allow_pickle
-        try:
-            #: The codec values are compressed with (``None``: off), unless an asset says.
-            self.compression = resolve_compression(compression, "PostgresIOManager")
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        #: The codec values are compressed with (``None``: off), unless an asset says.
+        self.compression = resolve_compression(compression, "PostgresIOManager")
         if compression_threshold < 0:
             raise ConfigurationError(
                 f"PostgresIOManager: compression_threshold must be at least 0, got "
@@ -152,12 +153,7 @@ class PostgresIOManager:
 
         :raises ConfigurationError: the asset names an unknown codec
         """
-        if "compression" not in metadata:
-            return self.compression
-        try:
-            return resolve_compression(metadata["compression"], f"asset {asset!r}")
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        return compression_for_asset(self.compression, asset, metadata)
 
     def _codec(self, context: IOContext) -> str | None:
         return self.compression_for(context.asset, context.metadata)

@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 from flowstone import ConfigurationError, ValueNotFoundError
-from flowstone.protocols import compress, decompress
+from flowstone.protocols import compress, compression_for_asset, decompress
 from flowstone.protocols import resolve_compression as resolve
 
 from ._client import AwsClient, error_code, retrying
@@ -125,10 +125,7 @@ class S3IOManager:
                 "S3IOManager: multipart_threshold must be at least part_size, got "
                 f"{multipart_threshold} < {part_size}"
             )
-        try:
-            self.compression = resolve(compression, "S3IOManager")
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        self.compression = resolve(compression, "S3IOManager")
         self.compression_threshold = compression_threshold
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -271,12 +268,7 @@ class S3IOManager:
         return stored
 
     def _codec(self, context: IOContext) -> str | None:
-        if "compression" not in context.metadata:
-            return self.compression
-        try:
-            return resolve(context.metadata["compression"], f"asset {context.asset!r}")
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        return compression_for_asset(self.compression, context.asset, context.metadata)
 
     def _stored(self, key: str, serializer: str, size: int | None, etag: str) -> dict[str, Any]:
         info: dict[str, Any] = {"uri": f"s3://{self.bucket}/{key}", "serializer": serializer}
