@@ -17,9 +17,7 @@ import anyio
 from .asset_outcomes import AssetOutcomes, utc_now
 from .assets import AssetDef, SkipAsset, Suspended
 from .context import Context, Resources
-from .deadline import call_with_timeout
 from .errors import (
-    AssetTimeoutError,
     MissingInputError,
     ValueNotFoundError,
 )
@@ -321,15 +319,9 @@ class AssetExecution(AssetOutcomes):
                 else functools.partial(coordinator.execute, invocation)
             )
             try:
-                if timeout is None:
+                if timeout is None:  # (the common case, without a coroutine more)
                     return await work(), attempt
-                return await call_with_timeout(
-                    timeout,
-                    work,
-                    functools.partial(
-                        AssetTimeoutError, name, partition, self._run_id, attempt, timeout
-                    ),
-                ), attempt
+                return await invocation.within_timeout(work, timeout), attempt
             except _cancelled():
                 with anyio.CancelScope(shield=True):
                     await runtime.store.save_record(

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .assets import Suspended
 from .errors import AssetExecutionError, ExecutionError, StorageError
 from .events import AssetFailed, AssetSkipped, AssetSucceeded, AssetWaiting, Event
 from .invocation import AssetOutcome
@@ -23,7 +24,7 @@ from .result import _NOT_LOADED
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .assets import AssetDef, Suspended
+    from .assets import AssetDef
     from .runtime import Runtime
 
 __all__ = ["AssetOutcomes", "error_text", "utc_now"]
@@ -209,7 +210,6 @@ class AssetOutcomes:
         self, asset_def: AssetDef[..., Any], partition: str | None, dep: str
     ) -> AssetOutcome:
         """Record the asset as waiting for ``dep``, which waits in this run."""
-        reason = f"input {dep!r} waiting"
         record = MaterializationRecord(
             run_id=self._run_id,
             asset=asset_def.name,
@@ -217,17 +217,9 @@ class AssetOutcomes:
             status=Status.WAITING,
             attempts=0,
             started_at=utc_now(),
-            error=reason,
             code_version=asset_def.code_version,
         )
-        await self._runtime.store.save_record(record)
-        if self._sinks:
-            self.emit(
-                AssetWaiting(
-                    run_id=self._run_id, asset=asset_def.name, partition=partition, reason=reason
-                )
-            )
-        return AssetOutcome(asset_def.name, Status.WAITING, reason=reason, record=record)
+        return await self._suspend(asset_def, Suspended(f"input {dep!r} waiting"), record, 0, {})
 
     async def _fail(
         self,

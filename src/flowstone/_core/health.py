@@ -120,26 +120,30 @@ async def check_component(
 ) -> ComponentHealth:
     """Run ``check`` and time it: ``up`` with the detail it returns, ``down`` with the error
     it raises (or when it takes longer than ``timeout`` seconds). For plugins' checks."""
-    started = perf_counter()
-    try:
-        with anyio.fail_after(timeout):
-            detail = await check()
-    except TimeoutError:
-        return ComponentHealth(
-            name, HealthStatus.DOWN, perf_counter() - started, f"no answer in {timeout:g}s"
-        )
-    except Exception as exc:
-        return ComponentHealth(
-            name, HealthStatus.DOWN, perf_counter() - started, f"{type(exc).__name__}: {exc}"
-        )
-    return ComponentHealth(name, HealthStatus.UP, perf_counter() - started, detail or "")
+    (found,) = await _guarded(name, functools.partial(_up, name, check), timeout)
+    return found
 
 
-async def _contributed(name: str, part: HealthCheck, limit: float) -> list[ComponentHealth]:
+async def _up(
+    name: str, check: Callable[[], Awaitable[str | None]], started: float
+) -> list[ComponentHealth]:
+    detail = await check()
+    return [ComponentHealth(name, HealthStatus.UP, perf_counter() - started, detail or "")]
+
+
+async def _contributed(part: HealthCheck, started: float) -> list[ComponentHealth]:
+    return list(await part.check_health())
+
+
+async def _guarded(
+    name: str, check: Callable[[float], Awaitable[list[ComponentHealth]]], limit: float
+) -> list[ComponentHealth]:
+    """What ``check(started)`` reports, or ``name`` down when it raises or takes longer
+    than ``limit`` seconds."""
     started = perf_counter()
     try:
         with anyio.fail_after(limit):
-            return list(await part.check_health())
+            return await check(started)
     except TimeoutError:
         detail = f"no answer in {limit:g}s"
     except Exception as exc:
@@ -148,9 +152,7 @@ async def _contributed(name: str, part: HealthCheck, limit: float) -> list[Compo
 
 
 def _parts(runtime: Runtime) -> Iterable[tuple[str, object]]:
-    """Everything registered with ``runtime`` that might have a health check, by name."""
-    yield "store", runtime.store
-    yield "gate_store", runtime.gate_store
+    """What is registered with ``runtime`` beside its stores and IO managers, by name."""
     for plugin in runtime._plugins:
         yield f"plugin:{type(plugin).__name__}", plugin
     for sink in runtime.event_sinks:
@@ -164,8 +166,6 @@ def _parts(runtime: Runtime) -> Iterable[tuple[str, object]]:
 async def runtime_health(runtime: Runtime, limit: float = DEFAULT_HEALTH_TIMEOUT) -> HealthReport:
     """Check every part of ``runtime`` at once, each within ``limit`` seconds (see the
     module)."""
-    jobs: list[Callable[[], Awaitable[list[ComponentHealth]]]] = []
-    seen: set[int] = set()
     store, gates = runtime.store, runtime.gate_store
 
     async def runs() -> str:
@@ -175,36 +175,34 @@ async def runtime_health(runtime: Runtime, limit: float = DEFAULT_HEALTH_TIMEOUT
     async def open_gates() -> str:
         return f"{type(gates).__name__}: {len(await gates.list_open())} open gate(s)"
 
-    basics: tuple[tuple[str, object, Callable[[], Awaitable[str]]], ...] = (
+    # Each part once, by its own check when it has one, else by the generic one (if any).
+    parts: list[tuple[str, object, Callable[[], Awaitable[str]] | None]] = [
         ("store", store, runs),
         ("gate_store", gates, open_gates),
-    )
-    for name, basic, generic in basics:
-        if id(basic) in seen:
-            continue
-        seen.add(id(basic))
-        if isinstance(basic, HealthCheck):
-            jobs.append(functools.partial(_contributed, name, basic, limit))
-        else:
-            jobs.append(functools.partial(_one, name, generic, limit))
-    for name, part in _parts(runtime):
-        if id(part) not in seen and isinstance(part, HealthCheck):
-            seen.add(id(part))
-            jobs.append(functools.partial(_contributed, name, part, limit))
+    ]
+    parts += [(name, part, None) for name, part in _parts(runtime)]
     runtime.io_managers.get(runtime.default_io_manager)  # the default one is always checked
-    for name, manager in runtime.io_managers.resolved():
-        if id(manager) in seen:
+    parts += [
+        (f"io_manager:{name}", manager, functools.partial(_probe, manager))
+        for name, manager in runtime.io_managers.resolved()
+    ]
+    jobs: list[tuple[str, Callable[[float], Awaitable[list[ComponentHealth]]]]] = []
+    seen: set[int] = set()
+    for name, part, generic in parts:
+        if id(part) in seen:
             continue
-        seen.add(id(manager))
-        if isinstance(manager, HealthCheck):
-            jobs.append(functools.partial(_contributed, f"io_manager:{name}", manager, limit))
+        if isinstance(part, HealthCheck):
+            jobs.append((name, functools.partial(_contributed, part)))
+        elif generic is not None:
+            jobs.append((name, functools.partial(_up, name, generic)))
         else:
-            check = functools.partial(_probe, manager)
-            jobs.append(functools.partial(_one, f"io_manager:{name}", check, limit))
+            continue
+        seen.add(id(part))
     results: list[list[ComponentHealth]] = [[] for _ in jobs]
 
     async def run(index: int) -> None:
-        results[index] = await jobs[index]()
+        name, check = jobs[index]
+        results[index] = await _guarded(name, check, limit)
 
     async with anyio.create_task_group() as tg:
         for index in range(len(jobs)):
@@ -216,12 +214,6 @@ async def _probe(manager: IOManager) -> str:
     """An IO manager answers whether a value exists (one that never does)."""
     await manager.exists(IOContext(PROBE_ASSET))
     return f"{type(manager).__name__}: reachable"
-
-
-async def _one(
-    name: str, check: Callable[[], Awaitable[str | None]], limit: float
-) -> list[ComponentHealth]:
-    return [await check_component(name, check, timeout=limit)]
 
 
 def opening_failed(error: Exception) -> HealthReport:

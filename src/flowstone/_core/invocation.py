@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .context import Context, _current
-from .deadline import run_in_thread
+from .deadline import call_with_timeout, run_in_thread
+from .errors import AssetTimeoutError
 from .records import MaterializationRecord, Status
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from .assets import AssetDef
     from .events import Event
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 __all__ = ["AssetOutcome", "Invocation", "RunHandle"]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -155,3 +158,25 @@ class Invocation:
             return await run_in_thread(functools.partial(self.asset.fn, **kwargs))
         finally:
             _current.reset(token)
+
+    async def within_timeout(
+        self,
+        work: Callable[[], Awaitable[T]],
+        timeout: float | None,  # noqa: ASYNC109 - the asset's own limit, which names it
+    ) -> T:
+        """``await work()``, failed with :class:`AssetTimeoutError` (naming this attempt)
+        after ``timeout`` seconds; ``None`` waits as long as it takes.
+
+        The materializer applies an asset's ``timeout=`` this way, and so does a coordinator
+        whose asset kind applies the timeout itself (to the part of its work that counts).
+        """
+        if timeout is None:
+            return await work()
+        ctx = self.context
+        return await call_with_timeout(
+            timeout,
+            work,
+            functools.partial(
+                AssetTimeoutError, self.asset.name, ctx.partition, ctx.run_id, ctx.attempt, timeout
+            ),
+        )

@@ -85,10 +85,13 @@ class Run(AssetExecution):
         with_deps: bool,
         resources: Resources,
         max_concurrent: int | None,
+        new_id: bool = False,
     ) -> None:
         self._runtime = runtime
         self._pipeline = pipeline
         self._run_id = run_id
+        #: The id was made for this run, so no run is stored under it yet.
+        self._new_id = new_id
         self._partition = partition
         self._selection = selection
         self._selected = frozenset(selection)
@@ -271,7 +274,7 @@ class Run(AssetExecution):
         """Create the run's record (with the tags of the runtime's run taggers, if any)."""
         runtime = self._runtime
         if runtime.run_taggers:
-            record = await tagged(runtime, record)
+            record = await tagged(runtime, record, stored=not self._new_id)
         return await runtime.store.create_run(record)
 
     def _carried_over(self) -> dict[str, AssetOutcome]:

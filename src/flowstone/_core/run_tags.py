@@ -14,18 +14,19 @@ __all__ = ["tagged"]
 _log = logging.getLogger("flowstone")
 
 
-async def tagged(runtime: Runtime, record: RunRecord) -> RunRecord:
+async def tagged(runtime: Runtime, record: RunRecord, *, stored: bool = True) -> RunRecord:
     """``record`` with the tags of the runtime's run taggers added.
 
-    The run's stored record is read first, so that each tagger knows whether the run is
+    The run's stored record is read first (unless ``stored`` is false: the run's id was
+    just made, so nothing is stored under it), so that each tagger knows whether the run is
     resumed (and what it stored then). A tagger that fails is logged and left out, as a
     failing event sink is: it never fails the run.
     """
-    stored = await runtime.store.get_run(record.run_id)
+    earlier = await runtime.store.get_run(record.run_id) if stored else None
     tags = dict(record.tags)
     for tagger in runtime.run_taggers:
         try:
-            tags.update(tagger.run_tags(record, stored))
+            tags.update(tagger.run_tags(record, earlier))
         except Exception:
             _log.exception("run tagger %r failed on run %s", tagger, record.run_id)
     return record.replace(tags=tags)

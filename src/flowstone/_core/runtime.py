@@ -407,6 +407,7 @@ class Runtime(StoredValues, RuntimeEvents):
                 self,
                 pipeline,
                 run_id=run_id or new_run_id(),
+                new_id=not run_id,
                 partition=partition,
                 selection=selection,
                 force=force,

@@ -174,7 +174,6 @@ class EventHub:
         self._detach = detach
         self._by_run: dict[str, list[Subscription]] = {}
         self._all: list[Subscription] = []
-        self._count = 0
 
     def subscribe(
         self,
@@ -196,8 +195,7 @@ class EventHub:
             self._all.append(subscription)
         else:
             self._by_run.setdefault(run_id, []).append(subscription)
-        self._count += 1
-        if self._count == 1:
+        if len(self) == 1:
             self._attach(self)
         return subscription
 
@@ -206,14 +204,11 @@ class EventHub:
         if subscription.run_id is None:
             group = self._all
         else:
-            group = self._by_run.get(subscription.run_id, [])
-        if subscription not in group:
-            return
+            group = self._by_run[subscription.run_id]
         group.remove(subscription)
         if subscription.run_id is not None and not group:
             del self._by_run[subscription.run_id]
-        self._count -= 1
-        if self._count == 0:
+        if not len(self):
             self._detach(self)
 
     def emit(self, event: Event) -> None:
@@ -231,4 +226,4 @@ class EventHub:
             subscription.close()
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._all) + sum(map(len, self._by_run.values()))

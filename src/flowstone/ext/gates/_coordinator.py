@@ -15,8 +15,8 @@ import inspect
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from flowstone import AssetTimeoutError, InvalidAssetError, SkipAsset, Suspended
-from flowstone.protocols import GateStatus, call_with_timeout
+from flowstone import InvalidAssetError, SkipAsset, Suspended
+from flowstone.protocols import GateStatus
 
 from ._errors import ApprovalRejectedError, GateClosedError, GateTimeoutError
 from ._service import GateService, SecretInput, inputs_digest
@@ -152,13 +152,4 @@ class GateCoordinator:
         param = "signal" if isinstance(decision, Signal) else "approval"
         extra = {param: decision} if param in inspect.signature(asset.fn).parameters else {}
         call = functools.partial(invocation.call, **extra)
-        if asset.timeout is None:
-            return await call()
-        ctx = invocation.context
-        return await call_with_timeout(
-            asset.timeout,
-            call,
-            functools.partial(
-                AssetTimeoutError, asset.name, ctx.partition, ctx.run_id, ctx.attempt, asset.timeout
-            ),
-        )
+        return await invocation.within_timeout(call, asset.timeout)

@@ -180,7 +180,6 @@ class OTelSink:
                 "flowstone.run", attributes=base, start_time=ns(event.timestamp)
             )
             state = self._runs[event.run_id] = RunSpans(span, event.resumed, base)
-        state.started = True
         state.resumed = event.resumed
         state.span.set_attribute("flowstone.run.resumed", event.resumed)
         state.span.set_attribute("flowstone.selection", list(event.selection))
@@ -232,7 +231,7 @@ class OTelSink:
         if event.kind != "asset":
             more["flowstone.asset.kind"] = event.kind
         span = self._asset_span(state, event, more)
-        state.assets[key] = AssetSpan(span, event.timestamp, event.kind)
+        state.assets[key] = AssetSpan(span, event.timestamp)
 
     def _asset_retried(self, event: AssetRetried) -> None:
         state = self._runs.get(event.run_id)
@@ -261,16 +260,13 @@ class OTelSink:
         if state is None or (event.reused and state.resumed):
             return  # a resumed run's earlier work was emitted by the earlier attempt
         span, _ = self._ended(state, event)
-        if event.data_version is None:
-            span.set_attributes({"flowstone.status": "succeeded", "flowstone.reused": event.reused})
-        else:
-            span.set_attributes(
-                {
-                    "flowstone.status": "succeeded",
-                    "flowstone.reused": event.reused,
-                    "flowstone.data_version": event.data_version,
-                }
-            )
+        attributes: dict[str, AttributeValue] = {
+            "flowstone.status": "succeeded",
+            "flowstone.reused": event.reused,
+        }
+        if event.data_version is not None:
+            attributes["flowstone.data_version"] = event.data_version
+        span.set_attributes(attributes)
         span.end(end_time=ns(event.timestamp))
         if event.reused:
             self._instruments.materialization(event.asset, "reused", None)

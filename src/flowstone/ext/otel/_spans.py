@@ -48,7 +48,6 @@ class AssetSpan:
 
     span: Span
     started: float
-    kind: str = "asset"
 
 
 @dataclass(slots=True)
@@ -62,7 +61,6 @@ class RunSpans:
     span: Span
     resumed: bool
     base: dict[str, AttributeValue]
-    started: bool = False
     assets: dict[AssetKey, AssetSpan] = field(default_factory=dict)
     scatters: dict[AssetKey, Span] = field(default_factory=dict)
     branches: dict[tuple[str, str | None, str], Span] = field(default_factory=dict)
