@@ -206,9 +206,6 @@ class PostgresDatabase:
             self._reached = True
         self._loop = loop
 
-    async def _connect_primary(self) -> asyncpg.Connection[asyncpg.Record]:
-        return await self.connect_dedicated()
-
     async def connect_dedicated(self) -> asyncpg.Connection[asyncpg.Record]:
         """A new connection outside the pool, with the store's connect options and ``init``.
 
@@ -309,7 +306,7 @@ class PostgresDatabase:
             try:
                 primary = self._primary
                 if primary is None or not _is_open(primary):
-                    self._primary = primary = await self._connect_primary()
+                    self._primary = primary = await self.connect_dedicated()
                 return await operation(primary)
             except BaseException as exc:
                 if not isinstance(exc, Exception) or is_transient(exc):

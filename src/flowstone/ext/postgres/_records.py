@@ -2,8 +2,9 @@
 their values, and read back with this process's own writes not committed yet.
 
 :class:`RecordStorage` is the part of :class:`~flowstone.ext.postgres.PostgresStore` that
-keeps records and the values committed with them; the store provides the pool
-(:meth:`call`), the queries and the write buffer.
+keeps records and the values committed with them, on the database layer
+(:class:`~._database.PostgresDatabase`, whose :meth:`call` runs every statement); the store
+provides the queries and the write buffer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncpg
 
 from flowstone import MaterializationRecord, Status, StorageError
 
+from ._database import PostgresDatabase
 from ._errors import describe
 from ._rows import (
     record_from_row,
@@ -47,29 +49,19 @@ __all__ = ["RecordStorage"]
 _log = logging.getLogger("flowstone.postgres")
 
 
-class RecordStorage:
-    """Records and the values that commit with them (see the module)."""
+class RecordStorage(PostgresDatabase):
+    """Records and the values that commit with them (see the module), on the database
+    layer."""
 
     queries: Queries
     flush_interval: float
     write_behind: bool
     _buffer: WriteBuffer
-    _loop: asyncio.AbstractEventLoop | None
     _background: BackgroundWork
     #: Cancels the delayed flush of waiting records, while one is scheduled.
     _flush_timer: anyio.CancelScope | None
     #: Set while records begun behind their run are being written (in this event loop).
     _writing: anyio.Event | None
-
-    async def call(
-        self,
-        what: What,
-        operation: Callable[[Connection], Awaitable[Any]],
-        *,
-        idempotent: bool = True,
-    ) -> Any:
-        """Run ``operation`` on a pooled connection (the store's)."""
-        raise NotImplementedError
 
     # -- records ---------------------------------------------------------------------
 

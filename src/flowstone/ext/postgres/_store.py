@@ -10,10 +10,10 @@ runtime's default plus the durable coordinators::
 
 Every operation retries transient failures (a dropped connection, a restarting server) for
 a bounded time (:class:`RetryPolicy`) and maps driver errors to flowstone errors. The store
-is layered: the pool, retries and the one way to run a statement are its base
-:class:`~._database.PostgresDatabase`; records and the values written with them are
-:class:`~._records.RecordStorage`; this module holds the lifecycle (migrations, the write
-buffer's background work), the wiring into a runtime and runs.
+is layered: the pool, retries and the one way to run a statement are
+:class:`~._database.PostgresDatabase`; on it, records and the values written with them are
+:class:`~._records.RecordStorage`, the store's base; this module holds the lifecycle
+(migrations, the write buffer's background work), the wiring into a runtime and runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 
 from flowstone import (
     ConfigurationError,
@@ -32,7 +32,6 @@ from flowstone.protocols import COMPRESSION_THRESHOLD
 
 from ._background import BackgroundWork
 from ._buffer import WriteBuffer
-from ._database import PostgresDatabase
 from ._migrations import check_version, migrate_schema
 from ._queries import Queries
 from ._records import RecordStorage
@@ -45,10 +44,9 @@ from ._sql import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
     from datetime import datetime
     from types import TracebackType
-    from typing import TypeAlias
 
     import anyio
     import asyncpg
@@ -59,15 +57,11 @@ if TYPE_CHECKING:
     from ._io import PostgresIOManager
     from ._sql import Connection, Pool
 
-    #: What an operation does, for messages: the text, or a function making it when needed.
-    What: TypeAlias = str | Callable[[], str]
 
 __all__ = ["PostgresStore"]
 
-T = TypeVar("T")
 
-
-class PostgresStore(PostgresDatabase, RecordStorage):
+class PostgresStore(RecordStorage):
     """Durable runs, materialization records and asset values in PostgreSQL.
 
     Pass it as ``fs.Runtime(store=PostgresStore(dsn))``: the runtime becomes durable as a

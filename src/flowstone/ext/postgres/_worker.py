@@ -329,7 +329,7 @@ class ScatterWorker:
             batch_input=batch_input,
             reporter=reporter,
             stay=False,
-            allow_pickle=bool(getattr(self.store.io_manager, "allow_pickle", False)),
+            allow_pickle=io.allow_pickle,
             where=_where(row),
             flush_interval=self._flush_interval,
             poll_interval=self._poll_interval,

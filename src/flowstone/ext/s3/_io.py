@@ -13,7 +13,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
 from flowstone import ConfigurationError, ValueNotFoundError
-from flowstone.protocols import compress, compression_for_asset, decompress
+from flowstone.protocols import (
+    COMPRESSION_THRESHOLD,
+    compress,
+    compression_for_asset,
+    decompress,
+)
 from flowstone.protocols import resolve_compression as resolve
 
 from ._client import AwsClient, error_code, retrying
@@ -92,7 +97,7 @@ class S3IOManager:
         region_name: str | None = None,
         serializer: str | None = None,
         compression: bool | str | None = None,
-        compression_threshold: int = 64 * 1024,
+        compression_threshold: int = COMPRESSION_THRESHOLD,
         multipart_threshold: int = 16 * _MiB,
         part_size: int = 8 * _MiB,
         session: aioboto3.Session | None = None,

@@ -92,10 +92,7 @@ class RecordStream:
         if self._skip:
             skip, self._skip = self._skip, 0
             line = self.line
-            while skip:
-                skip -= len(await self.take(skip))
-                if self.finished:
-                    break
+            await self.take(skip)  # (all of them, unless the object ends first)
             self.line = line
 
     def _inflate(self, chunk: bytes) -> bytes:
@@ -196,8 +193,6 @@ class RecordStream:
             self.offset += size
             self.line += count
             out += batch
-        if self._eof and self._next >= len(self._lines) and len(out) < n:
-            self.finished = True
         return out
 
     def at(self, offset: int, line: int) -> bool:

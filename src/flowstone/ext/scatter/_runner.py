@@ -56,8 +56,7 @@ def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCa
     base = invocation.context
     asset = invocation.asset
 
-    def item_context(key: str, batch: BatchInfo | None) -> Context:
-        return of(base, key, batch)
+    item_context: Callable[[str, BatchInfo | None], Context] = functools.partial(of, base)
 
     if type(invocation) is not Invocation or not asset.is_async:
         call = invocation.call
