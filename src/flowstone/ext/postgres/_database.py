@@ -221,6 +221,26 @@ class PostgresDatabase:
             await init(conn)
         return conn
 
+    async def connect_listener(
+        self,
+        channel: str,
+        on_notify: Callable[..., None],
+        on_lost: Callable[..., None],
+    ) -> asyncpg.Connection[asyncpg.Record]:
+        r"""A dedicated connection (:meth:`connect_dedicated`) that ``LISTEN``\ s on
+        ``channel``: asyncpg calls ``on_notify`` for each notification and ``on_lost`` when
+        the connection ends. The caller closes it; one that failed to listen is closed here.
+        """
+        conn = await self.connect_dedicated()
+        try:
+            conn.add_termination_listener(on_lost)
+            await conn.add_listener(channel, on_notify)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        return conn
+
     def _drop_primary(self) -> None:
         primary, self._primary = self._primary, None
         if primary is not None and not primary.is_closed():

@@ -180,9 +180,9 @@ class PostgresEvents:
             lost = anyio.Event()
             conn: Any = None
             try:
-                conn = await self.store.connect_dedicated()
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(self.channel, self._received)
+                conn = await self.store.connect_listener(
+                    self.channel, self._received, lambda _conn, lost=lost: lost.set()
+                )
                 self._connected = True
                 self._listening.set()
                 await lost.wait()

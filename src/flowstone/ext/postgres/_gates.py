@@ -10,7 +10,6 @@ whose run holds the gate (``hold=``) wakes within moments of a signal sent anywh
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -259,9 +258,8 @@ class PostgresGateStore:
             self._callbacks.append(on_closed)
         if self._listener is not None and not self._listener.is_closed():
             return
-        conn = await self._store.connect_dedicated()
 
-        def lost(_conn: Connection) -> None:
+        def lost(conn: Connection) -> None:
             if self._listener is conn:
                 self._listener = None  # the next listen() connects again
                 _log.warning("lost the connection listening for closed gates")
@@ -274,11 +272,4 @@ class PostgresGateStore:
                 except Exception:  # pragma: no cover - callbacks only set events
                     _log.exception("a gate listener failed on %s", gate_id)
 
-        try:
-            conn.add_termination_listener(lost)
-            await conn.add_listener(self.channel, deliver)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise
-        self._listener = conn
+        self._listener = await self._store.connect_listener(self.channel, deliver, lost)
