@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CREDENTIAL_ERRORS",
     "DROPPED",
+    "RESUMES",
     "AwsClient",
     "THROTTLING_ERRORS",
     "endpoint_from_env",
@@ -93,6 +94,10 @@ def endpoint_from_env(service: str) -> str | None:
     else ``AWS_ENDPOINT_URL`` (read when a client opens, never at import)."""
     specific = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
     return specific or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+#: How many times one object's body that dropped mid-way is picked up again.
+RESUMES = 5
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -216,3 +221,24 @@ class AwsClient:
         if stack is not None:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
+
+
+async def get_rest(
+    client: Any, bucket: str, key: str, received: int, etag: str | None
+) -> dict[str, Any] | None:
+    """``GetObject`` of ``key`` from byte ``received`` on (a body that dropped mid-way),
+    if the object is still the one being read (``If-Match`` its ``etag``).
+
+    :return: the response, or ``None`` when nothing is left (it dropped just at the end)
+    :raises Exception: ``PreconditionFailed`` when the object was replaced meanwhile
+    """
+    args: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes={received}-"}
+    if etag:
+        args["IfMatch"] = etag
+    try:
+        response: dict[str, Any] = await retrying(lambda: client.get_object(**args))
+    except Exception as exc:
+        if error_code(exc) != "InvalidRange":
+            raise
+        return None
+    return response

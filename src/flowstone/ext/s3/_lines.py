@@ -18,13 +18,12 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from ._client import DROPPED, error_code, retrying
+from ._client import DROPPED, RESUMES, error_code, get_rest, retrying
 
 __all__ = ["RecordStream"]
 
 _CHUNK = 256 * 1024
 #: Times one object's body may drop and be picked up again before the error is raised.
-_RESUMES = 5
 
 
 async def _nothing() -> Any:
@@ -147,27 +146,17 @@ class RecordStream:
         object is still the one being read (``If-Match`` its ETag). A gzip stream goes on
         with the same decompressor, so it needs no skipping either.
 
-        :raises Exception: the drop, after :data:`_RESUMES` pick-ups of this object; a
+        :raises Exception: the drop, after :data:`RESUMES` pick-ups of this object; a
             ``PreconditionFailed`` error when the object was replaced meanwhile
         """
         self._resumes += 1
-        if self._resumes > _RESUMES:
+        if self._resumes > RESUMES:
             raise dropped
         body, self._body = self._body, None
         if body is not None:
             body.close()
-        args: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": self.key,
-            "Range": f"bytes={self._received}-",
-        }
-        if self._etag:
-            args["IfMatch"] = self._etag
-        try:
-            response = await retrying(lambda: self.client.get_object(**args))
-        except Exception as exc:
-            if error_code(exc) != "InvalidRange":
-                raise
+        response = await get_rest(self.client, self.bucket, self.key, self._received, self._etag)
+        if response is None:
             self._chunks = _nothing()  # it dropped just at the end: nothing is left
             return
         self._body = response["Body"]

@@ -9,12 +9,11 @@ its parts (and their cost) on the bucket; the abort runs shielded from cancellat
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._client import DROPPED, retrying
+from ._client import DROPPED, RESUMES, get_rest, retrying
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -137,16 +136,16 @@ async def upload_stream(
 
 async def read_object(client: Any, bucket: str, key: str, chunk_size: int = 1 << 20) -> Any:
     """``GetObject`` of ``key``, its body read in chunks into one buffer; a body that drops
-    mid-way is picked up where it stopped (a ranged GET, ``If-Match`` its ETag), up to
-    five times.
+    mid-way is picked up where it stopped (:func:`get_rest`), up to :data:`RESUMES` times.
 
     :return: ``(body, response)`` with the first response's headers (metadata, type)
     """
-    response = await retrying(lambda: client.get_object(Bucket=bucket, Key=key))
-    first = response
+    first = await retrying(lambda: client.get_object(Bucket=bucket, Key=key))
+    response: dict[str, Any] | None = first
     chunks: list[bytes] = []
     received = 0
-    for attempt in range(6):
+    for attempt in range(RESUMES + 1):
+        assert response is not None
         stream = response["Body"]
         try:
             async for chunk in stream.iter_chunks(chunk_size):
@@ -154,12 +153,11 @@ async def read_object(client: Any, bucket: str, key: str, chunk_size: int = 1 <<
                 received += len(chunk)
             break
         except DROPPED:
-            if attempt == 5:
+            if attempt == RESUMES:
                 raise
         finally:
             stream.close()
-        args = {"Bucket": bucket, "Key": key, "Range": f"bytes={received}-"}
-        if first.get("ETag"):
-            args["IfMatch"] = first["ETag"]
-        response = await retrying(partial(client.get_object, **args))
+        response = await get_rest(client, bucket, key, received, first.get("ETag"))
+        if response is None:
+            break  # it dropped just at the end: nothing is left
     return b"".join(chunks), first
