@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 import flowstone as fs
+from flowstone.ext import gates
 from flowstone.ext.otel import TRACEPARENT_TAG, OTelSink
 from flowstone.ext.parallel import Branches, branch, parallel
 from flowstone.ext.routing import choice, routed_from, router
@@ -142,6 +143,29 @@ async def test_a_skipped_asset_gets_a_span_saying_why(telemetry: Telemetry) -> N
     assert span.attributes is not None
     assert span.attributes["flowstone.status"] == "skipped"
     assert span.attributes["flowstone.skip.reason"] == "input 'broken' failed"
+
+
+async def test_a_waiting_asset_ends_its_span_waiting_and_the_run_is_no_error(
+    telemetry: Telemetry,
+) -> None:
+    @fs.asset
+    @gates.approval(timeout=3600)
+    async def publish(approval: gates.Approval) -> str:
+        return "published"
+
+    @fs.asset
+    def announce(publish: str) -> str:
+        return publish
+
+    result = await fs.Runtime(event_sinks=[telemetry.sink()]).materialize([publish, announce])
+    assert result.status is fs.RunStatus.WAITING
+    for name in ("publish", "announce"):
+        span = telemetry.named(f"flowstone.materialize {name}")
+        assert span.attributes is not None
+        assert span.attributes["flowstone.status"] == "waiting"
+    run = telemetry.named("flowstone.run")
+    assert run.attributes is not None and run.attributes["flowstone.assets.waiting"] == 2
+    assert run.status.status_code is not StatusCode.ERROR
 
 
 async def test_a_reused_upstream_value_is_a_span_marked_reused(telemetry: Telemetry) -> None:

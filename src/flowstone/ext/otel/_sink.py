@@ -16,6 +16,7 @@ from flowstone.events import (
     AssetSkipped,
     AssetStarted,
     AssetSucceeded,
+    AssetWaiting,
     RunFinished,
     RunStarted,
 )
@@ -102,6 +103,7 @@ class OTelSink:
             AssetSucceeded: self._asset_succeeded,
             AssetFailed: self._asset_failed,
             AssetSkipped: self._asset_skipped,
+            AssetWaiting: self._asset_waiting,
             ScatterStarted: self._scatter_started,
             ScatterProgress: self._scatter_progress,
             ScatterItemFinished: self._scatter_item,
@@ -198,7 +200,9 @@ class OTelSink:
         span.set_attribute("flowstone.assets.succeeded", len(event.succeeded))
         span.set_attribute("flowstone.assets.failed", len(event.failed))
         span.set_attribute("flowstone.assets.skipped", len(event.skipped))
-        if event.status != "succeeded":
+        if event.waiting:
+            span.set_attribute("flowstone.assets.waiting", len(event.waiting))
+        if event.status not in ("succeeded", "waiting"):  # a waiting run did not fail
             fail(span, None, state.first_error or event.status, event.timestamp)
         span.end(end_time=end)
         self._instruments.run(event.status)
@@ -296,6 +300,15 @@ class OTelSink:
         span.set_attribute("flowstone.skip.reason", event.reason)
         span.end(end_time=ns(event.timestamp))
         self._instruments.materialization(event.asset, "skipped", None)
+
+    def _asset_waiting(self, event: AssetWaiting) -> None:
+        state = self._runs.get(event.run_id)
+        if state is None:
+            return
+        span, _ = self._ended(state, event)
+        span.set_attribute("flowstone.status", "waiting")
+        span.set_attribute("flowstone.wait.reason", event.reason)
+        span.end(end_time=ns(event.timestamp))
 
     def _parent_of(self, state: RunSpans, event: AssetEvent) -> Span:
         """The span of ``event``'s asset if it is open, else the run's."""
