@@ -73,15 +73,17 @@ class GateCoordinator:
         ctx = invocation.context
         inputs = inputs_digest(invocation.input_versions)
         gate = await service.store.latest(ctx.run_id, asset.name, ctx.partition)
-        if (
+        opened = (
             gate is None
             or gate.metadata.get("inputs") != inputs
             or gate.status is (GateStatus.CANCELLED)
-        ):
+        )
+        if opened:
             gate = await service.open(
                 spec, run_id=ctx.run_id, asset=asset.name, partition=ctx.partition, inputs=inputs
             )
-        gate = await service.wait(gate, spec.hold)
+        assert gate is not None
+        gate = await service.wait(gate, spec.hold, just_opened=opened)
         if gate.status.open:
             what = f"{gate.kind} gate {gate.gate_id} open"
             raise Suspended(

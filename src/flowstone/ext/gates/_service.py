@@ -200,16 +200,23 @@ class GateService:
 
     # -- waiting ---------------------------------------------------------------------
 
-    async def wait(self, gate: GateRecord, hold: float | None) -> GateRecord:
+    async def wait(
+        self, gate: GateRecord, hold: float | None, *, just_opened: bool = False
+    ) -> GateRecord:
         """Wait in process up to ``hold`` seconds (``None``: no limit) for ``gate`` to
-        close; expire it at its deadline. Return it as stored now."""
+        close; expire it at its deadline. Return it as stored now.
+
+        :param just_opened: ``gate`` is what :meth:`open` returned, read before its notifier
+            ran (else it was just read from the store)
+        """
         if not gate.status.open:
             return gate
-        fresh = await self.store.get(gate.gate_id)  # resolved while its notifier ran?
-        if fresh is None:
-            raise GateNotFoundError(gate.gate_id)
-        if not fresh.status.open:
-            return fresh
+        if just_opened:
+            fresh = await self.store.get(gate.gate_id)  # resolved while its notifier ran?
+            if fresh is None:
+                raise GateNotFoundError(gate.gate_id)
+            if not fresh.status.open:
+                return fresh
         clock = self.runtime.clock
         if gate.expires_at is not None and clock.now() >= gate.expires_at:
             return await self.expire(gate)
