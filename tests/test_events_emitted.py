@@ -19,10 +19,11 @@ from flowstone.ext import gates
 from flowstone.ext.parallel import Branches, branch, parallel
 from flowstone.ext.routing import choice, routed_from, router
 from flowstone.ext.scatter import ScatterEvent, scatter
+from flowstone.ext.schedule import RunRequest, Schedule, ScheduleEvent, Scheduler, sensor
 from flowstone.testing import VirtualClock
 
 #: Classes that only group others (never emitted as themselves).
-BASES = {Event, AssetEvent, ScatterEvent, gates.GateEvent}
+BASES = {Event, AssetEvent, ScatterEvent, gates.GateEvent, ScheduleEvent}
 
 
 def declared_events() -> set[type[Event]]:
@@ -124,6 +125,27 @@ async def run_gates(rt: fs.Runtime, clock: VirtualClock) -> None:
     await rt.resume("gated", pipeline, raise_on_error=False)
 
 
+polls: list[str | None] = []
+
+
+@sensor(interval=60)
+async def flaky_sensor(cursor: str | None) -> list[RunRequest]:
+    polls.append(cursor)
+    if len(polls) == 1:
+        raise ConnectionError("listing failed")
+    return [RunRequest(run_key="once")]
+
+
+async def run_schedules(rt: fs.Runtime, clock: VirtualClock) -> None:
+    """An hourly schedule that fires, then skips a tick while paused, and a sensor
+    that fails once and then polls."""
+    schedule = Schedule([left], cron="0 * * * *", name="hourly")
+    async with Scheduler(rt, [schedule, flaky_sensor], pipeline=[left]) as scheduler:
+        await clock.advance(hours=1)
+        scheduler.pause("hourly")
+        await clock.advance(hours=1)
+
+
 async def test_every_declared_event_is_emitted_somewhere() -> None:
     sink = fs.MemoryEventSink()
     clock = VirtualClock(datetime(2025, 1, 2, tzinfo=UTC))
@@ -132,6 +154,7 @@ async def test_every_declared_event_is_emitted_somewhere() -> None:
         pipeline = fs.Pipeline([numbers, halves, left, right, both, size, big, small, flaky])
         result = await rt.materialize(pipeline, raise_on_error=False)
         await run_gates(rt, clock)
+        await run_schedules(rt, clock)
         slow.close()
         read = [event async for event in slow]
     assert result["halves"] == [0.0, 0.5, 1.0, 2.0, 2.5]

@@ -25,6 +25,8 @@ _SETTLE_SPINS = 1000
 
 
 def _all_blocked(this: asyncio.Task[object] | None) -> bool:
+    if getattr(asyncio.get_running_loop(), "_ready", None):  # callbacks waiting to run
+        return False
     for task in asyncio.all_tasks():
         if task is this:
             continue

@@ -51,11 +51,15 @@ class TickSkipped(ScheduleEvent):
     def log_entry(self) -> LogEntry:
         """``INFO`` (``WARNING`` for ticks too old to catch up)."""
         level = logging.WARNING if self.reason == "too_old" else logging.INFO
-        return level, "%s: %d tick(s) up to %s skipped (%s)", (
-            self.name,
-            self.count,
-            self.tick,
-            self.reason,
+        return (
+            level,
+            "%s: %d tick(s) up to %s skipped (%s)",
+            (
+                self.name,
+                self.count,
+                self.tick,
+                self.reason,
+            ),
         )
 
 
@@ -70,10 +74,14 @@ class SensorPolled(ScheduleEvent):
 
     def log_entry(self) -> LogEntry:
         """``DEBUG``: the poll's counts."""
-        return logging.DEBUG, "sensor %s polled: %d requested, %d started", (
-            self.name,
-            self.requested,
-            self.started,
+        return (
+            logging.DEBUG,
+            "sensor %s polled: %d requested, %d started",
+            (
+                self.name,
+                self.requested,
+                self.started,
+            ),
         )
 
 
@@ -87,9 +95,13 @@ class SensorFailed(ScheduleEvent):
 
     def log_entry(self) -> LogEntry:
         """``WARNING``: the error and when the poll is retried."""
-        return logging.WARNING, "sensor %s failed (%d in a row), retry in %.0fs: %s", (
-            self.name,
-            self.failures,
-            self.retry_in,
-            self.error,
+        return (
+            logging.WARNING,
+            "sensor %s failed (%d in a row), retry in %.0fs: %s",
+            (
+                self.name,
+                self.failures,
+                self.retry_in,
+                self.error,
+            ),
         )

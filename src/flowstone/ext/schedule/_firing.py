@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-import flowstone as fs
-from flowstone.events import AssetSucceeded, Event
+from flowstone.events import AssetSucceeded
 
 from ._events import TickFired
 from ._types import TickRecord, TickStatus
@@ -26,13 +25,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from datetime import datetime
 
+    import flowstone as fs
+    from flowstone.events import Event
+
     from ._store import ScheduleStore
 
 __all__ = ["Entry", "Firing", "ScheduleTagger", "schedule_tagger"]
 
 _log = logging.getLogger("flowstone.schedule")
-_RUN_TAGS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "flowstone_schedule_tags", default={}
+_RUN_TAGS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "flowstone_schedule_tags", default=None
 )
 
 
@@ -47,7 +49,7 @@ class ScheduleTagger:
 
     def run_tags(self, run: fs.RunRecord, stored: fs.RunRecord | None) -> Mapping[str, str]:
         """The tags of the tick being fired in this context (none elsewhere)."""
-        return _RUN_TAGS.get()
+        return _RUN_TAGS.get() or {}
 
     def emit(self, event: Event) -> None:
         """Hand an asset's success to the listening sensors."""
@@ -101,9 +103,7 @@ class Firing:
     :param lease: seconds a claim holds without renewal
     """
 
-    def __init__(
-        self, runtime: fs.Runtime, store: ScheduleStore, owner: str, lease: float
-    ) -> None:
+    def __init__(self, runtime: fs.Runtime, store: ScheduleStore, owner: str, lease: float) -> None:
         self.runtime = runtime
         self.store = store
         self.owner = owner
@@ -183,9 +183,7 @@ class Firing:
         except Exception:
             _log.exception("%s: could not record the outcome of tick %s", record.name, record.key)
 
-    async def _materialize(
-        self, entry: Entry, record: TickRecord
-    ) -> tuple[TickStatus, str | None]:
+    async def _materialize(self, entry: Entry, record: TickRecord) -> tuple[TickStatus, str | None]:
         if record.reason is not None:  # it could not even be prepared (its partition)
             return TickStatus.FAILED, record.reason
         self.runtime.emit(

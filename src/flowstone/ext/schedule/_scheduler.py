@@ -89,7 +89,9 @@ class Scheduler:
         if lease <= 0 or max_backoff <= 0:
             raise ScheduleDefinitionError("Scheduler: lease= and max_backoff= must be > 0")
         if not isinstance(grace, timedelta) or grace < timedelta(0):
-            raise ScheduleDefinitionError(f"Scheduler: grace= must be a timedelta >= 0, not {grace!r}")
+            raise ScheduleDefinitionError(
+                f"Scheduler: grace= must be a timedelta >= 0, not {grace!r}"
+            )
         self.runtime = runtime
         self.store: ScheduleStore = store if store is not None else schedule_store_for(runtime)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -314,7 +316,7 @@ class Scheduler:
                 scope.cancel()
 
     async def _backoff(self, entry: Entry, failures: int, interval: float) -> float:
-        delay = min(interval * 2 ** (failures - 1), self.max_backoff)
+        delay = float(min(interval * 2 ** (failures - 1), self.max_backoff))
         entry.next_tick = self.runtime.clock.now() + timedelta(seconds=delay)
         await self.runtime.clock.sleep_until(entry.next_tick)
         return delay
@@ -487,7 +489,7 @@ class Scheduler:
                 await self._poll(entry, cursor)
             except Exception as exc:
                 failures += 1
-                delay = min(sensor.interval * 2 ** (failures - 1), self.max_backoff)
+                delay = float(min(sensor.interval * 2 ** (failures - 1), self.max_backoff))
                 _log.exception("sensor %s failed (%d in a row)", sensor.name, failures)
                 self.runtime.emit(
                     SensorFailed(
@@ -527,7 +529,9 @@ class Scheduler:
                 ),
             )
         new_cursor = cursor if result.cursor is None else result.cursor
-        accepted = await self.store.commit_poll(sensor.name, cursor, new_cursor, list(records.values()))
+        accepted = await self.store.commit_poll(
+            sensor.name, cursor, new_cursor, list(records.values())
+        )
         started = accepted or []
         self.runtime.emit(
             SensorPolled(

@@ -85,7 +85,7 @@ class FunctionSensor:
         pipeline: Any = None,
         name: str | None = None,
     ) -> None:
-        label = name or getattr(function, "__name__", "sensor")
+        label = str(name or getattr(function, "__name__", "sensor"))
         if not inspect.iscoroutinefunction(function):
             raise ScheduleDefinitionError(f"sensor {label!r}: @sensor takes an async def function")
         self.function = function
@@ -195,7 +195,7 @@ class AssetSensor:
             for r in records
             if r.status is Status.SUCCEEDED and not r.reused and r.ended_at is not None
         ]
-        fresh.sort(key=lambda r: r.ended_at or 0)  # type: ignore[arg-type, return-value]
+        fresh.sort(key=lambda r: str(r.ended_at))
         if not fresh:
             return SensorResult(cursor=cursor)
         newest = fresh[-1].ended_at

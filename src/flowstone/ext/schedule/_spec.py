@@ -110,9 +110,7 @@ class Schedule:
             raise ScheduleDefinitionError(
                 f"schedule {label!r}: overlap= must be one of {_OVERLAPS}, not {overlap!r}"
             )
-        if catchup is not None and (
-            not isinstance(catchup, timedelta) or catchup < timedelta(0)
-        ):
+        if catchup is not None and (not isinstance(catchup, timedelta) or catchup < timedelta(0)):
             raise ScheduleDefinitionError(
                 f"schedule {label!r}: catchup= must be a timedelta >= 0 or None, not {catchup!r}"
             )

@@ -164,9 +164,7 @@ class MemoryScheduleStore:
             claimed.discard(record.key)
 
     def _claims(self, names: Collection[str]) -> list[TickRecord]:
-        return [
-            self._ticks[name, key] for name in names for key in self._claimed.get(name, ())
-        ]
+        return [self._ticks[name, key] for name in names for key in self._claimed.get(name, ())]
 
     async def skip(self, records: Sequence[TickRecord]) -> int:
         """Insert the skipped ``records`` whose ticks are new."""
