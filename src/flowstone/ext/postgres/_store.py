@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from ._errors import RetryPolicy
     from ._io import PostgresIOManager
+    from ._schedules import PostgresScheduleStore
     from ._sql import Connection, Pool
 
 
@@ -151,6 +152,7 @@ class PostgresStore(RecordStorage):
         self._background = BackgroundWork("writing records")
         self._flush_timer: anyio.CancelScope | None = None
         self._writing: anyio.Event | None = None
+        self._schedules: PostgresScheduleStore | None = None
         self.io_manager: PostgresIOManager = PostgresIOManager(
             self,
             allow_pickle=allow_pickle,
@@ -262,6 +264,15 @@ class PostgresStore(RecordStorage):
         runtime.default_io_manager = "postgres"
         runtime.gate_store = PostgresGateStore(self)
         self._install_coordinators(runtime)
+
+    def schedule_store(self) -> PostgresScheduleStore:
+        """The schedule store (``flowstone.ext.schedule``) in this store's schema: tick
+        claims, history and sensor cursors shared by every process (made once)."""
+        if self._schedules is None:
+            from ._schedules import PostgresScheduleStore
+
+            self._schedules = PostgresScheduleStore(self)
+        return self._schedules
 
     def _install_coordinators(self, runtime: Runtime) -> None:
         """Register the durable coordinators on ``runtime``.

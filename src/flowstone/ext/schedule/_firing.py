@@ -80,8 +80,11 @@ class Entry:
     skipped: int = 0
     running: int = 0
     buffered: bool = False
+    #: Whether its loop waits for the next tick or poll (see ``Scheduler.wait_idle``).
+    sleeping: bool = False
     scope: anyio.CancelScope | None = None
     changed: anyio.Event = field(default_factory=anyio.Event)
+    ended: anyio.Event = field(default_factory=anyio.Event)
 
     @property
     def name(self) -> str:
@@ -89,9 +92,14 @@ class Entry:
         return str(self.target.name)
 
     def notify(self) -> None:
-        """Wake what waits on this entry's state (pause, resume, an idle run, a sensor)."""
+        """Wake what waits on this entry's state (pause, resume, a sensor to poll now)."""
         changed, self.changed = self.changed, anyio.Event()
         changed.set()
+
+    def run_ended(self) -> None:
+        """Wake what waits for a run of this entry to end (a buffered tick)."""
+        ended, self.ended = self.ended, anyio.Event()
+        ended.set()
 
 
 class Firing:
@@ -101,10 +109,19 @@ class Firing:
     :param store: where claims are renewed and outcomes recorded
     :param owner: this scheduler's name in claims
     :param lease: seconds a claim holds without renewal
+    :param on_change: called when a run ends (its outcome recorded)
     """
 
-    def __init__(self, runtime: fs.Runtime, store: ScheduleStore, owner: str, lease: float) -> None:
+    def __init__(
+        self,
+        runtime: fs.Runtime,
+        store: ScheduleStore,
+        owner: str,
+        lease: float,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.runtime = runtime
+        self.on_change = on_change
         self.store = store
         self.owner = owner
         self.lease = timedelta(seconds=lease)
@@ -138,7 +155,7 @@ class Firing:
         """Wait until no other run of ``entry`` goes on (``buffer_one``)."""
         clock = self.runtime.clock
         while entry.running or await self.others_active(entry, record):
-            changed = entry.changed
+            changed = entry.ended
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
 
@@ -175,13 +192,15 @@ class Firing:
                 entry.buffered = False
             else:
                 entry.running -= 1
-            entry.notify()
+            entry.run_ended()
         try:
             await self.store.finish(
                 record.name, record.key, self.owner, status, self.runtime.clock.now(), reason
             )
         except Exception:
             _log.exception("%s: could not record the outcome of tick %s", record.name, record.key)
+        finally:
+            self.on_change()
 
     async def _materialize(self, entry: Entry, record: TickRecord) -> tuple[TickStatus, str | None]:
         if record.reason is not None:  # it could not even be prepared (its partition)

@@ -99,7 +99,9 @@ class Scheduler:
         self.sweep = sweep
         self.max_backoff = max_backoff
         self._default_pipeline = None if pipeline is None else _as_pipeline(pipeline)
-        self._firing = Firing(runtime, self.store, self.owner, lease)
+        self._firing = Firing(runtime, self.store, self.owner, lease, self._step)
+        self._progress = anyio.Event()
+        self._sweeper_asleep = False
         self._entries: dict[str, Entry] = {}
         self._tg: TaskGroup | None = None
         self._outer: TaskGroup | None = None
@@ -222,6 +224,7 @@ class Scheduler:
         del self._entries[name]
         if entry.scope is not None:
             entry.scope.cancel()
+        self._step()
 
     def pause(self, name: str) -> None:
         """Pause a schedule (its ticks are recorded as skipped, ``paused``) or a sensor
@@ -256,6 +259,7 @@ class Scheduler:
         entry = self._get(name)
         if entry.kind == "sensor":
             if self._tg is None:
+                await self.store.register(name, self.runtime.clock.now())
                 await self._poll(entry, await self.store.cursor(name))
             else:
                 entry.notify()
@@ -294,6 +298,37 @@ class Scheduler:
                 )
             )
         return found
+
+    async def wait_idle(self) -> None:
+        """Wait until every schedule and sensor waits for its next tick (or poll) and no
+        run of theirs is in flight: how a test on a virtual clock knows that what fell due
+        (with store I/O, say on PostgreSQL) is done before it advances the clock again.
+
+        :raises RuntimeStateError: the scheduler is not running
+        """
+        while not self._idle():
+            if self._tg is None:
+                raise fs.RuntimeStateError("the Scheduler is not running")
+            await self._progress.wait()
+
+    def _idle(self) -> bool:
+        return (
+            self._tg is not None
+            and self._sweeper_asleep
+            and all(e.sleeping and not e.running and not e.buffered for e in self._entries.values())
+        )
+
+    def _step(self) -> None:
+        progress, self._progress = self._progress, anyio.Event()
+        progress.set()
+
+    async def _sleep(self, entry: Entry, wait: Any) -> None:
+        entry.sleeping = True
+        self._step()
+        try:
+            await wait
+        finally:
+            entry.sleeping = False
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -369,10 +404,10 @@ class Scheduler:
             except Exception:
                 failures += 1
                 _log.exception("%s: the schedule failed; retrying", schedule.name)
-                await self._backoff(entry, failures, 1.0)
+                await self._sleep(entry, self._backoff(entry, failures, 1.0))
                 continue
             entry.next_tick = schedule.ticks.next_after(cursor)
-            await clock.sleep_until(entry.next_tick)
+            await self._sleep(entry, clock.sleep_until(entry.next_tick))
 
     async def _due(self, entry: Entry, due: list[datetime], now: datetime) -> None:
         schedule: Schedule = entry.target
@@ -447,7 +482,12 @@ class Scheduler:
                 earliest = None
             if earliest is not None:
                 wake = min(wake, earliest + timedelta(microseconds=1))
-            await clock.sleep_until(wake)
+            self._sweeper_asleep = True
+            self._step()
+            try:
+                await clock.sleep_until(wake)
+            finally:
+                self._sweeper_asleep = False
             try:
                 taken = await self.store.reclaim(
                     list(self._entries), self.owner, clock.now(), self._firing.lease_until()
@@ -479,12 +519,16 @@ class Scheduler:
             sensor.attach(self.runtime)
         clock = self.runtime.clock
         failures = 0
+        registered = False
         while True:
             if entry.paused:
                 entry.next_tick = None
-                await self._wait(entry, None)
+                await self._sleep(entry, self._wait(entry, None))
                 continue
             try:
+                if not registered:
+                    await self.store.register(sensor.name, clock.now())
+                    registered = True
                 cursor = await self.store.cursor(sensor.name)
                 await self._poll(entry, cursor)
             except Exception as exc:
@@ -500,11 +544,11 @@ class Scheduler:
                         retry_in=delay,
                     )
                 )
-                await self._backoff(entry, failures, sensor.interval)
+                await self._sleep(entry, self._backoff(entry, failures, sensor.interval))
                 continue
             failures = 0
             entry.next_tick = clock.now() + timedelta(seconds=sensor.interval)
-            await self._wait(entry, entry.next_tick)
+            await self._sleep(entry, self._wait(entry, entry.next_tick))
 
     async def _poll(self, entry: Entry, cursor: str | None) -> None:
         sensor: Sensor = entry.target
