@@ -196,8 +196,8 @@ class AssetSensor:
             if r.status is Status.SUCCEEDED and not r.reused and r.ended_at is not None
         ]
         fresh.sort(key=lambda r: str(r.ended_at))
-        if not fresh:
-            return SensorResult(cursor=cursor)
+        if not fresh:  # nothing yet: every record from now on is new
+            return SensorResult(cursor=cursor or json.dumps({"ended_at": ""}))
         newest = fresh[-1].ended_at
         assert newest is not None
         new_cursor = json.dumps({"ended_at": newest.isoformat()})
