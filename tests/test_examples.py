@@ -98,6 +98,14 @@ def test_durable_script_carries_on_after_dying_halfway(pg_dsn: str, pg_schema: s
     assert 2000 - 700 <= scored <= 2000 - 700 + 1 + 2 * 100  # unwritten ones run again
 
 
+def test_schedules_script_runs_three_virtual_days_of_schedules_and_a_sensor() -> None:
+    out = run_example("schedules.py")
+    assert "nightly revenue built for: 2025-02-28, 2025-03-01, 2025-03-02" in out
+    assert "dashboard refreshed 72 times" in out
+    assert "files imported once each: orders-1.csv, orders-2.csv, orders-3.csv" in out
+    assert "nightly-revenue: last 2025-03-03 01:30Z succeeded, next 2025-03-04 01:30Z" in out
+
+
 def load_example(name: str) -> ModuleType:
     """Import ``examples/<name>.py`` as a module (without relying on the working directory)."""
     module_name = f"flowstone_examples_{name}"
