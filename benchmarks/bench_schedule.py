@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
+from anyio.streams.text import TextReceiveStream
 
 import flowstone as fs
 from flowstone.events import Event, RunStarted
@@ -101,15 +100,18 @@ def _record(i: int, owner: str) -> TickRecord:
     )
 
 
-async def claim_all(dsn: str, schema: str, count: int, go: Path | None) -> dict[str, float]:
-    """Claim ticks 0..count-1 (as one process of several): how many won, in how long."""
+async def claim_all(dsn: str, schema: str, count: int, wait: bool) -> dict[str, float]:
+    """Claim ticks 0..count-1: how many won, in how long. With ``wait`` (one process of
+    several), print ``ready`` once connected and start on a line read from stdin."""
     from flowstone.ext.postgres import PostgresStore
 
     async with PostgresStore(dsn, schema=schema) as pg:
         store = pg.schedule_store()
         await store.register("bench", START)
-        while go is not None and not go.exists():
-            await anyio.sleep(0.001)
+        if wait:
+            sys.stdout.write("ready\n")
+            sys.stdout.flush()
+            await anyio.to_thread.run_sync(sys.stdin.readline)
         owner = f"p{os.getpid()}"
         started = perf_counter()
         won = 0
@@ -124,24 +126,26 @@ async def claims_per_second(dsn: str, count: int) -> tuple[float, float]:
 
     schema = f"bench_sched_{uuid.uuid4().hex[:8]}"
     alone = f"{schema}_alone"
-    folder = Path(os.environ.get("TMPDIR", "/tmp")) / schema
-    folder.mkdir()
-    go = folder / "go"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    args = [sys.executable, "-m", "benchmarks.bench_schedule", dsn, schema, str(count), str(go)]
+    args = [sys.executable, "-m", "benchmarks.bench_schedule", dsn, schema, str(count)]
     try:
         async with PostgresStore(dsn, schema=schema) as pg:
             await pg.migrate()
-        procs = [
-            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
-        ]
-        await anyio.sleep(1.0)  # both connected and migrated (reported, not asserted)
-        go.touch()
-        outs = [await anyio.to_thread.run_sync(p.communicate) for p in procs]
-        results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+        procs = [await anyio.open_process(args, env=env) for _ in range(2)]
+        streams = [TextReceiveStream(p.stdout) for p in procs if p.stdout is not None]
+        for stream in streams:  # both connected before either starts
+            assert "ready" in await stream.receive()
+        for proc in procs:
+            assert proc.stdin is not None
+            await proc.stdin.send(b"go\n")
+        results = []
+        for proc, stream in zip(procs, streams, strict=True):
+            text = "".join([chunk async for chunk in stream])
+            await proc.wait()
+            results.append(json.loads(text.strip().splitlines()[-1]))
         assert sum(r["won"] for r in results) == count, results
         racing = count / max(r["seconds"] for r in results)
-        single = await claim_all(dsn, alone, count, None)
+        single = await claim_all(dsn, alone, count, False)
         return racing, count / single["seconds"]
     finally:
         import asyncpg
@@ -152,9 +156,6 @@ async def claims_per_second(dsn: str, count: int) -> tuple[float, float]:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         finally:
             await conn.close()
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
 
 
 async def run(report: Report) -> None:
@@ -182,6 +183,6 @@ async def run(report: Report) -> None:
 
 
 if __name__ == "__main__":  # one claiming process of claims_per_second
-    dsn, schema, count, go = sys.argv[1:5]
-    result = anyio.run(claim_all, dsn, schema, int(count), Path(go))
+    dsn, schema, count = sys.argv[1:4]
+    result = anyio.run(claim_all, dsn, schema, int(count), True)
     sys.stdout.write(json.dumps(result) + "\n")
