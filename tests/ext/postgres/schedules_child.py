@@ -22,7 +22,14 @@ import anyio
 
 import flowstone as fs
 from flowstone.ext.postgres import PostgresStore
-from flowstone.ext.schedule import Schedule, Scheduler
+from flowstone.ext.schedule import (
+    Schedule,
+    Scheduler,
+    TickRecord,
+    TickStatus,
+    schedule_store_for,
+    tick_key,
+)
 from flowstone.testing import VirtualClock
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -70,13 +77,23 @@ async def run(folder: Path) -> None:
 
 
 async def claim(folder: Path) -> None:
-    store = PostgresStore(ARGS.dsn, schema=ARGS.schema)
     clock = VirtualClock(START + timedelta(hours=1))
-    async with fs.Runtime(store=store, clock=clock) as rt:
-        scheduler = Scheduler(rt, [schedule()], owner="doomed", lease=60)
-        entry = scheduler._entries["hourly"]
-        await scheduler.store.register("hourly", START)
-        assert await scheduler.store.claim(scheduler._record(entry, START + timedelta(hours=1)))
+    async with fs.Runtime(store=PostgresStore(ARGS.dsn, schema=ARGS.schema), clock=clock) as rt:
+        store = schedule_store_for(rt)
+        tick = START + timedelta(hours=1)
+        await store.register("hourly", START)
+        claim = TickRecord(
+            name="hourly",
+            key=tick_key(tick),
+            tick=tick,
+            run_id=f"hourly:{tick_key(tick)}",
+            status=TickStatus.CLAIMED,
+            partition=tick.strftime("%Y-%m-%dT%H"),
+            tags={"schedule": "hourly", "tick": tick.isoformat()},
+            owner="doomed",
+            lease_until=clock.now() + timedelta(seconds=60),
+        )
+        assert await store.claim(claim)
         (folder / "claimed").touch()
         await anyio.sleep_forever()
 

@@ -15,9 +15,11 @@ from flowstone.ext.schedule import (
     ScheduleDefinitionError,
     Scheduler,
     TickFired,
+    TickRecord,
     TickSkipped,
     TickStatus,
     UnknownScheduleError,
+    tick_key,
 )
 from flowstone.testing import VirtualClock
 
@@ -283,10 +285,20 @@ async def test_a_claim_whose_holder_died_is_taken_over_with_the_same_run_id(
     store = MemoryScheduleStore()
     schedule = Schedule(PIPELINE, cron="0 * * * *", partition=by_hour, name="h")
     await store.register("h", START)
-    dead = Scheduler(runtime, [schedule], store=store, owner="dead", lease=60)
     tick = START + timedelta(hours=1)
     await clock.advance(hours=1)
-    assert await store.claim(dead._record(dead._entries["h"], tick))  # then it "died"
+    claim = TickRecord(
+        name="h",
+        key=tick_key(tick),
+        tick=tick,
+        run_id=f"h:{tick_key(tick)}",
+        status=TickStatus.CLAIMED,
+        partition=by_hour(tick),
+        tags={"schedule": "h", "tick": tick.isoformat()},
+        owner="dead",
+        lease_until=tick + timedelta(seconds=60),
+    )
+    assert await store.claim(claim)  # and then its scheduler died
     async with Scheduler(runtime, [schedule], store=store, owner="alive", lease=60):
         await clock.wait_for_sleepers(1)
         assert calls == []  # the tick is claimed by another, whose lease still holds
