@@ -6,6 +6,8 @@ feeds a scatter from the objects under a prefix.
 - :class:`S3ItemReader` — an ``ItemReader`` over the objects under a prefix: one item per
   object (``format="keys"``) or per line of JSON Lines / row of CSV, optionally gzipped,
   streamed and resumable from a checkpointed cursor.
+- :class:`S3KeySensor` — a ``flowstone.ext.schedule`` sensor: one run per new object
+  under a prefix.
 - :class:`S3StorageError` — what fails, naming the bucket, key, asset and partition.
 - For plugins on other AWS services: :class:`AwsClient` (one aioboto3 client, opened once
   and closed with its owner) and :func:`retrying` (throttling retried with backoff).
@@ -44,11 +46,13 @@ from ._io import S3IOManager as S3IOManager
 from ._layout import decode_segment as decode_segment
 from ._layout import encode_segment as encode_segment
 from ._reader import S3ItemReader as S3ItemReader
+from ._sensor import S3KeySensor as S3KeySensor
 
 __all__ = (
     "AwsClient",
     "S3IOManager",
     "S3ItemReader",
+    "S3KeySensor",
     "S3StorageError",
     "decode_segment",
     "encode_segment",
