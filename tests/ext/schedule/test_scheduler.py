@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import anyio
 import pytest
@@ -109,20 +110,55 @@ async def test_a_zoned_daily_schedule_fires_on_local_wall_time_with_its_partitio
     assert run is not None and run.partition == "2024-12-31"
 
 
-async def test_dst_days_fire_once_each_in_virtual_time(clock: VirtualClock) -> None:
-    clock = VirtualClock(datetime(2025, 3, 29, tzinfo=UTC))
+@pytest.mark.parametrize(
+    ("zone", "start", "daily", "expected"),
+    [
+        # spring forward: 02:30 does not exist; fired once at 03:00 (the change)
+        (
+            "Europe/Paris",
+            datetime(2025, 3, 29, tzinfo=UTC),
+            "30 2 * * *",
+            ["02:30+0100", "03:00+0200"],
+        ),
+        (
+            "America/New_York",
+            datetime(2025, 3, 8, 12, tzinfo=UTC),
+            "30 2 * * *",
+            ["03:00-0400", "02:30-0400"],
+        ),
+        # fall back: 02:30 / 01:30 happen twice; fired once, at the first
+        (
+            "Europe/Paris",
+            datetime(2025, 10, 25, tzinfo=UTC),
+            "30 2 * * *",
+            ["02:30+0200", "02:30+0200"],
+        ),
+        (
+            "America/New_York",
+            datetime(2025, 11, 1, 12, tzinfo=UTC),
+            "30 1 * * *",
+            ["01:30-0400", "01:30-0500"],
+        ),
+    ],
+)
+async def test_dst_changes_fire_once_per_tick_and_hourly_once_per_real_hour_in_virtual_time(
+    zone: str, start: datetime, daily: str, expected: list[str]
+) -> None:
+    clock = VirtualClock(start)
     async with fs.Runtime(clock=clock) as rt:
-        paris = Schedule([plain], cron="30 2 * * *", timezone="Europe/Paris", name="daily")
-        hourly_ny = Schedule([plain], cron="30 * * * *", timezone="America/New_York", name="ny")
-        async with Scheduler(rt, [paris, hourly_ny]):
+        day = Schedule([plain], cron=daily, timezone=zone, name="daily")
+        hour = Schedule([plain], cron="30 * * * *", timezone=zone, name="hourly")
+        async with Scheduler(rt, [day, hour]) as scheduler:
             await clock.wait_for_sleepers(2)
             await clock.advance(days=2)
-        history = await Scheduler(rt).store.history("daily")
-        assert [t.tick for t in reversed(history)] == [
-            datetime(2025, 3, 29, 1, 30, tzinfo=UTC),
-            datetime(2025, 3, 30, 1, 0, tzinfo=UTC),  # 03:00 CEST: the first instant after
-        ]
-        assert len(await Scheduler(rt).store.history("ny", limit=100)) == 48
+            days = await scheduler.store.history("daily")
+            hours = await scheduler.store.history("hourly", limit=100)
+    shown = [t.tick.astimezone(ZoneInfo(zone)).strftime("%H:%M%z") for t in reversed(days)]
+    assert shown == expected
+    assert len(hours) == 48  # once per real hour, across the change
+    ticks = sorted(t.tick for t in hours)
+    assert all(b - a == timedelta(hours=1) for a, b in zip(ticks, ticks[1:], strict=False))
+    assert {t.status for t in [*days, *hours]} == {TickStatus.SUCCEEDED}
 
 
 async def test_a_failed_run_does_not_stop_the_schedule(
