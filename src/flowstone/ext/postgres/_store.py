@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Self
 
 from flowstone import (
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from flowstone import ComponentHealth, Runtime
 
     from ._errors import RetryPolicy
+    from ._events import PostgresEvents
     from ._io import PostgresIOManager
     from ._sql import Connection, Pool
 
@@ -107,6 +109,9 @@ class PostgresStore(RecordStorage):
         ``"auto"`` / ``True``; default off; an asset overrides it with
         ``metadata={"compression": ...}`` (see :class:`PostgresIOManager`)
     :param compression_threshold: the smallest value, in bytes, that is compressed
+    :param events: relay the runs' coarse lifecycle events between the processes sharing the
+        schema (see :class:`PostgresEvents`, which a runtime's ``plugins=`` can pass to
+        replace this default); ``False`` neither publishes nor listens
     :param connect_options: further keyword arguments for ``asyncpg.create_pool``
     :raises ConfigurationError: neither or both of ``dsn`` and ``pool``, or a bad schema name
     """
@@ -126,6 +131,7 @@ class PostgresStore(RecordStorage):
         allow_pickle: bool = False,
         compression: bool | str | None = None,
         compression_threshold: int = COMPRESSION_THRESHOLD,
+        events: bool = True,
         connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
@@ -142,6 +148,11 @@ class PostgresStore(RecordStorage):
         from ._io import PostgresIOManager
 
         self._auto_migrate = migrate
+        self.relay_events = events
+        #: The event relay of each runtime this store serves (see :class:`PostgresEvents`).
+        self.event_relays: weakref.WeakKeyDictionary[Runtime, PostgresEvents] = (
+            weakref.WeakKeyDictionary()
+        )
         self.flush_interval = flush_interval
         self.write_behind = write_behind
         self.queries = Queries(schema)
@@ -254,14 +265,18 @@ class PostgresStore(RecordStorage):
 
     def install(self, runtime: Runtime) -> None:
         """Make ``runtime`` durable: register the ``postgres`` IO manager as its default,
-        the durable coordinators and the durable gate store (``gate_store=`` given to the
-        runtime still wins). Called by ``fs.Runtime(store=...)``."""
+        the durable coordinators, the durable gate store (``gate_store=`` given to the
+        runtime still wins) and, with ``events``, the relay of lifecycle events between
+        processes. Called by ``fs.Runtime(store=...)``."""
+        from ._events import PostgresEvents
         from ._gates import PostgresGateStore
 
         runtime.io_managers.register("postgres", self.io_manager)
         runtime.default_io_manager = "postgres"
         runtime.gate_store = PostgresGateStore(self)
         self._install_coordinators(runtime)
+        if self.relay_events:
+            PostgresEvents(self, listen=self.dsn is not None).install(runtime)
 
     def _install_coordinators(self, runtime: Runtime) -> None:
         """Register the durable coordinators on ``runtime``.
