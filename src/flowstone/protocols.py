@@ -15,6 +15,8 @@ strict mode share.
 from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
 from ._core.assets import code_fingerprint as code_fingerprint
+from ._core.check_store import CheckStore as CheckStore
+from ._core.checks import CheckRecord as CheckRecord
 from ._core.clock import Clock as Clock
 from ._core.compression import CODECS as COMPRESSION_CODECS
 from ._core.compression import DEFAULT_THRESHOLD as COMPRESSION_THRESHOLD
@@ -64,6 +66,8 @@ __all__ = (
     "AssetOutcome",
     "BarrierState",
     "BranchRecord",
+    "CheckRecord",
+    "CheckStore",
     "COMPRESSION_CODECS",
     "COMPRESSION_THRESHOLD",
     "CURRENT_CONTEXT",
