@@ -315,6 +315,31 @@ async def test_a_reused_value_is_not_checked_again(flowstone_runtime: fs.Runtime
     assert forced.checks["customers"][0].check == "three_customers"
 
 
+async def test_a_reused_value_that_failed_an_error_check_keeps_blocking(
+    flowstone_runtime: fs.Runtime,
+) -> None:
+    p = pipeline(no_negative_totals)
+    await flowstone_runtime.materialize(p, select="orders", raise_on_error=False)
+    result = await flowstone_runtime.materialize(p, select="revenue", raise_on_error=False)
+    assert result.records["orders"].reused
+    assert result.outcomes["revenue"].reason == "input 'orders' failed check 'no_negative_totals'"
+    assert result.status is fs.RunStatus.FAILED
+    assert len(await flowstone_runtime.check_history("orders")) == 1  # not run again
+    assert result.checks["orders"][0].run_id != result.run_id  # the recorded verdict
+
+
+async def test_a_reused_value_never_checked_is_checked_when_reused(
+    flowstone_runtime: fs.Runtime,
+) -> None:
+    p = pipeline(no_negative_totals)
+    await flowstone_runtime.materialize(p, select="orders", checks=False)
+    result = await flowstone_runtime.materialize(p, select="revenue", raise_on_error=False)
+    assert result.records["orders"].reused
+    assert result.skipped == ("revenue",)
+    (record,) = await flowstone_runtime.check_history("orders")
+    assert record.run_id == result.run_id and not record.passed
+
+
 async def test_an_optional_input_that_failed_a_check_gets_its_default(
     flowstone_runtime: fs.Runtime,
 ) -> None:

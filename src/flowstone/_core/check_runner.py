@@ -1,10 +1,12 @@
 """Running asset checks: in a run, right after their asset, and on a stored value alone.
 
 In a run (:class:`RunChecks`, a base of the run class), the checks of an asset run once its
-value was computed (a reused current value was checked when it was made). When the asset
-has an ``error`` check, its dependents wait for its checks, and a failed ``error`` check
-blocks them: they are skipped with a reason naming the check, and the run fails. Checks
-that are all ``warn`` run in the run's own task group while the run goes on.
+value was computed. When the asset has an ``error`` check, its dependents wait for its
+checks, and a failed ``error`` check blocks them: they are skipped with a reason naming the
+check, and the run fails. Checks that are all ``warn`` run in the run's own task group
+while the run goes on. A reused current value is not checked again: its ``error`` checks'
+results recorded for that very value (its data version) stand, so a value that failed one
+keeps blocking its dependents; one never recorded for it runs then.
 
 :class:`RuntimeChecks` (a base of :class:`~flowstone.Runtime`) keeps the checks of the
 pipelines the runtime has seen, runs them on a stored value (``run_checks``) and reads
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["RunChecks", "RuntimeChecks", "execute_checks"]
 
 _cancelled = anyio.get_cancelled_exc_class
+
+#: How many recent results of a check are searched for the verdict on a reused value.
+_RECENT = 20
 
 
 def _interpret(check_def: CheckDef, returned: Any) -> CheckResult:
@@ -208,19 +213,57 @@ class RunChecks:
 
     async def _check_asset(self, asset_def: AssetDef[..., Any], outcome: AssetOutcome) -> None:
         """Run the checks of an asset that was just computed: now, when one is ``error``
-        (its dependents wait), else in the run's task group."""
+        (its dependents wait), else in the run's task group. A reused value keeps the
+        verdict of its ``error`` checks (see :meth:`_judge_reused`)."""
         if not self._checks_on or outcome.status is not Status.SUCCEEDED:
             return
         checks = self._pipeline.checks_of(asset_def.name)
-        if not checks or (outcome.record is not None and outcome.record.reused):
+        if not checks:
+            return
+        if outcome.record is not None and outcome.record.reused:
+            blocking = [c for c in checks if c.blocking]
+            if blocking:
+                await self._judge_reused(asset_def, outcome, blocking)
             return
         if any(c.blocking for c in checks) or self._check_group is None:
             await self._run_asset_checks(asset_def, outcome, checks)
         else:
             self._check_group.start_soon(self._run_asset_checks, asset_def, outcome, checks)
 
+    async def _judge_reused(
+        self, asset_def: AssetDef[..., Any], outcome: AssetOutcome, blocking: list[CheckDef]
+    ) -> None:
+        """The ``error`` checks of a reused value: the results recorded for that value (its
+        data version), and a run now of those never recorded for it (it was made with
+        ``checks=False``, say), so a value that failed one keeps blocking its dependents."""
+        record = outcome.record
+        partition = record.partition if record is not None else None
+        store = self._runtime.check_store
+        known: list[CheckRecord] = []
+        missing: list[CheckDef] = []
+        for check_def in blocking:
+            history = await store.check_history(
+                asset_def.name, partition, check=check_def.name, limit=_RECENT
+            )
+            same = next((r for r in history if r.data_version == outcome.data_version), None)
+            if same is None:
+                missing.append(check_def)
+            else:
+                known.append(same)
+        if missing:
+            await self._run_asset_checks(asset_def, outcome, missing, save_record=False)
+        outcome.checks = (*known, *outcome.checks)
+        failed = tuple(r.check for r in outcome.checks if r.blocking)
+        if failed:
+            outcome.error = CheckFailedError(asset_def.name, partition, self._run_id, failed)
+
     async def _run_asset_checks(
-        self, asset_def: AssetDef[..., Any], outcome: AssetOutcome, checks: Sequence[CheckDef]
+        self,
+        asset_def: AssetDef[..., Any],
+        outcome: AssetOutcome,
+        checks: Sequence[CheckDef],
+        *,
+        save_record: bool = True,
     ) -> None:
         value = outcome.value
         if value is _NOT_LOADED:  # an iterator, read by storing it: check what was stored
@@ -241,7 +284,7 @@ class RunChecks:
         failed = tuple(r.check for r in results if r.blocking)
         if failed:
             outcome.error = CheckFailedError(asset_def.name, partition, self._run_id, failed)
-        if record is not None:
+        if record is not None and save_record:
             record = record.replace(metadata={**record.metadata, "checks": check_summary(results)})
             outcome.record = record
             await self._runtime.store.save_record(record)
