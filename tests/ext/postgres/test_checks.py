@@ -135,3 +135,29 @@ async def test_a_migration_shipped_later_below_the_newest_is_applied(
     finally:
         await store.aclose()
     assert await pg_conn.fetchval(f"SELECT to_regclass('\"{pg_schema}\".gates') IS NOT NULL")
+
+
+async def test_a_warn_check_running_behind_the_run_lands_in_the_stored_record(
+    pg_dsn: str, pg_schema: str, pg_runtime: fs.Runtime
+) -> None:
+    """A ``warn`` check runs while the dependents go on (the record is written behind the
+    run); the asset's stored record still ends up with its result."""
+
+    @fs.asset
+    def rows() -> list[int]:
+        return [1, 2]
+
+    @fs.asset
+    def count(rows: list[int]) -> int:
+        return len(rows)
+
+    @fs.check(asset="rows")
+    def three_rows(rows: list[int]) -> bool:
+        return len(rows) == 3
+
+    result = await pg_runtime.materialize([rows, count, three_rows])
+    assert result.ok and result["count"] == 2
+    async with PostgresStore(pg_dsn, schema=pg_schema) as fresh:
+        stored = await fresh.latest("rows", None)
+    assert stored is not None
+    assert stored.metadata["checks"] == {"three_rows": {"passed": False, "severity": "warn"}}
