@@ -429,8 +429,8 @@ async def test_run_checks_runs_them_alone_on_the_stored_value(
 
 
 async def test_run_checks_errors(flowstone_runtime: fs.Runtime) -> None:
-    with pytest.raises(fs.SelectionError):
-        await flowstone_runtime.run_checks("orders")  # no check of it is known
+    with pytest.raises(fs.ConfigurationError, match="no check of asset 'orders' is known"):
+        await flowstone_runtime.run_checks("orders")
     flowstone_runtime.register(fs.Pipeline([orders, no_negative_totals], name="shop"))
     with pytest.raises(fs.ValueNotFoundError):
         await flowstone_runtime.run_checks("orders")  # nothing stored yet

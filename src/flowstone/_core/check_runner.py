@@ -27,7 +27,7 @@ from .check_store import CheckStore, MemoryCheckStore
 from .checks import CheckDef, CheckFailedError, CheckRecord, CheckResult
 from .context import Context, Resources, _current
 from .deadline import run_in_thread
-from .errors import SelectionError, ValueNotFoundError
+from .errors import ConfigurationError, ValueNotFoundError
 from .events import CheckCompleted
 from .records import Status
 from .result import _NOT_LOADED
@@ -340,7 +340,7 @@ class RuntimeChecks:
             has materialized or registered)
         :param resources: resources for the checks' context, over the runtime's
         :return: one record per check
-        :raises SelectionError: no check of ``asset`` is known (and none given)
+        :raises ConfigurationError: no check of ``asset`` is known (and none given)
         :raises ValueNotFoundError: no value of ``asset`` is stored
         :raises PartitionError: the asset is partitioned and the key is missing or invalid
         """
@@ -351,8 +351,10 @@ class RuntimeChecks:
             list(checks) if checks is not None else list(self._known_checks.get(name, {}).values())
         )
         if not chosen:
-            known = sorted({c.name for each in self._known_checks.values() for c in each.values()})
-            raise SelectionError(f"checks of {name}", known)
+            raise ConfigurationError(
+                f"no check of asset {name!r} is known to this runtime: pass checks=[...], or "
+                "materialize or register a pipeline that holds its checks"
+            )
         key = partition_for(definition, partition)
         latest = await self.store.latest(name, key)
         if latest is None:
