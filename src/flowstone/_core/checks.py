@@ -309,7 +309,7 @@ def check(
     """Declare a data-quality check of an asset's value.
 
     The function receives the asset's value through its one parameter, named after the
-    asset, and returns a :class:`CheckResult` or a bare ``bool``. An async function runs
+    asset (any name, when the asset's name is not an identifier), and returns a :class:`CheckResult` or a bare ``bool``. An async function runs
     on the event loop, a plain one in a worker thread. Add the check to the pipeline beside
     its asset (``fs.Pipeline([orders, no_negative_totals])``, or keep it in a module given
     to the pipeline).
