@@ -448,3 +448,36 @@ async def test_check_history_filters_by_check_and_limits(flowstone_runtime: fs.R
     only = await flowstone_runtime.check_history("orders", check=has_ids)
     assert [r.check for r in only] == ["has_ids", "has_ids"] and all(r.passed for r in only)
     assert len(await flowstone_runtime.check_history("orders", limit=1)) == 1
+
+
+async def test_a_resumed_run_keeps_blocking_on_the_recorded_verdict(
+    flowstone_runtime: fs.Runtime,
+) -> None:
+    p = pipeline(no_negative_totals)
+    first = await flowstone_runtime.materialize(p, run_id="nightly", raise_on_error=False)
+    assert first.skipped == ("revenue", "report")
+    again = await flowstone_runtime.resume("nightly", p, raise_on_error=False)
+    assert again.resumed and again.skipped == ("revenue", "report")
+    assert again.outcomes["revenue"].reason == "input 'orders' failed check 'no_negative_totals'"
+    assert len(await flowstone_runtime.check_history("orders")) == 1
+
+
+async def test_run_checks_of_a_partitioned_asset_needs_its_key(
+    flowstone_runtime: fs.Runtime,
+) -> None:
+    days = fs.DailyPartitions(start="2025-01-01")
+
+    @fs.asset(partitions=days)
+    def daily() -> int:
+        return 1
+
+    @fs.check(asset="daily")
+    def positive(daily: int) -> bool:
+        return daily > 0
+
+    p = fs.Pipeline([daily, positive])
+    await flowstone_runtime.materialize(p, partition="2025-01-03")
+    with pytest.raises(fs.PartitionError):
+        await flowstone_runtime.run_checks(daily)
+    (record,) = await flowstone_runtime.run_checks(daily, "2025-1-3")  # made canonical
+    assert (record.partition, record.passed) == ("2025-01-03", True)
