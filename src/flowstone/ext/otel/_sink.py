@@ -17,6 +17,7 @@ from flowstone.events import (
     AssetStarted,
     AssetSucceeded,
     AssetWaiting,
+    CheckCompleted,
     RunFinished,
     RunStarted,
 )
@@ -104,6 +105,7 @@ class OTelSink:
             AssetFailed: self._asset_failed,
             AssetSkipped: self._asset_skipped,
             AssetWaiting: self._asset_waiting,
+            CheckCompleted: self._check_completed,
             ScatterStarted: self._scatter_started,
             ScatterProgress: self._scatter_progress,
             ScatterItemFinished: self._scatter_item,
@@ -262,6 +264,25 @@ class OTelSink:
             },
             timestamp=ns(event.timestamp),
         )
+
+    def _check_completed(self, event: CheckCompleted) -> None:
+        """A check's result, as a ``flowstone.check`` event of the run's span (the asset's
+        span has ended by then)."""
+        state = self._runs.get(event.run_id)
+        if state is None:
+            return
+        attributes = state.attributes(event.asset, event.partition)
+        attributes.update(
+            {
+                "flowstone.check": event.check,
+                "flowstone.check.severity": event.severity,
+                "flowstone.check.passed": event.passed,
+                "flowstone.check.duration": event.duration,
+            }
+        )
+        if event.error is not None:
+            attributes["error.type"] = event.error.split(":", 1)[0]
+        state.span.add_event("flowstone.check", attributes, timestamp=ns(event.timestamp))
 
     def _ended(
         self, state: RunSpans, event: AssetEvent, end: Mapping[str, AttributeValue]

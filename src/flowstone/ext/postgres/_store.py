@@ -14,6 +14,7 @@ is layered: the pool, retries and the one way to run a statement are
 :class:`~._database.PostgresDatabase`; on it, records and the values written with them are
 :class:`~._records.RecordStorage`, the store's base; this module holds the lifecycle
 (migrations, the write buffer's background work), the wiring into a runtime and runs.
+Check results (``@fs.check``) are :class:`~._checks.CheckStorage`, its other base.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from flowstone.protocols import COMPRESSION_THRESHOLD
 
 from ._background import BackgroundWork
 from ._buffer import WriteBuffer
+from ._checks import CheckStorage
 from ._migrations import check_version, migrate_schema
 from ._queries import Queries
 from ._records import RecordStorage
@@ -63,8 +65,8 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(RecordStorage):
-    """Durable runs, materialization records and asset values in PostgreSQL.
+class PostgresStore(RecordStorage, CheckStorage):
+    """Durable runs, materialization records, asset values and check results in PostgreSQL.
 
     Pass it as ``fs.Runtime(store=PostgresStore(dsn))``: the runtime becomes durable as a
     whole (records, the default IO manager ``postgres``, the durable coordinators). It is an
