@@ -49,6 +49,11 @@ def numbers() -> list[int]:
     return list(range(6))
 
 
+@fs.check(asset="numbers")
+def six_numbers(numbers: list[int]) -> bool:
+    return len(numbers) == 6
+
+
 @fs.asset
 @scatter(items=lambda deps: deps["numbers"], key=str, tolerated_failure=1)
 async def halves(item: int) -> float:
@@ -151,7 +156,9 @@ async def test_every_declared_event_is_emitted_somewhere() -> None:
     clock = VirtualClock(datetime(2025, 1, 2, tzinfo=UTC))
     async with fs.Runtime(event_sinks=[sink], clock=clock) as rt:
         slow = rt.subscribe(buffer=1)  # a subscriber that never reads: it loses events
-        pipeline = fs.Pipeline([numbers, halves, left, right, both, size, big, small, flaky])
+        pipeline = fs.Pipeline(
+            [numbers, six_numbers, halves, left, right, both, size, big, small, flaky]
+        )
         result = await rt.materialize(pipeline, raise_on_error=False)
         await run_gates(rt, clock)
         await run_schedules(rt, clock)

@@ -293,3 +293,22 @@ def test_s3_events_script_scatters_over_lines_and_stores_a_summary(moto_server: 
     out = run_example("s3_events.py", "--endpoint-url", moto_server.endpoint_url)
     assert "scored 300 events" in out
     assert "/flowstone/summary/partition=2025-01-02" in out
+
+
+def test_checks_script_blocks_a_bad_day_and_checks_again_after_the_fix() -> None:
+    out = run_example("checks.py")
+    assert (
+        "2025-03-01: succeeded; checks: no_negative_totals passed (error), "
+        "ids_unique_and_emails_present FAILED (warn)\n  revenue: 35\n"
+    ) in out
+    assert (
+        "2025-03-02: failed; checks: no_negative_totals FAILED (error), "
+        "ids_unique_and_emails_present passed (warn)\n"
+        "  revenue skipped: input 'orders' failed check 'no_negative_totals'\n"
+    ) in out
+    assert "after the fix: revenue 35\n" in out
+    assert "run_checks: no_negative_totals=True, ids_unique_and_emails_present=True\n" in out
+    assert (
+        "history: [('2025-03-02', True), ('2025-03-02', True), ('2025-03-02', False), "
+        "('2025-03-01', True)]"
+    ) in out

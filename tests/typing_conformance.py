@@ -82,3 +82,15 @@ class _Mail:
 
 
 _notifier: Notifier = _Mail()
+
+from flowstone.protocols import CheckStore  # noqa: E402
+
+_pg_checks: CheckStore = _pg
+
+
+@fs.check(asset="_typed", severity="error")
+def _typed_check(_typed: int) -> fs.CheckResult:
+    return fs.CheckResult(passed=_typed >= 0, metadata={"value": _typed})
+
+
+_check_def: fs.CheckDef = _typed_check

@@ -24,6 +24,12 @@ if _typing.TYPE_CHECKING:
     from ._core.assets import asset as asset
     from ._core.backfill import BackfillResult as BackfillResult
     from ._core.backfill import PartitionOutcome as PartitionOutcome
+    from ._core.checks import CheckDef as CheckDef
+    from ._core.checks import CheckFailedError as CheckFailedError
+    from ._core.checks import CheckRecord as CheckRecord
+    from ._core.checks import CheckResult as CheckResult
+    from ._core.checks import InvalidCheckError as InvalidCheckError
+    from ._core.checks import check as check
     from ._core.clock import SystemClock as SystemClock
     from ._core.context import Context as Context
     from ._core.context import Resources as Resources
@@ -82,6 +88,10 @@ __all__ = (
     "AssetState",
     "AssetTimeoutError",
     "BackfillResult",
+    "CheckDef",
+    "CheckFailedError",
+    "CheckRecord",
+    "CheckResult",
     "ComponentHealth",
     "ConfigurationError",
     "Context",
@@ -95,6 +105,7 @@ __all__ = (
     "HealthStatus",
     "HourlyPartitions",
     "InvalidAssetError",
+    "InvalidCheckError",
     "LoggingSink",
     "MaterializationRecord",
     "MaterializeResult",
@@ -130,6 +141,7 @@ __all__ = (
     "ValueNotFoundError",
     "asset",
     "backfill",
+    "check",
     "current_context",
     "default_runtime",
     "exists",
@@ -157,6 +169,12 @@ _WHERE: "dict[str, str]" = {
     "Suspended": "assets",
     "asset": "assets",
     "BackfillResult": "backfill",
+    "CheckDef": "checks",
+    "CheckFailedError": "checks",
+    "CheckRecord": "checks",
+    "CheckResult": "checks",
+    "InvalidCheckError": "checks",
+    "check": "checks",
     "SystemClock": "clock",
     "PartitionOutcome": "backfill",
     "Context": "context",

@@ -7,6 +7,7 @@ from ._core.events import AssetSkipped as AssetSkipped
 from ._core.events import AssetStarted as AssetStarted
 from ._core.events import AssetSucceeded as AssetSucceeded
 from ._core.events import AssetWaiting as AssetWaiting
+from ._core.events import CheckCompleted as CheckCompleted
 from ._core.events import Dropped as Dropped
 from ._core.events import Event as Event
 from ._core.events import LogEntry as LogEntry
@@ -21,6 +22,7 @@ __all__ = (
     "AssetStarted",
     "AssetSucceeded",
     "AssetWaiting",
+    "CheckCompleted",
     "Dropped",
     "Event",
     "LogEntry",

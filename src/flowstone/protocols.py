@@ -15,6 +15,8 @@ strict mode share.
 from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
 from ._core.assets import code_fingerprint as code_fingerprint
+from ._core.check_store import CheckStore as CheckStore
+from ._core.checks import CheckRecord as CheckRecord
 from ._core.clock import Clock as Clock
 from ._core.compression import CODECS as COMPRESSION_CODECS
 from ._core.compression import DEFAULT_THRESHOLD as COMPRESSION_THRESHOLD
@@ -67,6 +69,8 @@ __all__ = (
     "COMPRESSION_CODECS",
     "COMPRESSION_THRESHOLD",
     "CURRENT_CONTEXT",
+    "CheckRecord",
+    "CheckStore",
     "Clock",
     "Coordinator",
     "EventSink",

@@ -54,6 +54,7 @@ async def test_a_default_runtime_is_up_component_by_component() -> None:
     assert all(c.latency >= 0 for c in report.components)
     assert report.ok and report.status is fs.HealthStatus.UP
     assert report["store"].detail == "MemoryStore: reachable (0 run(s) listed)"
+    assert "store" in report and "postgres" not in report
     assert report.to_dict()["status"] == "up"
 
 

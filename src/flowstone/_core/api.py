@@ -33,6 +33,7 @@ async def materialize(
     run_id: str | None = None,
     max_concurrent: int | None = None,
     raise_on_error: bool = True,
+    checks: bool = True,
     runtime: Runtime | None = None,
 ) -> MaterializeResult:
     """Materialize the selected assets (and their upstream) in one run.
@@ -41,8 +42,11 @@ async def materialize(
     a FastAPI handler, a notebook cell, a test. See :meth:`Runtime.materialize` for the
     parameters; ``runtime`` defaults to the loop's in-memory runtime.
 
+    ``checks=False`` skips the checks of the assets (``@fs.check``).
+
     :return: the run's :class:`MaterializeResult` (``result["total"]``, ``result.ok``)
     :raises AssetExecutionError: an asset failed and ``raise_on_error`` is true
+    :raises CheckFailedError: a value failed an ``error`` check and ``raise_on_error`` is true
     """
     rt = runtime if runtime is not None else default_runtime()
     return await rt.materialize(
@@ -55,6 +59,7 @@ async def materialize(
         run_id=run_id,
         max_concurrent=max_concurrent,
         raise_on_error=raise_on_error,
+        checks=checks,
     )
 
 

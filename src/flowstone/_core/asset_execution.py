@@ -45,6 +45,12 @@ __all__ = ["AssetExecution"]
 _cancelled = anyio.get_cancelled_exc_class
 
 
+def _blocked(dep: str, outcome: AssetOutcome) -> str:
+    """Why a dependent of ``dep``, whose value failed an ``error`` check, is skipped."""
+    names = ", ".join(repr(c) for c in outcome.failed_checks)
+    return f"input {dep!r} failed check {names}"
+
+
 class AssetExecution(AssetOutcomes):
     """Materializing one asset of a run (a base of the run class, which owns the state)."""
 
@@ -96,6 +102,8 @@ class AssetExecution(AssetOutcomes):
                     return await self._skip(
                         asset_def, partition, f"input {dep!r} {outcome.status.value}"
                     )
+                elif outcome.checks and outcome.failed_checks and dep not in asset_def.optional:
+                    return await self._skip(asset_def, partition, _blocked(dep, outcome))
                 elif outcome.data_version is not None:
                     versions[dep] = outcome.data_version
         except MissingInputError as exc:
@@ -122,6 +130,8 @@ class AssetExecution(AssetOutcomes):
         outcome = self._outcomes.get(dep)
         if outcome is not None:
             if outcome.status is Status.SUCCEEDED:
+                if outcome.checks and outcome.failed_checks:
+                    return False, None, "", _blocked(dep, outcome)
                 if outcome.value is _NOT_LOADED:
                     outcome.value = await self._load(self._pipeline[dep], outcome)
                 return True, outcome.value, outcome.data_version or "", ""

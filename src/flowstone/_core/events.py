@@ -26,6 +26,7 @@ __all__ = [
     "AssetStarted",
     "AssetSucceeded",
     "AssetWaiting",
+    "CheckCompleted",
     "Dropped",
     "Event",
     "LogEntry",
@@ -208,3 +209,31 @@ class AssetWaiting(AssetEvent):
     def log_entry(self) -> LogEntry:
         """``INFO``: the asset waits, and for what."""
         return logging.INFO, "%s waits: %s", (self._where(), self.reason)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckCompleted(AssetEvent):
+    """A check of an asset's value ended (see ``@fs.check``).
+
+    :ivar check: the check's name
+    :ivar severity: ``"warn"`` or ``"error"``
+    :ivar passed: whether the value passed (``False`` when the check raised)
+    :ivar metadata: what the check returned as metadata
+    :ivar duration: seconds the check took
+    :ivar error: what the check raised (``"TypeName: message"``), if it raised
+    """
+
+    check: str
+    severity: str
+    passed: bool
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    duration: float = 0.0
+    error: str | None = None
+
+    def log_entry(self) -> LogEntry:
+        """``DEBUG`` when it passed; ``WARNING`` (a ``warn`` check) or ``ERROR`` when not."""
+        if self.passed:
+            return logging.DEBUG, "%s passed check %s", (self._where(), self.check)
+        level = logging.ERROR if self.severity == "error" else logging.WARNING
+        detail = f" ({self.error})" if self.error else ""
+        return level, "%s failed check %s%s", (self._where(), self.check, detail)

@@ -104,6 +104,9 @@ class HealthReport:
                 return component
         raise KeyError(name)
 
+    def __contains__(self, name: object) -> bool:
+        return any(component.name == name for component in self.components)
+
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-able data."""
         return {

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from .assets import AssetDef
+    from .checks import CheckRecord
     from .events import Event
     from .pipeline import Pipeline
     from .runtime import Runtime
@@ -46,11 +47,18 @@ class AssetOutcome:
     reason: str | None = None
     record: MaterializationRecord | None = None
     data_version: str | None = None
+    #: The results of its checks in the run (see ``@fs.check``).
+    checks: tuple[CheckRecord, ...] = ()
 
     @property
     def ok(self) -> bool:
         """Whether it succeeded."""
         return self.status is Status.SUCCEEDED
+
+    @property
+    def failed_checks(self) -> tuple[str, ...]:
+        """The ``error`` checks its value failed in the run (its dependents are blocked)."""
+        return tuple(c.check for c in self.checks if c.blocking)
 
 
 class RunHandle(Protocol):

@@ -19,6 +19,7 @@ import anyio
 from .asset_execution import AssetExecution
 from .asset_outcomes import utc_now
 from .canonical_keys import canonical_partition
+from .check_runner import RunChecks
 from .errors import (
     PartitionError,
 )
@@ -67,7 +68,7 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     return first
 
 
-class Run(AssetExecution):
+class Run(AssetExecution, RunChecks):
     """One run of a pipeline selection: its state, scheduler and outcomes.
 
     Implements :class:`~flowstone.protocols.RunHandle` for coordinators.
@@ -86,6 +87,7 @@ class Run(AssetExecution):
         resources: Resources,
         max_concurrent: int | None,
         new_id: bool = False,
+        checks: bool = True,
     ) -> None:
         self._runtime = runtime
         self._pipeline = pipeline
@@ -116,6 +118,8 @@ class Run(AssetExecution):
         self._waiters: dict[str, anyio.Event] = {}
         self._previous: dict[str, MaterializationRecord] = {}
         self._sinks = runtime.has_sinks
+        self._checks_on = checks and bool(pipeline.checks)
+        self._check_group = None
 
     # -- RunHandle -------------------------------------------------------------------
 
@@ -229,7 +233,13 @@ class Run(AssetExecution):
         status = RunStatus.FAILED
         try:
             try:
-                await self._schedule(closure)
+                if self._checks_on:
+                    # Checks that block nothing run here while the run goes on.
+                    async with anyio.create_task_group() as checks_group:
+                        self._check_group = checks_group
+                        await self._schedule(closure)
+                else:
+                    await self._schedule(closure)
             except BaseExceptionGroup as group:
                 # Errors the run cannot go on with (a store that failed, say) reach the
                 # caller as themselves, not wrapped by the task group that ran the assets.
@@ -297,6 +307,8 @@ class Run(AssetExecution):
         waits (the run is resumed later), else succeeded."""
         statuses = {o.status for o in self._outcomes.values()}
         if Status.FAILED in statuses:
+            return RunStatus.FAILED
+        if self._checks_on and any(o.failed_checks for o in self._outcomes.values()):
             return RunStatus.FAILED
         if Status.WAITING in statuses:
             return RunStatus.WAITING
@@ -392,6 +404,8 @@ class Run(AssetExecution):
                     outcome = await self._materialize_asset(asset_def)
             else:
                 outcome = await self._materialize_asset(asset_def)
+            if self._checks_on:
+                await self._check_asset(asset_def, outcome)
         except _cancelled():
             self.abandon(name)
             raise
@@ -409,6 +423,8 @@ class Run(AssetExecution):
     def _release(self, name: str, outcome: AssetOutcome) -> None:
         """Let the dependents of ``name`` start with its value before its record is durable
         (the store writes theirs after it, and none of them if it fails)."""
+        if self._checks_on and self._blocking_checks(name):
+            return  # its dependents wait for its checks
         finished = self._finishers.pop(name, None)
         if finished is None:
             return

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from .assets import AssetDef
+from .checks import CheckDef, InvalidCheckError
 from .errors import (
     ConfigurationError,
     CycleError,
@@ -33,33 +34,43 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _assets_of_module(module: types.ModuleType) -> list[AssetDef[..., Any]]:
-    return [value for _, value in inspect.getmembers(module) if isinstance(value, AssetDef)]
+def _assets_of_module(module: types.ModuleType) -> list[AssetDef[..., Any] | CheckDef]:
+    return [
+        value for _, value in inspect.getmembers(module) if isinstance(value, AssetDef | CheckDef)
+    ]
+
+
+_NO_CHECKS: tuple[CheckDef, ...] = ()
 
 
 class Pipeline:
-    """A validated set of assets.
+    """A validated set of assets, and the checks of their values.
 
     Construction checks the graph: unknown dependencies, duplicate names and cycles raise
-    typed errors, and each asset kind validates itself against the whole pipeline.
+    typed errors, and each asset kind validates itself against the whole pipeline. A check
+    (``@fs.check``) joins the pipeline beside its asset: given in the list, or found at the
+    top level of a module given.
 
-    :param assets: assets, or modules whose module-level assets are taken
+    :param assets: assets and checks, or modules whose module-level assets and checks are
+        taken
     :param name: a name for runs and display
     :raises UnknownDependencyError: an asset depends on a name no asset has
     :raises DuplicateAssetError: two different assets share a name
     :raises CycleError: the dependencies form a cycle
     :raises DefinitionError: something given is not an asset or a module
+    :raises InvalidCheckError: a check names no asset of the pipeline, or two different
+        checks of one asset share a name
     """
 
     def __init__(
         self,
-        assets: Iterable[AssetDef[..., Any] | types.ModuleType]
+        assets: Iterable[AssetDef[..., Any] | CheckDef | types.ModuleType]
         | AssetDef[..., Any]
         | types.ModuleType,
         *,
         name: str | None = None,
     ) -> None:
-        items: Iterable[AssetDef[..., Any] | types.ModuleType]
+        items: Iterable[AssetDef[..., Any] | CheckDef | types.ModuleType]
         given: object = assets
         if isinstance(assets, AssetDef | types.ModuleType):
             items = [assets]
@@ -68,13 +79,17 @@ class Pipeline:
                 f"Pipeline takes assets, modules or a list of them, not {_shown(assets)}"
             )
         else:
-            items = cast("Iterable[AssetDef[..., Any] | types.ModuleType]", assets)
+            items = cast("Iterable[AssetDef[..., Any] | CheckDef | types.ModuleType]", assets)
         if name is not None and (not isinstance(name, str) or not name):
             raise DefinitionError(f"Pipeline(name=...) must be a non-empty str, not {_shown(name)}")
         by_name: dict[str, AssetDef[..., Any]] = {}
+        checks: list[CheckDef] = []
         for item in items:
             defs = _assets_of_module(item) if isinstance(item, types.ModuleType) else [item]
             for asset_def in defs:
+                if isinstance(asset_def, CheckDef):
+                    checks.append(asset_def)
+                    continue
                 if not isinstance(asset_def, AssetDef):
                     raise DefinitionError(
                         f"Pipeline takes assets (made with @fs.asset) or modules, "
@@ -94,12 +109,43 @@ class Pipeline:
                         continue
                     raise UnknownDependencyError(asset_def.name, dep, _suggest(dep, by_name))
                 self._downstream[dep].append(asset_def.name)
+        self._checks = self._collect_checks(checks)
         self._order = self._toposort()
         self._index = {n: i for i, n in enumerate(self._order)}
         self._ordered = MappingProxyType({n: self._assets[n] for n in self._order})
         for asset_def in by_name.values():
             if asset_def.kind_spec is not None:
                 asset_def.kind_spec.validate(asset_def, self)
+
+    def _collect_checks(self, checks: list[CheckDef]) -> dict[str, tuple[CheckDef, ...]]:
+        """The checks by asset, each validated against the pipeline's assets."""
+        by_asset: dict[str, dict[str, CheckDef]] = {}
+        for check_def in checks:
+            if check_def.asset not in self._assets:
+                hint = _suggest(check_def.asset, self._assets)
+                raise InvalidCheckError(
+                    check_def.name,
+                    f"asset={check_def.asset!r} names no asset of the pipeline"
+                    + (f"; did you mean {hint!r}?" if hint else ""),
+                )
+            same = by_asset.setdefault(check_def.asset, {})
+            existing = same.get(check_def.name)
+            if existing is not None and existing is not check_def:
+                raise InvalidCheckError(
+                    check_def.name,
+                    f"two different checks of asset {check_def.asset!r} share this name",
+                )
+            same[check_def.name] = check_def
+        return {asset: tuple(named.values()) for asset, named in by_asset.items()}
+
+    @property
+    def checks(self) -> tuple[CheckDef, ...]:
+        """Every check of the pipeline."""
+        return tuple(c for each in self._checks.values() for c in each)
+
+    def checks_of(self, name: str) -> tuple[CheckDef, ...]:
+        """The checks of asset ``name`` (none when it has none)."""
+        return self._checks.get(name, _NO_CHECKS)
 
     @classmethod
     def from_module(cls, module: types.ModuleType, *, name: str | None = None) -> Pipeline:
@@ -187,6 +233,7 @@ class Pipeline:
             "code_version": asset_def.code_version,
             "tags": dict(asset_def.tags),
             "metadata": dict(asset_def.metadata),
+            "checks": [c.name for c in self.checks_of(name)],
         }
 
     def resolve(self, select: Any) -> list[str]:
@@ -264,7 +311,9 @@ class Pipeline:
     def subset(self, select: Any, *, with_deps: bool = True, name: str | None = None) -> Pipeline:
         """A pipeline of the selected assets (and their upstream, by default)."""
         names = self.upstream(select, include_self=True) if with_deps else self.resolve(select)
-        return Pipeline([self._assets[n] for n in names], name=name or self.name)
+        kept: list[AssetDef[..., Any] | CheckDef] = [self._assets[n] for n in names]
+        kept.extend(c for n in names for c in self.checks_of(n))
+        return Pipeline(kept, name=name or self.name)
 
     # -- display ---------------------------------------------------------------------
 
@@ -361,7 +410,7 @@ AssetsLike = (
     Pipeline
     | AssetDef[..., Any]
     | types.ModuleType
-    | Iterable[AssetDef[..., Any] | types.ModuleType]
+    | Iterable[AssetDef[..., Any] | CheckDef | types.ModuleType]
 )
 #: What ``select=`` accepts: ``None`` (everything), a name, an asset, or several.
 Selection = str | AssetDef[..., Any] | Iterable[str | AssetDef[..., Any]] | None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .records import MaterializationRecord, RunStatus, Status
 
 if TYPE_CHECKING:
+    from .checks import CheckRecord
     from .invocation import AssetOutcome
 
 __all__ = ["MaterializeResult"]
@@ -85,6 +86,17 @@ class MaterializeResult(Mapping[str, Any]):
         return since if isinstance(since, str) else None
 
     @property
+    def checks(self) -> Mapping[str, tuple[CheckRecord, ...]]:
+        """The results of the checks run, by asset (``@fs.check``)."""
+        return {n: o.checks for n, o in self.outcomes.items() if o.checks}
+
+    @property
+    def failed_checks(self) -> Mapping[str, tuple[CheckRecord, ...]]:
+        """The checks that failed (``warn`` and ``error`` alike), by asset."""
+        failed = {n: tuple(c for c in o.checks if not c.passed) for n, o in self.outcomes.items()}
+        return {n: records for n, records in failed.items() if records}
+
+    @property
     def errors(self) -> Mapping[str, BaseException]:
         """The error of each failed asset."""
         return {n: o.error for n, o in self.outcomes.items() if o.error is not None}
@@ -132,6 +144,11 @@ class MaterializeResult(Mapping[str, Any]):
                 reason = self.outcomes[name].reason
                 shown.append(name if since is None else f"{name} ({reason}) since {since}")
             counts += f", {len(self.waiting)} waiting: {', '.join(shown)}"
+        ran = sum(len(records) for records in self.checks.values())
+        if ran:
+            failed = [f"{n}.{c.check}" for n, rs in self.failed_checks.items() for c in rs]
+            counts += f"; {ran} check{'s' if ran > 1 else ''}"
+            counts += f", {len(failed)} failed: {', '.join(failed)}" if failed else " passed"
         return f"<MaterializeResult run_id={self.run_id!r} status={self.status.value} ({counts})>"
 
     def _repr_html_(self) -> str:
@@ -152,15 +169,20 @@ class MaterializeResult(Mapping[str, Any]):
             since = self.waiting_since(name)
             if since is not None:
                 note += f" (since {since})"
+            checks = " ".join(
+                f'<span style="color:{colors["succeeded" if c.passed else "failed"]}">'
+                f"{'✓' if c.passed else '✗'} {html.escape(c.check)}</span>"
+                for c in outcome.checks
+            )
             rows.append(
                 f"<tr><td>{html.escape(name)}</td>"
                 f'<td style="color:{colors.get(outcome.status.value, "#000")}">{status}</td>'
-                f"<td>{duration}</td><td>{html.escape(note)}</td></tr>"
+                f"<td>{duration}</td><td>{checks}</td><td>{html.escape(note)}</td></tr>"
             )
         return (
             f"<div><b>run {html.escape(self.run_id)}</b>: {self.status.value} in "
             f"{self.duration:.3f}s<table><tr><th>asset</th><th>status</th><th>duration</th>"
-            f"<th>note</th></tr>{''.join(rows)}</table></div>"
+            f"<th>checks</th><th>note</th></tr>{''.join(rows)}</table></div>"
         )
 
 

@@ -15,6 +15,7 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from .backfill import BackfillResult, backfill_with
+from .check_runner import RuntimeChecks
 from .clock import Clock, SystemClock
 from .context import Resources
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from .assets import AssetDef
+    from .check_store import CheckStore
+    from .checks import CheckDef
     from .partitions import PartitionsDefinition
     from .result import MaterializeResult
     from .subscriptions import EventHub
@@ -75,7 +78,7 @@ async def _enter_resources(
     return values
 
 
-class Runtime(StoredValues, RuntimeEvents):
+class Runtime(StoredValues, RuntimeEvents, RuntimeChecks):
     """Registries, stores, resources and event sinks: everything a run needs.
 
     Use it as ``async with fs.Runtime(...) as rt:``; it opens resources, pools and sinks on
@@ -176,6 +179,8 @@ class Runtime(StoredValues, RuntimeEvents):
         self._plugins = list(plugins)
         self._given: list[object] = [self.store, *self._plugins, *self._sinks]
         self._known_assets: dict[str, AssetDef[..., Any]] = {}
+        self._known_checks: dict[str, dict[str, CheckDef]] = {}
+        self._own_check_store: CheckStore | None = None
         self._pipelines: dict[str, Pipeline] = {}
         self._registered: dict[str, Pipeline] = {}
         self._last_pipeline: Pipeline | None = None
@@ -327,6 +332,7 @@ class Runtime(StoredValues, RuntimeEvents):
             return
         self._last_pipeline = pipeline
         self._known_assets.update(pipeline.assets)
+        self._learn_checks(pipeline)
         if pipeline.name:
             self._pipelines[pipeline.name] = pipeline
 
@@ -352,6 +358,7 @@ class Runtime(StoredValues, RuntimeEvents):
         self._registered[pipeline.name] = pipeline
         self._pipelines.setdefault(pipeline.name, pipeline)
         self._known_assets.update(pipeline.assets)
+        self._learn_checks(pipeline)
         return pipeline
 
     # -- operations ------------------------------------------------------------------
@@ -368,6 +375,7 @@ class Runtime(StoredValues, RuntimeEvents):
         run_id: str | None = None,
         max_concurrent: int | None = None,
         raise_on_error: bool = True,
+        checks: bool = True,
     ) -> MaterializeResult:
         """Materialize the selected assets (and, by default, their upstream) in one run.
 
@@ -387,9 +395,12 @@ class Runtime(StoredValues, RuntimeEvents):
         :param max_concurrent: at most this many assets of this run execute at once
         :param raise_on_error: raise the first failure (after the run ends) instead of
             returning a failed result
+        :param checks: run the checks of the assets computed (``@fs.check``); a value that
+            fails an ``error`` check blocks its dependents and fails the run
         :return: the :class:`MaterializeResult`
         :raises AssetExecutionError: an asset failed (``raise_on_error``); ``.result`` holds
             the run's result
+        :raises CheckFailedError: a value failed an ``error`` check (``raise_on_error``)
         :raises SelectionError: a selected name does not exist
         :raises PartitionError: the partition is missing or invalid for a selected asset
         """
@@ -414,6 +425,7 @@ class Runtime(StoredValues, RuntimeEvents):
                 with_deps=with_deps,
                 resources=run_resources,
                 max_concurrent=max_concurrent,
+                checks=checks,
             )
             threshold = self.loop_block_warning
             watched = None if threshold is None else loop_watch.start(self, pipeline, threshold)

@@ -338,3 +338,30 @@ def test_the_plugin_without_its_extra_names_it() -> None:
         "MissingExtraError flowstone.ext.otel needs opentelemetry-api: "
         "pip install 'flowstone[otel]'"
     )
+
+
+async def test_check_results_are_events_of_the_run_span(telemetry: Telemetry) -> None:
+    @fs.check(asset="source", severity="error")
+    def not_secret(source: str) -> bool:
+        return source != SECRET
+
+    @fs.check(asset="source")
+    def broken(source: str) -> bool:
+        raise LookupError("nope")
+
+    result = await fs.Runtime(event_sinks=[telemetry.sink()]).materialize(
+        [source, length, not_secret, broken], raise_on_error=False
+    )
+    assert result.skipped == ("length",)
+    run = telemetry.named("flowstone.run")
+    events = {e.attributes["flowstone.check"]: e for e in run.events if e.name == "flowstone.check"}
+    assert set(events) == {"not_secret", "broken"}
+    blocking = events["not_secret"].attributes
+    assert blocking["flowstone.asset"] == "source"
+    assert (blocking["flowstone.check.severity"], blocking["flowstone.check.passed"]) == (
+        "error",
+        False,
+    )
+    assert "error.type" not in blocking
+    assert events["broken"].attributes["error.type"] == "LookupError"
+    assert run.status.status_code is StatusCode.ERROR

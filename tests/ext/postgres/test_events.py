@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import pytest
 
 import flowstone as fs
@@ -122,7 +123,7 @@ async def test_scatter_progress_is_relayed_at_most_once_per_interval(pg_schema: 
     events.emit(
         ScatterItemFinished(run_id="r", asset="s", key="k", index=0, status=fs.Status.SUCCEEDED)
     )
-    relayed = [decode(payload) for payload in events._pending]
+    relayed = [decode(encode(event, "here")) for event in events._pending]
     assert [e.done for _, e in filter(None, relayed)] == [0, 5]  # type: ignore[attr-defined]
 
 
@@ -143,3 +144,45 @@ def test_events_round_trip_through_their_payload() -> None:
         assert back.run_id == event.run_id and back.timestamp == event.timestamp
     assert decode("not json") is None
     assert decode('{"o": "x", "k": "Unknown", "f": {}}') is None
+
+
+async def test_a_postgres_store_relays_events_by_default(pg_dsn: str, pg_schema: str) -> None:
+    a = fs.Runtime(store=PostgresStore(pg_dsn, schema=pg_schema))
+    b = fs.Runtime(store=PostgresStore(pg_dsn, schema=pg_schema))
+    async with a, b, b.subscribe(run_id="from-a", kinds=[RunStarted, RunFinished]) as at_b:
+        await a.materialize([one, two], run_id="from-a")
+        got = await until_finished(at_b, "from-a")
+        assert (await b.health())["postgres:events"].status is fs.HealthStatus.UP
+    assert [type(e).__name__ for e in got] == ["RunStarted", "RunFinished"]
+
+
+async def test_a_store_without_events_neither_publishes_nor_listens(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    quiet = PostgresStore(pg_dsn, schema=pg_schema, events=False)
+    a = fs.Runtime(store=quiet)
+    b = fs.Runtime(store=PostgresStore(pg_dsn, schema=pg_schema))
+    async with a, b, b.subscribe(kinds=[RunStarted, RunFinished]) as at_b:
+        await a.materialize([one, two], run_id="quiet")
+        await b.materialize([one], run_id="loud")
+        got = await until_finished(at_b, "loud")
+        assert "postgres:events" not in await a.health()
+    assert {e.run_id for e in got} == {"loud"}  # b's own only: a's run was never relayed
+
+
+async def test_a_store_made_from_a_pool_publishes_without_listening(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    try:
+        a = fs.Runtime(store=PostgresStore(pool=pool, schema=pg_schema))
+        b = fs.Runtime(store=PostgresStore(pg_dsn, schema=pg_schema))
+        async with a, b, b.subscribe(run_id="pooled", kinds=[RunFinished]) as at_b:
+            health = (await a.health())["postgres:events"]
+            assert health.status is fs.HealthStatus.UP
+            assert health.detail.startswith("publishing on")
+            await a.materialize([one, two], run_id="pooled")
+            got = await until_finished(at_b, "pooled")
+        assert [type(e).__name__ for e in got] == ["RunFinished"]
+    finally:
+        await pool.close()

@@ -17,6 +17,7 @@ from flowstone.events import (
     AssetStarted,
     AssetSucceeded,
     AssetWaiting,
+    CheckCompleted,
     RunFinished,
     RunStarted,
 )
@@ -104,6 +105,7 @@ class OTelSink:
             AssetFailed: self._asset_failed,
             AssetSkipped: self._asset_skipped,
             AssetWaiting: self._asset_waiting,
+            CheckCompleted: self._check_completed,
             ScatterStarted: self._scatter_started,
             ScatterProgress: self._scatter_progress,
             ScatterItemFinished: self._scatter_item,
@@ -191,6 +193,8 @@ class OTelSink:
         if state is None:
             return
         end = ns(event.timestamp)
+        for (asset, _), open_asset in state.assets.items():
+            state.asset_span(self._tracer, asset, open_asset)
         for span in state.open_spans():  # a cancelled run leaves some open
             span.set_attribute("flowstone.status", "cancelled")
             span.end(end_time=end)
@@ -229,20 +233,29 @@ class OTelSink:
         key = (event.asset, event.partition)
         open_asset = state.assets.get(key)
         if open_asset is not None:  # the next attempt
-            open_asset.span.set_attribute("flowstone.attempt", event.attempt)
+            open_asset.attributes["flowstone.attempt"] = event.attempt
+            if open_asset.span is not None:
+                open_asset.span.set_attribute("flowstone.attempt", event.attempt)
             return
-        more: dict[str, AttributeValue] = {"flowstone.attempt": event.attempt}
+        attributes = state.attributes(event.asset, event.partition)
+        attributes["flowstone.attempt"] = event.attempt
         if event.kind != "asset":
-            more["flowstone.asset.kind"] = event.kind
-        span = self._asset_span(state, event, more)
-        state.assets[key] = AssetSpan(span, event.timestamp)
+            attributes["flowstone.asset.kind"] = event.kind
+        state.assets[key] = AssetSpan(event.timestamp, attributes)
+
+    def _open_asset_span(self, state: RunSpans, asset: str, partition: str | None) -> Span | None:
+        """The span of a started asset of the run (made now if not yet), or ``None``."""
+        open_asset = state.assets.get((asset, partition))
+        if open_asset is None:
+            return None
+        return state.asset_span(self._tracer, asset, open_asset)
 
     def _asset_retried(self, event: AssetRetried) -> None:
         state = self._runs.get(event.run_id)
-        open_asset = None if state is None else state.assets.get((event.asset, event.partition))
-        if open_asset is None:
+        span = None if state is None else self._open_asset_span(state, event.asset, event.partition)
+        if span is None:
             return
-        open_asset.span.add_event(
+        span.add_event(
             "flowstone.retry",
             {
                 "flowstone.attempt": event.attempt,
@@ -252,25 +265,50 @@ class OTelSink:
             timestamp=ns(event.timestamp),
         )
 
-    def _ended(self, state: RunSpans, event: AssetEvent) -> tuple[Span, float]:
-        """The asset's span (made now for one that never started) and its start time."""
+    def _check_completed(self, event: CheckCompleted) -> None:
+        """A check's result, as a ``flowstone.check`` event of the run's span (the asset's
+        span has ended by then)."""
+        state = self._runs.get(event.run_id)
+        if state is None:
+            return
+        attributes = state.attributes(event.asset, event.partition)
+        attributes.update(
+            {
+                "flowstone.check": event.check,
+                "flowstone.check.severity": event.severity,
+                "flowstone.check.passed": event.passed,
+                "flowstone.check.duration": event.duration,
+            }
+        )
+        if event.error is not None:
+            attributes["error.type"] = event.error.split(":", 1)[0]
+        state.span.add_event("flowstone.check", attributes, timestamp=ns(event.timestamp))
+
+    def _ended(
+        self, state: RunSpans, event: AssetEvent, end: Mapping[str, AttributeValue]
+    ) -> tuple[Span, float]:
+        """The ended asset's span with the attributes ``end`` (made now, with them, for one
+        whose span was not needed while it ran, or that never started) and its start time."""
         open_asset = state.assets.pop((event.asset, event.partition), None)
-        if open_asset is not None:
-            return open_asset.span, open_asset.started
-        return self._asset_span(state, event), event.timestamp
+        if open_asset is None:
+            return self._asset_span(state, event, end), event.timestamp
+        if open_asset.span is None:
+            open_asset.attributes.update(end)
+            return state.asset_span(self._tracer, event.asset, open_asset), open_asset.started
+        open_asset.span.set_attributes(end)
+        return open_asset.span, open_asset.started
 
     def _asset_succeeded(self, event: AssetSucceeded) -> None:
         state = self._runs.get(event.run_id)
         if state is None or (event.reused and state.resumed):
             return  # a resumed run's earlier work was emitted by the earlier attempt
-        span, _ = self._ended(state, event)
         attributes: dict[str, AttributeValue] = {
             "flowstone.status": "succeeded",
             "flowstone.reused": event.reused,
         }
         if event.data_version is not None:
             attributes["flowstone.data_version"] = event.data_version
-        span.set_attributes(attributes)
+        span, _ = self._ended(state, event, attributes)
         span.end(end_time=ns(event.timestamp))
         if event.reused:
             self._instruments.materialization(event.asset, "reused", None)
@@ -281,9 +319,9 @@ class OTelSink:
         state = self._runs.get(event.run_id)
         if state is None:
             return
-        span, started = self._ended(state, event)
-        span.set_attribute("flowstone.status", "failed")
-        span.set_attribute("flowstone.attempt", event.attempt)
+        span, started = self._ended(
+            state, event, {"flowstone.status": "failed", "flowstone.attempt": event.attempt}
+        )
         fail(span, event.error, "failed", event.timestamp)
         if state.first_error is None:
             state.first_error = error_type(event.error)
@@ -295,9 +333,9 @@ class OTelSink:
         state = self._runs.get(event.run_id)
         if state is None:
             return
-        span, _ = self._ended(state, event)
-        span.set_attribute("flowstone.status", "skipped")
-        span.set_attribute("flowstone.skip.reason", event.reason)
+        span, _ = self._ended(
+            state, event, {"flowstone.status": "skipped", "flowstone.skip.reason": event.reason}
+        )
         span.end(end_time=ns(event.timestamp))
         self._instruments.materialization(event.asset, "skipped", None)
 
@@ -305,15 +343,15 @@ class OTelSink:
         state = self._runs.get(event.run_id)
         if state is None:
             return
-        span, _ = self._ended(state, event)
-        span.set_attribute("flowstone.status", "waiting")
-        span.set_attribute("flowstone.wait.reason", event.reason)
+        span, _ = self._ended(
+            state, event, {"flowstone.status": "waiting", "flowstone.wait.reason": event.reason}
+        )
         span.end(end_time=ns(event.timestamp))
 
     def _parent_of(self, state: RunSpans, event: AssetEvent) -> Span:
         """The span of ``event``'s asset if it is open, else the run's."""
-        open_asset = state.assets.get((event.asset, event.partition))
-        return open_asset.span if open_asset is not None else state.span
+        span = self._open_asset_span(state, event.asset, event.partition)
+        return span if span is not None else state.span
 
     # -- scatter ---------------------------------------------------------------------------
 
@@ -429,6 +467,7 @@ class OTelSink:
         parent = None
         asset = getattr(event, "asset", None)
         if state is not None and isinstance(asset, str):
-            open_asset = state.assets.get((asset, getattr(event, "partition", None)))
-            parent = state.span if open_asset is None else open_asset.span
+            parent = self._open_asset_span(state, asset, getattr(event, "partition", None))
+            if parent is None:
+                parent = state.span
         self._gates.emit(event, parent, None if state is None else state.base)

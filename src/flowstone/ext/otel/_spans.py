@@ -10,7 +10,7 @@ from opentelemetry.trace import Status, StatusCode
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.trace import Span
+    from opentelemetry.trace import Span, Tracer
     from opentelemetry.util.types import AttributeValue
 
 __all__ = ["AssetKey", "RunSpans", "error_type", "fail", "ns"]
@@ -44,10 +44,18 @@ def fail(span: Span, error: BaseException | None, kind: str, timestamp: float) -
 
 @dataclass(slots=True)
 class AssetSpan:
-    """An asset's open span and when its first attempt started (``time.time()`` seconds)."""
+    """A started asset: when its first attempt started (``time.time()`` seconds), its latest
+    attempt and the attributes its span starts with.
 
-    span: Span
+    The span itself is made only when something needs it — a child (scatter, branch, gate),
+    a span event (retry, route) or the asset's end — and is started at ``started`` then: an
+    asset that simply runs and ends costs the SDK one span made with all its attributes at
+    once, instead of a span made at the start and attributes set again at the end.
+    """
+
     started: float
+    attributes: dict[str, AttributeValue]
+    span: Span | None = None
 
 
 @dataclass(slots=True)
@@ -84,5 +92,17 @@ class RunSpans:
         return [
             *self.branches.values(),
             *self.scatters.values(),
-            *(asset.span for asset in self.assets.values()),
+            *(asset.span for asset in self.assets.values() if asset.span is not None),
         ]
+
+    def asset_span(self, tracer: Tracer, asset: str, started: AssetSpan) -> Span:
+        """``started``'s span, made now (started when the asset started) if not made yet."""
+        span = started.span
+        if span is None:
+            span = started.span = tracer.start_span(
+                f"flowstone.materialize {asset}",
+                context=self.context,
+                attributes=started.attributes,
+                start_time=ns(started.started),
+            )
+        return span

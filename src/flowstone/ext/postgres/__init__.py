@@ -13,8 +13,9 @@
 - :class:`PostgresRoutingCoordinator`, :class:`PostgresParallelCoordinator` — routers'
   decisions and parallel branch records stored in the schema, so a run resumed in another
   process takes the route it took before.
-- :class:`PostgresEvents` — a plugin relaying runs' coarse lifecycle events between the
-  processes sharing the schema (LISTEN/NOTIFY), so ``runtime.subscribe`` sees them all.
+- :class:`PostgresEvents` — the relay of runs' coarse lifecycle events between the
+  processes sharing the schema (LISTEN/NOTIFY), so ``runtime.subscribe`` sees them all;
+  every store installs one (``events=False`` turns it off), a plugin replaces it.
 - :class:`PostgresGateStore` — gates (``flowstone.ext.gates``) in the schema, resolved
   once across processes, with ``LISTEN``/``NOTIFY`` waking a run that holds its gate;
   :class:`GateResumer` (part of ``flowstone worker``) resumes runs whose gates closed.

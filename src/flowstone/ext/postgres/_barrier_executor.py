@@ -3,10 +3,11 @@
 :class:`BarrierExecutor` is what the starting process and every worker run for one barrier.
 Three kinds of task share it:
 
-* a **claimer** takes pending units (items, or batches) in source order, at most
-  ``max_concurrent`` per claim, holding up to half as many again ready to start, and claims
-  again once a quarter of ``max_concurrent`` is free: each claim is one statement for many
-  items, and executors do not idle through its round trip;
+* a **claimer** (:class:`~._barrier_claimer.BarrierClaimer`) takes pending units (items,
+  or batches) in source order, at most ``max_concurrent`` per claim, holding up to half as
+  many again ready to start, and claims again once a quarter of ``max_concurrent`` is free:
+  each claim is one statement for many items, and executors do not idle through its round
+  trip;
 * ``max_concurrent`` **executors** run units through the scatter's
   :class:`~flowstone.ext.scatter.ItemRunner` (rate limit, timeout, retries, per-item context);
 * a few **flushers** write finished results through a
@@ -43,9 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import deque
-from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -53,11 +52,12 @@ import anyio.lowlevel
 
 from flowstone.ext.scatter import BatchInfo
 
+from ._barrier_claimer import CLAIM_LIMIT, BarrierClaimer
 from ._errors import describe
 from ._held_units import HeldUnits
 from ._result_writer import FLUSHERS, ResultWriter
 from ._scatter_codec import MAX_PLAIN_INT
-from ._work_units import ExecutorStats, Signal, UnstoredItem
+from ._work_units import ExecutorStats, UnstoredItem
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -82,13 +82,10 @@ __all__ = [
 
 _log = logging.getLogger("flowstone.postgres")
 
-#: The most units one claim takes.
-CLAIM_LIMIT = 500
 #: Seconds a finished result may wait before it is written.
 DEFAULT_FLUSH_INTERVAL = 0.05
 #: The longest wait between looks at a barrier while nothing is left to claim.
 DEFAULT_POLL_INTERVAL = 0.5
-_FIRST_POLL = 0.01
 _YIELD_EVERY = 64
 _WAKE_AT_ONCE = 16
 _PROGRESS_INTERVAL = 0.5
@@ -153,11 +150,6 @@ class BarrierExecutor:
         self._batch_input = batch_input
         self._reporter = reporter
         self._per_item = reporter is not None and reporter.per_item
-        self._stay = stay
-        self._allow_pickle = allow_pickle
-        self._where = where
-        self._poll_interval = poll_interval
-        self._reap_interval = reap_interval
         #: The units this process holds; the enumerator hands items over through it.
         self.held = HeldUnits(max_concurrent, self._wake_some, hand_over=batch is None)
         self.stats = ExecutorStats()
@@ -184,13 +176,27 @@ class BarrierExecutor:
         self._waking = 0
         self._executors = 0
         self._pool: TaskGroup | None = None
-        self._enumerating = False
-        self._inserted_unclaimed = False
-        self._inserted = Signal()
         self._claiming = True
-        self._stopping = False
+        #: Set once the executor stops (see :meth:`stop`): nothing new is claimed.
+        self.stopping = False
         self._fatal: BaseException | None = None
-        self._last_reap = -math.inf
+        #: The claimer task's state; the enumerator tells it what it inserts.
+        self.claimer = BarrierClaimer(
+            self,
+            ops,
+            session,
+            barrier_id,
+            self.held,
+            self._owned,
+            self._notify,
+            max_concurrent=max_concurrent,
+            batched=batch is not None,
+            stay=stay,
+            allow_pickle=allow_pickle,
+            where=where,
+            poll_interval=poll_interval,
+            reap_interval=reap_interval,
+        )
         self._work_scope: anyio.CancelScope | None = None
         self._scope: anyio.CancelScope | None = None
 
@@ -240,7 +246,7 @@ class BarrierExecutor:
 
     def stop(self) -> None:
         """Stop working: in-flight items are cancelled, nothing new is claimed."""
-        self._stopping = True
+        self.stopping = True
         self.held.stop_hand_over()
         if self._work_scope is not None:
             self._work_scope.cancel()
@@ -290,86 +296,11 @@ class BarrierExecutor:
 
     async def _claim_loop(self) -> None:
         try:
-            await self._claim_until_done()
+            await self.claimer.claim_until_done()
         finally:
             self._claiming = False
             self.held.stop_hand_over()
             self._wake(len(self._idle))
-
-    async def _claim_until_done(self) -> None:
-        ops = self._ops
-        session = self._session
-        limit = self._max
-        stay = self._stay
-        delay = _FIRST_POLL
-        batched = self._batch is not None
-        dry = False
-        held = self.held
-        while not self._stopping:
-            if stay and await self._reap_if_due():
-                delay = _FIRST_POLL
-                dry = False
-            if dry and self._enumerating:
-                # The enumerator hands this process items as it inserts them: claim again
-                # once it inserted some unclaimed (or a while later, for items that others
-                # handed back).
-                dry = False
-                if self.counts.status != "open":
-                    self.stop()
-                    return
-                if not self._inserted_unclaimed:
-                    await self._inserted.wait(self._reap_interval)
-                self._inserted_unclaimed = False
-                continue
-            free = held.free()
-            if limit and (free >= held.claim_min or (free > 0 and not held.units)):
-                claimed = await ops.claim(
-                    self._id,
-                    min(free, limit, CLAIM_LIMIT),
-                    session.worker_no,
-                    batched=batched,
-                    owned=self._owned,
-                )
-                if claimed.units:
-                    held.add_claimed(claimed, allow_pickle=self._allow_pickle, where=self._where)
-                    delay = _FIRST_POLL
-                    continue
-                if self._enumerating:
-                    dry = True
-                    continue
-            elif limit:
-                # Busy: wait for free slots (the starting process also wakes to recover the
-                # items of dead workers in time).
-                await held.wait_freed(self._reap_interval if stay else math.inf)
-                continue
-            counts = await ops.state(self._id)
-            self.observe(counts)
-            if counts.status != "open":
-                self.stop()
-                return
-            if counts.complete:
-                return
-            if not stay and counts.source_done:
-                if await self._reap_if_due(force=True):
-                    continue
-                return
-            await session.wait(self._topic, delay)
-            delay = min(delay * 2, self._poll_interval)
-
-    async def _reap_if_due(self, *, force: bool = False) -> bool:
-        """Put dead workers' running items back to pending (at most every reap_interval).
-
-        :return: whether any came back
-        """
-        now = monotonic()
-        if not force and now - self._last_reap < self._reap_interval:
-            return False
-        self._last_reap = now
-        session = self._session
-        if not await self._ops.reap(self._id, session.namespace, session.worker_no):
-            return False
-        await self._notify()
-        return True
 
     def _wake(self, count: int) -> None:
         """Wake up to ``count`` idle executors, starting new ones (up to ``max_concurrent``)
@@ -399,16 +330,6 @@ class BarrierExecutor:
             self._wake(min(_WAKE_AT_ONCE, len(self.held.queue)))
 
     # -- the starting process's enumerator ---------------------------------------------
-
-    def set_enumerating(self, active: bool) -> None:
-        """Whether the enumerator is inserting items (and handing this process some)."""
-        self._enumerating = active
-        self._inserted.set()
-
-    def inserted_unclaimed(self) -> None:
-        """The enumerator inserted items unclaimed: look for them."""
-        self._inserted_unclaimed = True
-        self._inserted.set()
 
     def accept_unstored(
         self,

@@ -3,34 +3,37 @@
 ::
 
     store = PostgresStore(dsn)
-    rt = fs.Runtime(store=store, plugins=[PostgresEvents(store)])
+    rt = fs.Runtime(store=store)                 # the store relays events by default
     async with rt, rt.subscribe(run_id=run_id) as events:
         async for event in events: ...   # this process's runs and the others'
 
-Each runtime with the plugin publishes its runs' coarse events (run and asset status,
-scatter start and end, and scatter progress at most ``progress_interval`` apart per
-scatter; never one notification per item) on the schema's channel, batched into one
-statement per turn of its publishing task, and listens on a connection of its own: events
-from other processes go to this runtime's subscriptions (``runtime.subscribe``), never to
-its event sinks, and its own come back to no one. Delivery is at most once: a notification
-that cannot be sent (the server is down) is dropped and logged, and while the listening
-connection is lost, events of other processes are missed (it reconnects).
+Every runtime on a :class:`PostgresStore` (unless ``PostgresStore(events=False)``) publishes
+its runs' coarse events (run and asset status, scatter start and end, and scatter progress
+at most ``progress_interval`` apart per scatter; never one notification per item) on the
+schema's channel, batched into one statement per turn of its publishing task, and listens
+on a connection of its own: events from other processes go to this runtime's subscriptions
+(``runtime.subscribe``), never to its event sinks, and its own come back to no one.
+Delivery is at most once: a notification that cannot be sent (the server is down) is
+dropped and logged, and while the listening connection is lost, events of other processes
+are missed (it reconnects).
 
-It is a plugin, not a default of the store: it holds a connection of its own, and every
-run with it sends notifications. Its publishing and listening tasks live in a task group
-entered when the runtime opens and left when it closes: open and close the runtime with
-``async with`` (in one task).
+The store installs a relay with the defaults. Passing ``PostgresEvents(store, ...)`` in
+``fs.Runtime(plugins=[...])`` replaces it, to choose the intervals or ``listen=False``
+(publish only, no connection held). A store made from a user's pool has no DSN to open a
+listening connection with: its default relay only publishes. The publishing and listening
+tasks live in a task group entered when the runtime opens and left when it closes: open and
+close the runtime with ``async with`` (in one task).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
-import anyio.abc
 
 from flowstone import ComponentHealth, ConfigurationError, HealthStatus
 from flowstone.ext.scatter import ScatterProgress
@@ -61,7 +64,11 @@ class PostgresEvents:
     :param store: the store whose database and schema carry the events
     :param progress_interval: seconds between two relayed progress events of one scatter
     :param reconnect_delay: seconds before listening again after the connection was lost
+    :param batch_interval: seconds the publishing task gathers events before it sends them
+        in one statement (so a run's database connection is not taken per event)
     :param clock: the monotonic clock for ``progress_interval`` (a test passes its own)
+    :param listen: deliver other processes' events to this runtime's subscriptions (holds a
+        connection of its own; needs the store's DSN); ``False`` only publishes
     :raises ConfigurationError: an interval is negative
     """
 
@@ -71,11 +78,14 @@ class PostgresEvents:
         *,
         progress_interval: float = 0.5,
         reconnect_delay: float = 1.0,
+        batch_interval: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        listen: bool = True,
     ) -> None:
         for name, value in (
             ("progress_interval", progress_interval),
             ("reconnect_delay", reconnect_delay),
+            ("batch_interval", batch_interval),
         ):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigurationError(
@@ -85,13 +95,17 @@ class PostgresEvents:
         self.channel = f"flowstone_events_{store.schema}"[:63]
         self.progress_interval = float(progress_interval)
         self.reconnect_delay = float(reconnect_delay)
+        self.batch_interval = float(batch_interval)
         self.origin = uuid.uuid4().hex
         self._clock = clock
+        self.listen = listen
+        #: False once another relay took over this one's runtime (see :meth:`install`).
+        self.active = True
         self._runtime: Runtime | None = None
-        self._pending: list[str] = []
+        self._pending: list[Event] = []
         self._wakeup = anyio.Event()
         self._last_progress: dict[tuple[str, str, str | None], float] = {}
-        self._tasks: anyio.abc.TaskGroup | None = None
+        self._owner: asyncio.Task[None] | None = None
         self._listening = anyio.Event()
         self._connected = False
         #: Notifications sent, and events received from other processes (for monitoring).
@@ -109,11 +123,15 @@ class PostgresEvents:
             raise ConfigurationError("a PostgresEvents plugin serves one runtime")
         self._runtime = runtime
         runtime.add_event_sink(self)
+        previous = self.store.event_relays.get(runtime)
+        if previous is not None and previous is not self:
+            previous.active = False  # the store's default relay: this one replaces it
+        self.store.event_relays[runtime] = self
 
     def emit(self, event: Event) -> None:
         """Queue a coarse event for the publishing task (others are ignored)."""
         kind = type(event)
-        if RELAYED.get(kind.__name__) is not kind:
+        if not self.active or RELAYED.get(kind.__name__) is not kind:
             return
         if isinstance(event, ScatterProgress):
             key = (event.run_id, event.asset, event.partition)
@@ -124,16 +142,21 @@ class PostgresEvents:
             self._last_progress[key] = now
         elif kind.__name__ == "ScatterFinished":
             self._last_progress.pop((event.run_id, event.asset, event.partition), None)  # type: ignore[attr-defined]
-        self._pending.append(encode(event, self.origin))
+        self._pending.append(event)
         self._wakeup.set()
 
     # -- lifetime --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._tasks = await anyio.create_task_group().__aenter__()
-        self._tasks.start_soon(self._publish)
-        self._tasks.start_soon(self._listen)
-        await self._listening.wait()  # events of others reach subscribers from now on
+        if not self.active:
+            return self
+        # The tasks live in a task group of a task of their own, so that the runtime may be
+        # opened and closed by different tasks (a test fixture, a web app's lifespan).
+        self._owner = asyncio.get_running_loop().create_task(
+            self._run_tasks(), name=f"flowstone: events on {self.channel}"
+        )
+        if self.listen:
+            await self._listening.wait()  # events of others reach subscribers from now on
         return self
 
     async def __aexit__(
@@ -142,24 +165,35 @@ class PostgresEvents:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tasks, self._tasks = self._tasks, None
-        if tasks is None:
+        owner, self._owner = self._owner, None
+        if owner is None:
             return
         with anyio.CancelScope(shield=True):
             await self._send()  # what the runtime's last runs emitted
-        tasks.cancel_scope.cancel()
-        await tasks.__aexit__(None, None, None)
+            owner.cancel()
+            await asyncio.wait([owner])
+
+    async def _run_tasks(self) -> None:
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._publish)
+                if self.listen:
+                    tasks.start_soon(self._listen)
+        finally:
+            self._listening.set()  # never leave the runtime's opening waiting
 
     async def _publish(self) -> None:
         while True:
             await self._wakeup.wait()
+            await anyio.sleep(self.batch_interval)  # gather what follows into one statement
             self._wakeup = anyio.Event()
             await self._send()
 
     async def _send(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
+        events, self._pending = self._pending, []
+        if not events:
             return
+        batch = [encode(event, self.origin) for event in events]
 
         async def notify(conn: Connection) -> None:
             await conn.execute(
@@ -200,6 +234,11 @@ class PostgresEvents:
     async def check_health(self) -> list[ComponentHealth]:
         """``postgres:events``: whether the listening connection is open (for
         ``runtime.health()``); ``degraded`` while it is being reopened."""
+        if not self.active:
+            return []
+        if not self.listen:
+            detail = f"publishing on {self.channel} (not listening); {self.sent} sent"
+            return [ComponentHealth("postgres:events", HealthStatus.UP, 0.0, detail)]
         if self._connected:
             detail = f"listening on {self.channel}; {self.sent} sent, {self.received} received"
             return [ComponentHealth("postgres:events", HealthStatus.UP, 0.0, detail)]

@@ -1,7 +1,10 @@
 """Versioned schema migrations shipped with the package, applied under an advisory lock.
 
 Migrations are the files ``migrations/NNNN_name.sql`` next to this module, numbered from
-``0001`` without gaps. Each runs once per schema, in one transaction with ``search_path``
+``0001`` in order, each number once. A number may be missing (one reserved by work that
+lands later): a migration that ships later with a lower number than one already applied
+is applied then, since a schema records each version it has, not only its newest. Each
+runs once per schema, in one transaction with ``search_path``
 set to that schema (so the SQL uses unqualified names), and is recorded in the schema's
 ``schema_migrations`` table. A transaction-scoped advisory lock keyed by the schema name
 makes concurrent migrations from several processes safe: one applies, the others wait and
@@ -36,6 +39,7 @@ __all__ = [
     "latest_version",
     "load_migrations",
     "migrate_schema",
+    "shipped_versions",
 ]
 
 _FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
@@ -71,7 +75,7 @@ class Migration:
 def load_migrations() -> tuple[Migration, ...]:
     """The shipped migrations in order.
 
-    :raises ConfigurationError: the files are misnumbered (a gap or a duplicate)
+    :raises ConfigurationError: the files are misnumbered (a duplicate, or none is 0001)
     """
     folder = resources.files(__package__ or "flowstone.ext.postgres").joinpath("migrations")
     found: list[Migration] = []
@@ -89,13 +93,30 @@ def load_migrations() -> tuple[Migration, ...]:
             )
         )
     found.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
+    previous = 0
+    for migration in found:
+        if migration.version == previous or (previous == 0 and migration.version != 1):
+            expected = "0001" if previous == 0 else f"one number after {previous:04d}"
             raise ConfigurationError(
-                f"flowstone.ext.postgres migrations are misnumbered: expected {expected:04d}, "
+                f"flowstone.ext.postgres migrations are misnumbered: expected {expected}, "
                 f"found {migration.version:04d}_{migration.name}.sql"
             )
+        previous = migration.version
     return tuple(found)
+
+
+def shipped_versions() -> list[int]:
+    """The numbers of the migrations this code ships, in order."""
+    return [m.version for m in load_migrations()]
+
+
+async def _applied_versions(conn: Connection, schema: str) -> set[int]:
+    """The migrations applied to ``schema`` (none when it has no migrations table)."""
+    table = qualified(schema, "schema_migrations")
+    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
+    if not exists:
+        return set()
+    return {int(r["version"]) for r in await conn.fetch(f"SELECT version FROM {table}")}
 
 
 def latest_version() -> int:
@@ -124,6 +145,8 @@ async def check_version(conn: Connection, schema: str) -> int:
     expected = latest_version()
     if found != expected:
         raise SchemaVersionError(schema, found, expected)
+    if set(shipped_versions()) - await _applied_versions(conn, schema):
+        raise SchemaVersionError(schema, found, expected)  # it lacks one shipped later
     return found
 
 
@@ -146,7 +169,7 @@ async def migrate_schema(conn: Connection, schema: str) -> list[int]:
     found = await current_version(conn, schema)
     if found > expected:
         raise SchemaVersionError(schema, found, expected)
-    if found == expected:
+    if found == expected and not set(shipped_versions()) - await _applied_versions(conn, schema):
         return []
     table = qualified(schema, "schema_migrations")
     applied: list[int] = []
@@ -156,12 +179,13 @@ async def migrate_schema(conn: Connection, schema: str) -> list[int]:
         )
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
         await conn.execute(_MIGRATIONS_TABLE.format(table=table))
-        found = int(await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {table}"))
+        done = {int(r["version"]) for r in await conn.fetch(f"SELECT version FROM {table}")}
+        found = max(done, default=0)
         if found > expected:
             raise SchemaVersionError(schema, found, expected)
         await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
         for migration in migrations:
-            if migration.version <= found:
+            if migration.version in done:
                 continue
             await conn.execute(migration.sql)
             await conn.execute(

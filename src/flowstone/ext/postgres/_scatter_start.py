@@ -369,7 +369,7 @@ class StarterRun:
                 executor.observe(counts)
                 self.counts = executor.counts
                 if unclaimed or counts.source_done:
-                    executor.inserted_unclaimed()
+                    executor.claimer.inserted_unclaimed()
                     session.poke(topic)  # items to claim (or the end to notice)
 
             async with anyio.create_task_group() as tg:
@@ -419,7 +419,7 @@ class StarterRun:
         barrier_id: int,
         session: WorkerSession,
     ) -> None:
-        executor.set_enumerating(enumerator.feeds)
+        executor.claimer.set_enumerating(enumerator.feeds)
         try:
             await enumerator.run()
         except Exception as exc:
@@ -438,7 +438,7 @@ class StarterRun:
                         describe(error),
                     )
         finally:
-            executor.set_enumerating(False)
+            executor.claimer.set_enumerating(False)
 
     async def _gather(self, barrier_id: int) -> Any:
         if self.spec.gather is not None:

@@ -14,6 +14,7 @@ is layered: the pool, retries and the one way to run a statement are
 :class:`~._database.PostgresDatabase`; on it, records and the values written with them are
 :class:`~._records.RecordStorage`, the store's base; this module holds the lifecycle
 (migrations, the write buffer's background work), the wiring into a runtime and runs.
+Check results (``@fs.check``) are :class:`~._checks.CheckStorage`, its other base.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Self
 
 from flowstone import (
@@ -32,6 +34,7 @@ from flowstone.protocols import COMPRESSION_THRESHOLD
 
 from ._background import BackgroundWork
 from ._buffer import WriteBuffer
+from ._checks import CheckStorage
 from ._migrations import check_version, migrate_schema
 from ._queries import Queries
 from ._records import RecordStorage
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from flowstone import ComponentHealth, Runtime
 
     from ._errors import RetryPolicy
+    from ._events import PostgresEvents
     from ._io import PostgresIOManager
     from ._schedules import PostgresScheduleStore
     from ._sql import Connection, Pool
@@ -62,8 +66,8 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(RecordStorage):
-    """Durable runs, materialization records and asset values in PostgreSQL.
+class PostgresStore(RecordStorage, CheckStorage):
+    """Durable runs, materialization records, asset values and check results in PostgreSQL.
 
     Pass it as ``fs.Runtime(store=PostgresStore(dsn))``: the runtime becomes durable as a
     whole (records, the default IO manager ``postgres``, the durable coordinators). It is an
@@ -108,6 +112,9 @@ class PostgresStore(RecordStorage):
         ``"auto"`` / ``True``; default off; an asset overrides it with
         ``metadata={"compression": ...}`` (see :class:`PostgresIOManager`)
     :param compression_threshold: the smallest value, in bytes, that is compressed
+    :param events: relay the runs' coarse lifecycle events between the processes sharing the
+        schema (see :class:`PostgresEvents`, which a runtime's ``plugins=`` can pass to
+        replace this default); ``False`` neither publishes nor listens
     :param connect_options: further keyword arguments for ``asyncpg.create_pool``
     :raises ConfigurationError: neither or both of ``dsn`` and ``pool``, or a bad schema name
     """
@@ -127,6 +134,7 @@ class PostgresStore(RecordStorage):
         allow_pickle: bool = False,
         compression: bool | str | None = None,
         compression_threshold: int = COMPRESSION_THRESHOLD,
+        events: bool = True,
         connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
@@ -143,6 +151,11 @@ class PostgresStore(RecordStorage):
         from ._io import PostgresIOManager
 
         self._auto_migrate = migrate
+        self.relay_events = events
+        #: The event relay of each runtime this store serves (see :class:`PostgresEvents`).
+        self.event_relays: weakref.WeakKeyDictionary[Runtime, PostgresEvents] = (
+            weakref.WeakKeyDictionary()
+        )
         self.flush_interval = flush_interval
         self.write_behind = write_behind
         self.queries = Queries(schema)
@@ -256,14 +269,18 @@ class PostgresStore(RecordStorage):
 
     def install(self, runtime: Runtime) -> None:
         """Make ``runtime`` durable: register the ``postgres`` IO manager as its default,
-        the durable coordinators and the durable gate store (``gate_store=`` given to the
-        runtime still wins). Called by ``fs.Runtime(store=...)``."""
+        the durable coordinators, the durable gate store (``gate_store=`` given to the
+        runtime still wins) and, with ``events``, the relay of lifecycle events between
+        processes. Called by ``fs.Runtime(store=...)``."""
+        from ._events import PostgresEvents
         from ._gates import PostgresGateStore
 
         runtime.io_managers.register("postgres", self.io_manager)
         runtime.default_io_manager = "postgres"
         runtime.gate_store = PostgresGateStore(self)
         self._install_coordinators(runtime)
+        if self.relay_events:
+            PostgresEvents(self, listen=self.dsn is not None).install(runtime)
 
     def schedule_store(self) -> PostgresScheduleStore:
         """The schedule store (``flowstone.ext.schedule``) in this store's schema: tick
