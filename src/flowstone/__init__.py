@@ -55,6 +55,15 @@ if _typing.TYPE_CHECKING:
     from ._core.memory import MemoryGateStore as MemoryGateStore
     from ._core.memory import MemoryIOManager as MemoryIOManager
     from ._core.memory import MemoryStore as MemoryStore
+    from ._core.partition_mappings import AllPartitions as AllPartitions
+    from ._core.partition_mappings import IdentityMapping as IdentityMapping
+    from ._core.partition_mappings import LastN as LastN
+    from ._core.partition_mappings import MissingPartitionsError as MissingPartitionsError
+    from ._core.partition_mappings import Offset as Offset
+    from ._core.partition_mappings import PartitionMapping as PartitionMapping
+    from ._core.partition_mappings import PartitionMappingError as PartitionMappingError
+    from ._core.partition_mappings import StaticMapping as StaticMapping
+    from ._core.partition_mappings import TimeWindowMapping as TimeWindowMapping
     from ._core.partitions import DailyPartitions as DailyPartitions
     from ._core.partitions import HourlyPartitions as HourlyPartitions
     from ._core.partitions import MonthlyPartitions as MonthlyPartitions
@@ -72,10 +81,12 @@ if _typing.TYPE_CHECKING:
     from ._core.runtime import AssetState as AssetState
     from ._core.runtime import Runtime as Runtime
     from ._core.runtime import default_runtime as default_runtime
+    from ._core.weekly_partitions import WeeklyPartitions as WeeklyPartitions
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "AllPartitions",
     "AssetDef",
     "AssetExecutionError",
     "AssetKind",
@@ -94,7 +105,9 @@ __all__ = (
     "HealthReport",
     "HealthStatus",
     "HourlyPartitions",
+    "IdentityMapping",
     "InvalidAssetError",
+    "LastN",
     "LoggingSink",
     "MaterializationRecord",
     "MaterializeResult",
@@ -104,8 +117,12 @@ __all__ = (
     "MemoryStore",
     "MissingExtraError",
     "MissingInputError",
+    "MissingPartitionsError",
     "MonthlyPartitions",
+    "Offset",
     "PartitionError",
+    "PartitionMapping",
+    "PartitionMappingError",
     "PartitionOutcome",
     "PartitionsDefinition",
     "Pipeline",
@@ -120,14 +137,17 @@ __all__ = (
     "RuntimeStateError",
     "SelectionError",
     "SkipAsset",
+    "StaticMapping",
     "StaticPartitions",
     "Status",
     "StorageError",
     "Suspended",
     "SystemClock",
+    "TimeWindowMapping",
     "TimeWindowPartitions",
     "UnknownDependencyError",
     "ValueNotFoundError",
+    "WeeklyPartitions",
     "asset",
     "backfill",
     "current_context",
@@ -195,6 +215,16 @@ _WHERE: "dict[str, str]" = {
     "PartitionsDefinition": "partitions",
     "StaticPartitions": "partitions",
     "TimeWindowPartitions": "partitions",
+    "AllPartitions": "partition_mappings",
+    "IdentityMapping": "partition_mappings",
+    "LastN": "partition_mappings",
+    "MissingPartitionsError": "partition_mappings",
+    "Offset": "partition_mappings",
+    "PartitionMapping": "partition_mappings",
+    "PartitionMappingError": "partition_mappings",
+    "StaticMapping": "partition_mappings",
+    "TimeWindowMapping": "partition_mappings",
+    "WeeklyPartitions": "weekly_partitions",
     "Pipeline": "pipeline",
     "RateLimiter": "ratelimit",
     "MaterializationRecord": "records",

@@ -9,6 +9,7 @@ import anyio
 
 from .canonical_keys import canonical_partition
 from .errors import FlowstoneError
+from .mapped_status import in_scope
 from .partitions import PartitionsDefinition, partition_keys
 from .pipeline import as_pipeline
 from .records import RunStatus
@@ -99,7 +100,7 @@ async def backfill_with(
         raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
     pipeline = as_pipeline(assets)
     names = pipeline.resolve(select)
-    closure = [pipeline[name] for name in pipeline.upstream(names, include_self=True)]
+    closure = in_scope(pipeline.subset(names))
     # One partition is one run, whatever way its key was written.
     keys = list(
         dict.fromkeys(

@@ -36,6 +36,7 @@ from .versions import data_version
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
+    from .assets import AssetDef
     from .context import Resources
     from .pipeline import Pipeline
     from .protocols import PipelinedRecordStore
@@ -116,6 +117,10 @@ class Run(AssetExecution):
         self._waiters: dict[str, anyio.Event] = {}
         self._previous: dict[str, MaterializationRecord] = {}
         self._sinks = runtime.has_sinks
+        # The run of the selection, and its parts that materialize other partitions (the
+        # upstream partitions of a dependency read through a partition mapping).
+        self._root = self
+        self._partition_runs: dict[str | None, Run] = {}
 
     # -- RunHandle -------------------------------------------------------------------
 
@@ -143,6 +148,42 @@ class Run(AssetExecution):
     def force(self) -> bool:
         """Whether current values are recomputed and recorded decisions redone."""
         return self._force
+
+    @property
+    def with_deps(self) -> bool:
+        """Whether missing upstream values are materialized in the run."""
+        return self._with_deps
+
+    def partition_of(self, asset_def: AssetDef[..., Any]) -> str | None:
+        """The partition of ``asset_def`` this (part of the) run materializes."""
+        return self._partition_of(asset_def)
+
+    def partition_run(self, key: str | None) -> Run:
+        """The part of this run that materializes partition ``key`` (made on first use).
+
+        It shares the run's id, resources and options; its records are the run's records,
+        for their own partition. ``max_concurrent`` does not bound it: the asset that reads
+        these partitions holds a slot while it waits for them.
+        """
+        root = self._root
+        if key == root._partition:
+            return root
+        part = root._partition_runs.get(key)
+        if part is None:
+            part = Run(
+                self._runtime,
+                self._pipeline,
+                run_id=self._run_id,
+                partition=key,
+                selection=[],
+                force=self._force,
+                with_deps=True,
+                resources=self.resources,
+                max_concurrent=None,
+            )
+            part._root = root
+            root._partition_runs[key] = part
+        return part
 
     def outcome(self, name: str) -> AssetOutcome | None:
         """The terminal outcome of ``name`` in this run, if any."""

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from .assets import AssetDef
+from .dependency_mappings import check_pipeline_mappings
 from .errors import (
     ConfigurationError,
     CycleError,
@@ -100,6 +101,7 @@ class Pipeline:
         for asset_def in by_name.values():
             if asset_def.kind_spec is not None:
                 asset_def.kind_spec.validate(asset_def, self)
+        check_pipeline_mappings(self)
 
     @classmethod
     def from_module(cls, module: types.ModuleType, *, name: str | None = None) -> Pipeline:

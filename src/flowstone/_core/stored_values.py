@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .assets import AssetDef
 from .canonical_keys import canonical_partition, check_stored_unpartitioned, partition_for
 from .errors import ValueNotFoundError
+from .mapped_status import in_scope
 from .pipeline import Pipeline, as_pipeline
 from .protocols import IOContext, IOManager, MaterializationStore
 from .status import AssetState, asset_states
@@ -144,7 +145,7 @@ class StoredValues:
         await self._ready()
         pipeline = as_pipeline(assets)
         return await asset_states(
-            cast("Runtime", self), pipeline, canonical_partition(pipeline, partition)
+            cast("Runtime", self), pipeline, canonical_partition(in_scope(pipeline), partition)
         )
 
     async def history(

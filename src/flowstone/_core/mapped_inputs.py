@@ -1,0 +1,157 @@
+"""Inputs read through a partition mapping: the upstream partitions one asset reads.
+
+A dependency with a mapping (``deps_partitions=``) is not scheduled at the run's
+partition. When the asset starts, the mapping names the upstream partitions it reads:
+
+* with ``with_deps`` (the default) each one is materialized in the same run, for its own
+  partition (a current stored value is reused, as for any upstream asset);
+* without, each is read from the store; missing ones raise
+  :class:`~flowstone.MissingPartitionsError` naming them.
+
+An ``optional`` mapping leaves missing (or failed) partitions out. The input's data
+version is a digest of each upstream partition's version, so the asset's value is stale
+exactly when one of the partitions it read changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .errors import ValueNotFoundError
+from .partition_mappings import MissingPartitionsError
+from .protocols import IOContext
+from .records import Status
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from .assets import AssetDef
+    from .invocation import AssetOutcome
+    from .materializer import Run
+    from .partition_mappings import PartitionMapping
+
+__all__ = ["combined_version", "mapped_input", "upstream_keys"]
+
+#: An input read through a mapping: (present, value, data version, reason if absent).
+Input = tuple[bool, Any, str, str]
+
+
+def upstream_keys(
+    asset_def: AssetDef[..., Any], dep_def: AssetDef[..., Any], partition: str | None
+) -> tuple[PartitionMapping, Sequence[str | None]]:
+    """The mapping of ``dep_def`` and the upstream keys partition ``partition`` reads."""
+    mapping = asset_def.partition_mappings[dep_def.name]
+    keys = mapping.upstream_keys(partition, asset_def.partitions, dep_def.partitions)
+    if dep_def.partitions is None:
+        keys = [None]
+    return mapping, keys
+
+
+def combined_version(mapping: PartitionMapping, versions: Mapping[str | None, str]) -> str:
+    """One data version for the upstream partitions read (the version itself for one)."""
+    if not mapping.many and len(versions) == 1:
+        return next(iter(versions.values()))
+    digest = hashlib.blake2b(digest_size=10)
+    for key, version in versions.items():
+        digest.update(f"{key}={version}\x00".encode())
+    return digest.hexdigest()
+
+
+def _value(mapping: PartitionMapping, values: dict[str | None, Any]) -> Any:
+    if mapping.many:
+        return values
+    return next(iter(values.values()))
+
+
+def _none_present(mapping: PartitionMapping, reason: str) -> Input:
+    """An optional mapping with nothing to read: an empty ``dict`` when the input is one,
+    else absent (the parameter gets its default)."""
+    if mapping.many:
+        return True, {}, combined_version(mapping, {}), ""
+    return False, None, "", reason
+
+
+async def mapped_input(run: Run, asset_def: AssetDef[..., Any], dep: str) -> Input:
+    """Read (materializing them first under ``with_deps``) the partitions of ``dep`` that
+    the run's partition of ``asset_def`` maps to.
+
+    :raises MissingPartitionsError: without ``with_deps``, a partition is not stored and the
+        mapping is not optional; or no partition maps to this one
+    """
+    pipeline = run.pipeline
+    if dep not in pipeline:
+        return False, None, "", f"input {dep!r} is not in the pipeline"
+    dep_def = pipeline[dep]
+    partition = run.partition_of(asset_def)
+    mapping, keys = upstream_keys(asset_def, dep_def, partition)
+    if not keys:
+        if mapping.optional:
+            return _none_present(mapping, f"no partition of input {dep!r} maps to this one")
+        raise MissingPartitionsError(asset_def.name, dep, partition, ())
+    if run.with_deps:
+        return await _materialized(run, mapping, dep, keys)
+    return await _stored(run, asset_def, mapping, dep_def, partition, keys)
+
+
+async def _materialized(
+    run: Run, mapping: PartitionMapping, dep: str, keys: Sequence[str | None]
+) -> Input:
+    outcomes: dict[str | None, AssetOutcome] = {}
+
+    async def one(key: str | None) -> None:
+        outcomes[key] = (await run.partition_run(key).materialize([dep]))[dep]
+
+    if len(keys) == 1:
+        await one(keys[0])
+    else:
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(one, key)
+    values: dict[str | None, Any] = {}
+    versions: dict[str | None, str] = {}
+    for key in keys:
+        outcome = outcomes[key]
+        if outcome.status is Status.SUCCEEDED:
+            values[key] = outcome.value
+            versions[key] = outcome.data_version or ""
+        elif not mapping.optional:
+            where = "" if key is None else f" partition {key!r}"
+            return False, None, "", f"input {dep!r}{where} {outcome.status.value}"
+    if not values:
+        return _none_present(mapping, f"no partition of input {dep!r} succeeded")
+    return True, _value(mapping, values), combined_version(mapping, versions), ""
+
+
+async def _stored(
+    run: Run,
+    asset_def: AssetDef[..., Any],
+    mapping: PartitionMapping,
+    dep_def: AssetDef[..., Any],
+    partition: str | None,
+    keys: Sequence[str | None],
+) -> Input:
+    runtime = run.runtime
+    io = runtime.io_manager_for(dep_def)
+    values: dict[str | None, Any] = {}
+    versions: dict[str | None, str] = {}
+    missing: list[str] = []
+    for key in keys:
+        record = await runtime.store.latest(dep_def.name, key)
+        try:
+            if record is None:
+                raise ValueNotFoundError(dep_def.name, key)
+            values[key] = await io.load(
+                IOContext(dep_def.name, key, run.run_id, dep_def.metadata, dep_def)
+            )
+        except ValueNotFoundError:
+            missing.append("" if key is None else key)
+            continue
+        versions[key] = record.data_version or ""
+    if missing and not mapping.optional:
+        raise MissingPartitionsError(asset_def.name, dep_def.name, partition, missing)
+    if not values:
+        return _none_present(mapping, f"no partition of input {dep_def.name!r} is stored")
+    return True, _value(mapping, values), combined_version(mapping, versions), ""
