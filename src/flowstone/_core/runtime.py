@@ -20,6 +20,7 @@ from .context import Resources
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
 from .health import DEFAULT_HEALTH_TIMEOUT, HealthReport, opening_failed, runtime_health
 from .loop_watch import DEFAULT_THRESHOLD, loop_watch
+from .mapped_status import in_scope
 from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
 from .pipeline import Pipeline, as_pipeline
@@ -397,6 +398,10 @@ class Runtime(StoredValues, RuntimeEvents):
         pipeline = as_pipeline(assets)
         self._remember(pipeline)
         selection = pipeline.resolve(select)
+        if select is None and partition is not None:
+            # The whole pipeline, for one partition: not the assets read only through
+            # partition mappings (they run for the partitions the mappings name).
+            selection = [a.name for a in in_scope(pipeline)]
         if max_concurrent is not None and max_concurrent < 1:
             raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
         async with contextlib.AsyncExitStack() as stack:
