@@ -55,6 +55,8 @@ if _typing.TYPE_CHECKING:
     from ._core.memory import MemoryGateStore as MemoryGateStore
     from ._core.memory import MemoryIOManager as MemoryIOManager
     from ._core.memory import MemoryStore as MemoryStore
+    from ._core.multi_partitions import MultiMapping as MultiMapping
+    from ._core.multi_partitions import MultiPartitions as MultiPartitions
     from ._core.partition_mappings import AllPartitions as AllPartitions
     from ._core.partition_mappings import IdentityMapping as IdentityMapping
     from ._core.partition_mappings import LastN as LastN
@@ -119,6 +121,8 @@ __all__ = (
     "MissingInputError",
     "MissingPartitionsError",
     "MonthlyPartitions",
+    "MultiMapping",
+    "MultiPartitions",
     "Offset",
     "PartitionError",
     "PartitionMapping",
@@ -215,6 +219,8 @@ _WHERE: "dict[str, str]" = {
     "PartitionsDefinition": "partitions",
     "StaticPartitions": "partitions",
     "TimeWindowPartitions": "partitions",
+    "MultiMapping": "multi_partitions",
+    "MultiPartitions": "multi_partitions",
     "AllPartitions": "partition_mappings",
     "IdentityMapping": "partition_mappings",
     "LastN": "partition_mappings",
