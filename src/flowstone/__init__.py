@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:
     from ._core.context import Context as Context
     from ._core.context import Resources as Resources
     from ._core.context import current_context as current_context
+    from ._core.dynamic_partitions import DynamicPartitions as DynamicPartitions
     from ._core.errors import AssetExecutionError as AssetExecutionError
     from ._core.errors import AssetTimeoutError as AssetTimeoutError
     from ._core.errors import ConfigurationError as ConfigurationError
@@ -102,6 +103,7 @@ __all__ = (
     "DailyPartitions",
     "DefinitionError",
     "DuplicateAssetError",
+    "DynamicPartitions",
     "ExecutionError",
     "FlowstoneError",
     "HealthReport",
@@ -186,6 +188,7 @@ _WHERE: "dict[str, str]" = {
     "Context": "context",
     "Resources": "context",
     "current_context": "context",
+    "DynamicPartitions": "dynamic_partitions",
     "AssetExecutionError": "errors",
     "AssetTimeoutError": "errors",
     "ConfigurationError": "errors",

@@ -17,6 +17,7 @@ from anyio.lowlevel import RunVar
 from .backfill import BackfillResult, backfill_with
 from .clock import Clock, SystemClock
 from .context import Resources
+from .dynamic_partitions import RuntimePartitions, refresh_dynamic_partitions
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
 from .health import DEFAULT_HEALTH_TIMEOUT, HealthReport, opening_failed, runtime_health
 from .loop_watch import DEFAULT_THRESHOLD, loop_watch
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from .assets import AssetDef
+    from .dynamic_partitions import DynamicPartitionStore
     from .partitions import PartitionsDefinition
     from .result import MaterializeResult
     from .subscriptions import EventHub
@@ -151,6 +153,8 @@ class Runtime(StoredValues, RuntimeEvents):
         #: it (``None``: never warn); see :mod:`flowstone._core.loop_watch`.
         self.loop_block_warning = loop_block_warning
         self.store: MaterializationStore = store if store is not None else MemoryStore()
+        # Dynamic partition keys, when the store keeps none (made on first use).
+        self._dynamic_partitions: DynamicPartitionStore | None = None
         self.gate_store: GateStore = gate_store if gate_store is not None else MemoryGateStore()
         self.io_managers: Registry[IOManager] = Registry(
             "IO manager", BUILTIN_IO_MANAGERS, entry_point_group="flowstone.io_managers"
@@ -397,6 +401,7 @@ class Runtime(StoredValues, RuntimeEvents):
         await self._ready()
         pipeline = as_pipeline(assets)
         self._remember(pipeline)
+        await refresh_dynamic_partitions(self, pipeline)
         selection = pipeline.resolve(select)
         if select is None and partition is not None:
             # The whole pipeline, for one partition: not the assets read only through
@@ -437,6 +442,12 @@ class Runtime(StoredValues, RuntimeEvents):
                     error.result = result  # type: ignore[attr-defined]  # documented attribute
                     raise error
         return result
+
+    @property
+    def partitions(self) -> RuntimePartitions:
+        """Dynamic partition keys: ``await runtime.partitions.add("customers", ["acme"])``
+        (also ``remove`` and ``keys``; see :class:`~flowstone.DynamicPartitions`)."""
+        return RuntimePartitions(self)
 
     async def resume(
         self,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .assets import AssetDef
 from .canonical_keys import canonical_partition, check_stored_unpartitioned, partition_for
+from .dynamic_partitions import refresh_dynamic_partitions
 from .errors import ValueNotFoundError
 from .mapped_status import in_scope
 from .pipeline import Pipeline, as_pipeline
@@ -144,6 +145,7 @@ class StoredValues:
         """
         await self._ready()
         pipeline = as_pipeline(assets)
+        await refresh_dynamic_partitions(cast("Runtime", self), pipeline)
         return await asset_states(
             cast("Runtime", self), pipeline, canonical_partition(in_scope(pipeline), partition)
         )
