@@ -363,3 +363,13 @@ def test_weekly_partitions() -> None:
         start="2025-01-06", week_start=0, fmt="%Y/%m/%d"
     )
     assert "week_start='sunday'" in repr(weeks)
+
+
+def test_graph_and_notebook_repr_show_mappings_on_edges() -> None:
+    pipeline = fs.Pipeline([make_orders([]), weekly_revenue])
+    assert "weekly_revenue <- orders [TimeWindowMapping()]" in pipeline.graph("text")
+    assert 'n0 -->|"TimeWindowMapping()"| n1' in pipeline.graph("mermaid")
+    assert '"orders" -> "weekly_revenue" [label="TimeWindowMapping()"];' in pipeline.graph("dot")
+    assert "TimeWindowMapping()" in pipeline._repr_html_()
+    plain = fs.Pipeline([make_orders([])])
+    assert "[" not in plain.graph("text")

@@ -285,10 +285,15 @@ class Pipeline:
                     style = "optional"
                 yield dep, name, style
 
+    def _mapping_label(self, asset: str, dep: str) -> str | None:
+        mapping = self._assets[asset].partition_mappings.get(dep)
+        return None if mapping is None else repr(mapping)
+
     def graph(self, format: str = "text") -> str:
         """The graph as text: ``"mermaid"``, ``"dot"`` or ``"text"``.
 
-        Routed and optional edges are dashed; parallel branches are dotted.
+        Routed and optional edges are dashed; parallel branches are dotted. An edge read
+        through a partition mapping is labelled with it (``TimeWindowMapping()``).
         """
         if format == "mermaid":
             lines = ["graph TD"]
@@ -298,10 +303,10 @@ class Pipeline:
                 label = name if kind == "asset" else f"{name}<br/><i>{kind}</i>"
                 lines.append(f'    {ids[name]}["{label}"]')
             arrows = {"solid": "-->", "dashed": "-.->", "optional": "-.->", "branch": "==>"}
-            lines.extend(
-                f"    {ids[src]} {arrows.get(style, '-->')} {ids[dst]}"
-                for src, dst, style in self._edges()
-            )
+            for src, dst, style in self._edges():
+                label = self._mapping_label(dst, src)
+                shown = "" if label is None else f'|"{label.replace(chr(34), "#quot;")}"|'
+                lines.append(f"    {ids[src]} {arrows.get(style, '-->')}{shown} {ids[dst]}")
             return "\n".join(lines)
         if format == "dot":
             title = (self.name or "pipeline").replace('"', "'")
@@ -312,7 +317,11 @@ class Pipeline:
                 lines.append(f'    "{name}" [label="{label}"];')
             styles = {"dashed": "dashed", "optional": "dashed", "branch": "bold"}
             for src, dst, style in self._edges():
-                attr = f" [style={styles[style]}]" if style in styles else ""
+                attrs = [f"style={styles[style]}"] if style in styles else []
+                label = self._mapping_label(dst, src)
+                if label is not None:
+                    attrs.append('label="' + label.replace('"', "'") + '"')
+                attr = f" [{', '.join(attrs)}]" if attrs else ""
                 lines.append(f'    "{src}" -> "{dst}"{attr};')
             lines.append("}")
             return "\n".join(lines)
@@ -325,7 +334,9 @@ class Pipeline:
                 "branch": " (branch)",
             }
             for src, dst, style in self._edges():
-                incoming[dst].append(src + marks.get(style, ""))
+                label = self._mapping_label(dst, src)
+                mapped = "" if label is None else f" [{label}]"
+                incoming[dst].append(src + marks.get(style, "") + mapped)
             lines = []
             for name in self._order:
                 kind = self._assets[name].kind
