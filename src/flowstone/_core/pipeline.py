@@ -304,8 +304,8 @@ class Pipeline:
                 lines.append(f'    {ids[name]}["{label}"]')
             arrows = {"solid": "-->", "dashed": "-.->", "optional": "-.->", "branch": "==>"}
             for src, dst, style in self._edges():
-                label = self._mapping_label(dst, src)
-                shown = "" if label is None else f'|"{label.replace(chr(34), "#quot;")}"|'
+                mapped = self._mapping_label(dst, src)
+                shown = "" if mapped is None else f'|"{mapped.replace(chr(34), "#quot;")}"|'
                 lines.append(f"    {ids[src]} {arrows.get(style, '-->')}{shown} {ids[dst]}")
             return "\n".join(lines)
         if format == "dot":
@@ -318,9 +318,9 @@ class Pipeline:
             styles = {"dashed": "dashed", "optional": "dashed", "branch": "bold"}
             for src, dst, style in self._edges():
                 attrs = [f"style={styles[style]}"] if style in styles else []
-                label = self._mapping_label(dst, src)
-                if label is not None:
-                    attrs.append('label="' + label.replace('"', "'") + '"')
+                mapped = self._mapping_label(dst, src)
+                if mapped is not None:
+                    attrs.append('label="' + mapped.replace('"', "'") + '"')
                 attr = f" [{', '.join(attrs)}]" if attrs else ""
                 lines.append(f'    "{src}" -> "{dst}"{attr};')
             lines.append("}")
@@ -334,9 +334,9 @@ class Pipeline:
                 "branch": " (branch)",
             }
             for src, dst, style in self._edges():
-                label = self._mapping_label(dst, src)
-                mapped = "" if label is None else f" [{label}]"
-                incoming[dst].append(src + marks.get(style, "") + mapped)
+                mapped = self._mapping_label(dst, src)
+                shown = "" if mapped is None else f" [{mapped}]"
+                incoming[dst].append(src + marks.get(style, "") + shown)
             lines = []
             for name in self._order:
                 kind = self._assets[name].kind
