@@ -373,3 +373,23 @@ def test_graph_and_notebook_repr_show_mappings_on_edges() -> None:
     assert "TimeWindowMapping()" in pipeline._repr_html_()
     plain = fs.Pipeline([make_orders([])])
     assert "[" not in plain.graph("text")
+
+
+async def test_a_custom_mapping_naming_a_bad_key_fails_with_a_partition_error() -> None:
+    class Wrong(EveryOther):
+        def upstream_keys(
+            self, key: str | None, downstream: Any, upstream: Any
+        ) -> list[str | None]:
+            return ["2025-13-01"]
+
+    @fs.asset(partitions=MONTHS, deps_partitions={"orders": Wrong()})
+    async def wrong(orders: dict[str, Any]) -> int:
+        return len(orders)
+
+    runtime = fs.Runtime()
+    with pytest.raises(fs.PartitionError, match="'2025-13-01': malformed"):
+        await runtime.materialize(
+            fs.Pipeline([make_orders([]), wrong]), "wrong", partition="2025-02"
+        )
+    (run,) = await runtime.store.list_runs()
+    assert run.status is fs.RunStatus.FAILED

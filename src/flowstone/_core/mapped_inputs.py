@@ -21,12 +21,21 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .errors import ValueNotFoundError
-from .partition_mappings import MissingPartitionsError
+from .partition_mappings import (
+    AllPartitions,
+    IdentityMapping,
+    LastN,
+    MissingPartitionsError,
+    Offset,
+    StaticMapping,
+    TimeWindowMapping,
+)
 from .protocols import IOContext
 from .records import Status
+from .scheduling import run_ready_queue
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from .assets import AssetDef
     from .invocation import AssetOutcome
@@ -34,6 +43,9 @@ if TYPE_CHECKING:
     from .partition_mappings import PartitionMapping
 
 __all__ = ["combined_version", "mapped_input", "upstream_keys"]
+
+#: Built-in mappings, whose keys are canonical keys of the dependency already.
+_CANONICAL = (IdentityMapping, TimeWindowMapping, LastN, Offset, AllPartitions, StaticMapping)
 
 #: An input read through a mapping: (present, value, data version, reason if absent).
 Input = tuple[bool, Any, str, str]
@@ -45,8 +57,14 @@ def upstream_keys(
     """The mapping of ``dep_def`` and the upstream keys partition ``partition`` reads."""
     mapping = asset_def.partition_mappings[dep_def.name]
     keys = mapping.upstream_keys(partition, asset_def.partitions, dep_def.partitions)
-    if dep_def.partitions is None:
+    definition = dep_def.partitions
+    if definition is None:
         keys = [None]
+    elif not isinstance(mapping, _CANONICAL):
+        # A custom mapping's keys are checked (and made canonical) like any given key.
+        keys = list(
+            dict.fromkeys(definition.validate(k, asset=dep_def.name) for k in keys if k is not None)
+        )
     return mapping, keys
 
 
@@ -96,26 +114,72 @@ async def mapped_input(run: Run, asset_def: AssetDef[..., Any], dep: str) -> Inp
     return await _stored(run, asset_def, mapping, dep_def, partition, keys)
 
 
+class _PartitionsRunner:
+    """The ready queue's view of one asset at many partitions of a run: its "names" are
+    the partition keys (see :func:`~flowstone._core.scheduling.run_ready_queue`)."""
+
+    __slots__ = ("_dep", "_run")
+
+    def __init__(self, run: Run, dep: str) -> None:
+        self._run = run
+        self._dep = dep
+
+    def is_done(self, name: str) -> bool:
+        return self._run.partition_run(_key(name)).is_done(self._dep)
+
+    def claim(self, name: str) -> bool:
+        return self._run.partition_run(_key(name)).claim(self._dep)
+
+    async def run_asset(self, name: str, release: Callable[[str], None]) -> bool:
+        def released(_: str) -> None:
+            release(name)
+
+        return await self._run.partition_run(_key(name)).run_asset(self._dep, released)
+
+    async def await_other(self, name: str) -> None:
+        await self._run.partition_run(_key(name)).await_other(self._dep)
+
+    def abandon(self, name: str) -> None:
+        self._run.partition_run(_key(name)).abandon(self._dep)
+
+
+_NONE = "\x00"  # the queue's name for the partition of an unpartitioned dependency
+
+
+def _key(name: str) -> str | None:
+    return None if name == _NONE else name
+
+
 async def _materialized(
     run: Run, mapping: PartitionMapping, dep: str, keys: Sequence[str | None]
 ) -> Input:
+    pipeline = run.pipeline
+    dep_def = pipeline[dep]
     outcomes: dict[str | None, AssetOutcome] = {}
+    if any(d in pipeline for d in dep_def.scheduled_deps):
+        # It has upstream assets of its own: each partition runs with its closure.
+        async def one(key: str | None) -> None:
+            outcomes[key] = (await run.partition_run(key).materialize([dep]))[dep]
 
-    async def one(key: str | None) -> None:
-        outcomes[key] = (await run.partition_run(key).materialize([dep]))[dep]
-
-    if len(keys) == 1:
-        await one(keys[0])
-    else:
         async with anyio.create_task_group() as tg:
             for key in keys:
                 tg.start_soon(one, key)
+    else:
+        # A source: its partitions go on one ready queue, as the identity inputs of an
+        # asset do (a worker runs one partition after another; helpers join as needed).
+        run.runtime.io_manager_for(dep_def)
+        if dep_def.kind != "asset":
+            run.runtime.coordinators.get(dep_def.kind)
+        names = [_NONE if key is None else key for key in keys]
+        await run_ready_queue(names, _no_deps, _PartitionsRunner(run, dep))
+        for key in keys:
+            outcomes[key] = run.partition_run(key).outcome_or_cancelled(dep)
     values: dict[str | None, Any] = {}
     versions: dict[str | None, str] = {}
     for key in keys:
         outcome = outcomes[key]
         if outcome.status is Status.SUCCEEDED:
-            values[key] = outcome.value
+            values[key] = await run.partition_run(key).value(dep)
             versions[key] = outcome.data_version or ""
         elif not mapping.optional:
             where = "" if key is None else f" partition {key!r}"
@@ -123,6 +187,10 @@ async def _materialized(
     if not values:
         return _none_present(mapping, f"no partition of input {dep!r} succeeded")
     return True, _value(mapping, values), combined_version(mapping, versions), ""
+
+
+def _no_deps(name: str) -> tuple[str, ...]:
+    return ()
 
 
 async def _stored(

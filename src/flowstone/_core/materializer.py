@@ -185,6 +185,15 @@ class Run(AssetExecution):
             root._partition_runs[key] = part
         return part
 
+    def outcome_or_cancelled(self, name: str) -> AssetOutcome:
+        """The outcome of ``name`` here, or its cancellation when it has none."""
+        outcome = self._outcomes.get(name)
+        if outcome is None:
+            outcome = self._cancelled.get(name) or AssetOutcome(
+                name, Status.SKIPPED, reason="cancelled"
+            )
+        return outcome
+
     def outcome(self, name: str) -> AssetOutcome | None:
         """The terminal outcome of ``name`` in this run, if any."""
         return self._outcomes.get(name)

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 
+_CACHE_SIZE = 4096  # upstream keys a TimeWindowMapping remembers
+
+
 class PartitionMappingError(DefinitionError):
     """A partition mapping is malformed, or does not fit the partitionings it joins.
 
@@ -220,11 +223,13 @@ class TimeWindowMapping:
     :param optional: skip missing upstream partitions instead of failing
     """
 
-    __slots__ = ("_optional",)
+    __slots__ = ("_cache", "_optional")
     many = True
 
     def __init__(self, *, optional: bool = False) -> None:
         self._optional = _optional(optional, "TimeWindowMapping")
+        # (downstream, upstream, key, upstream's current end) -> keys: windows never move.
+        self._cache: dict[tuple[object, ...], tuple[str, ...]] = {}
 
     @property
     def optional(self) -> bool:
@@ -244,8 +249,15 @@ class TimeWindowMapping:
             raise PartitionMappingError(None, None, "TimeWindowMapping joins time windows")
         if key is None:
             return []
-        start, end = downstream.window(key)
-        return overlapping_keys(upstream, start.astimezone(UTC), end.astimezone(UTC))
+        cache_key = (downstream, upstream, key, upstream._stop())
+        found = self._cache.get(cache_key)
+        if found is None:
+            start, end = downstream.window(key)
+            found = tuple(overlapping_keys(upstream, start.astimezone(UTC), end.astimezone(UTC)))
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[cache_key] = found
+        return found
 
     def check(
         self,
