@@ -85,7 +85,7 @@ async def test_an_optional_mapping_skips_missing_partitions() -> None:
     assert result["weekly_revenue"] == ["2025-01-16"]
 
 
-async def test_a_failed_upstream_partition_skips_the_dependent_with_the_reason() -> None:
+async def test_a_failed_upstream_partition_fails_the_dependent_naming_it() -> None:
     @fs.asset(partitions=DAYS)
     async def orders(ctx: fs.Context) -> int:
         if ctx.partition == "2025-01-15":
@@ -93,12 +93,53 @@ async def test_a_failed_upstream_partition_skips_the_dependent_with_the_reason()
         return 1
 
     pipeline = fs.Pipeline([orders, weekly_revenue])
-    result = await fs.Runtime().materialize(
+    runtime = fs.Runtime()
+    result = await runtime.materialize(
         pipeline, "weekly_revenue", partition="2025-01-13", raise_on_error=False
+    )
+    assert result.status is fs.RunStatus.FAILED
+    error = result.errors["weekly_revenue"]
+    assert isinstance(error, fs.MissingPartitionsError) and error.failed
+    assert error.keys == ("2025-01-15",)
+    assert "bad day" in str(error.__cause__)
+    with pytest.raises(fs.MissingPartitionsError, match="'2025-01-15' failed in this run"):
+        await runtime.materialize(pipeline, "weekly_revenue", partition="2025-01-13")
+
+
+async def test_a_skipped_upstream_partition_skips_the_dependent_with_the_reason() -> None:
+    @fs.asset(partitions=DAYS)
+    async def orders(ctx: fs.Context) -> int:
+        if ctx.partition == "2025-01-15":
+            raise fs.SkipAsset("closed")
+        return 1
+
+    result = await fs.Runtime().materialize(
+        fs.Pipeline([orders, weekly_revenue]), "weekly_revenue", partition="2025-01-13"
     )
     outcome = result.outcomes["weekly_revenue"]
     assert outcome.status is fs.Status.SKIPPED
-    assert outcome.reason == "input 'orders' partition '2025-01-15' failed"
+    assert outcome.reason == "input 'orders' partition '2025-01-15' skipped"
+
+
+async def test_a_waiting_upstream_partition_makes_the_dependent_and_the_run_wait() -> None:
+    opened: set[str] = set()
+
+    @fs.asset(partitions=DAYS)
+    async def orders(ctx: fs.Context) -> list[dict[str, int]]:
+        if ctx.partition == "2025-01-15" and "2025-01-15" not in opened:
+            raise fs.Suspended("waiting for the day to close")
+        return [{"total": 1}]
+
+    runtime = fs.Runtime()
+    pipeline = fs.Pipeline([orders, weekly_revenue])
+    first = await runtime.materialize(pipeline, "weekly_revenue", partition="2025-01-13")
+    assert first.status is fs.RunStatus.WAITING
+    assert first.outcomes["weekly_revenue"].status is fs.Status.WAITING
+    opened.add("2025-01-15")
+    again = await runtime.materialize(
+        pipeline, "weekly_revenue", partition="2025-01-13", run_id=first.run_id
+    )
+    assert again.ok and len(again["weekly_revenue"]) == 7
 
 
 @pytest.mark.parametrize(

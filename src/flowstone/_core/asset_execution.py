@@ -27,7 +27,7 @@ from .events import (
     AssetSucceeded,
 )
 from .invocation import AssetOutcome, Invocation
-from .mapped_inputs import mapped_input
+from .mapped_inputs import UpstreamWaiting, mapped_input
 from .protocols import IOContext
 from .records import MaterializationRecord, Status
 from .result import _NOT_LOADED
@@ -112,6 +112,8 @@ class AssetExecution(AssetOutcomes):
                     )
                 elif outcome.data_version is not None:
                     versions[dep] = outcome.data_version
+        except UpstreamWaiting as waiting:
+            return await self._wait_behind(asset_def, partition, waiting.dependency)
         except MissingInputError as exc:
             return await self._fail(
                 asset_def, partition, exc, attempts=0, started=utc_now(), raw=exc

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .materializer import Run
     from .partition_mappings import PartitionMapping
 
-__all__ = ["combined_version", "mapped_input", "upstream_keys"]
+__all__ = ["UpstreamWaiting", "combined_version", "mapped_input", "upstream_keys"]
 
 #: Built-in mappings, whose keys are canonical keys of the dependency already.
 _CANONICAL = (IdentityMapping, TimeWindowMapping, LastN, Offset, AllPartitions, StaticMapping)
@@ -92,6 +92,14 @@ def _none_present(mapping: PartitionMapping, reason: str) -> Input:
     return False, None, "", reason
 
 
+class UpstreamWaiting(Exception):
+    """An upstream partition the asset reads waits in this run (the asset waits too)."""
+
+    def __init__(self, dependency: str) -> None:
+        self.dependency = dependency
+        super().__init__(dependency)
+
+
 async def mapped_input(run: Run, asset_def: AssetDef[..., Any], dep: str) -> Input:
     """Read (materializing them first under ``with_deps``) the partitions of ``dep`` that
     the run's partition of ``asset_def`` maps to.
@@ -110,7 +118,7 @@ async def mapped_input(run: Run, asset_def: AssetDef[..., Any], dep: str) -> Inp
             return _none_present(mapping, f"no partition of input {dep!r} maps to this one")
         raise MissingPartitionsError(asset_def.name, dep, partition, ())
     if run.with_deps:
-        return await _materialized(run, mapping, dep, keys)
+        return await _materialized(run, asset_def, mapping, dep, keys)
     return await _stored(run, asset_def, mapping, dep_def, partition, keys)
 
 
@@ -151,7 +159,11 @@ def _key(name: str) -> str | None:
 
 
 async def _materialized(
-    run: Run, mapping: PartitionMapping, dep: str, keys: Sequence[str | None]
+    run: Run,
+    asset_def: AssetDef[..., Any],
+    mapping: PartitionMapping,
+    dep: str,
+    keys: Sequence[str | None],
 ) -> Input:
     pipeline = run.pipeline
     dep_def = pipeline[dep]
@@ -181,7 +193,18 @@ async def _materialized(
         if outcome.status is Status.SUCCEEDED:
             values[key] = await run.partition_run(key).value(dep)
             versions[key] = outcome.data_version or ""
+        elif outcome.status is Status.WAITING:
+            raise UpstreamWaiting(dep)
         elif not mapping.optional:
+            if outcome.status is Status.FAILED:
+                failed = [k for k in keys if outcomes[k].status is Status.FAILED]
+                raise MissingPartitionsError(
+                    asset_def.name,
+                    dep,
+                    run.partition_of(asset_def),
+                    [k or "" for k in failed],
+                    failed=True,
+                ) from outcome.error
             where = "" if key is None else f" partition {key!r}"
             return False, None, "", f"input {dep!r}{where} {outcome.status.value}"
     if not values:

@@ -346,6 +346,8 @@ class Run(AssetExecution):
         """How the run ended: failed when an asset failed, else waiting when an asset
         waits (the run is resumed later), else succeeded."""
         statuses = {o.status for o in self._outcomes.values()}
+        for part in self._partition_runs.values():  # upstream partitions of mapped inputs
+            statuses.update(o.status for o in part._outcomes.values())
         if Status.FAILED in statuses:
             return RunStatus.FAILED
         if Status.WAITING in statuses:

@@ -63,24 +63,35 @@ class PartitionMappingError(DefinitionError):
 
 
 class MissingPartitionsError(MissingInputError):
-    """Upstream partitions that a mapping needs are not stored (and were not materialized).
+    """Upstream partitions that a mapping needs are not stored, or failed in the run.
 
     :ivar keys: the missing upstream partition keys, in partition order
+    :ivar failed: whether they failed in this run (the first failure is the ``__cause__``)
     """
 
     def __init__(
-        self, asset: str, dependency: str, partition: str | None, keys: Sequence[str]
+        self,
+        asset: str,
+        dependency: str,
+        partition: str | None,
+        keys: Sequence[str],
+        *,
+        failed: bool = False,
     ) -> None:
         self.keys = tuple(keys)
+        self.failed = failed
         shown = ", ".join(repr(k) for k in self.keys[:5])
         if len(self.keys) > 5:
             shown += f", … ({len(self.keys)} in all)"
-        reason = (
-            f"partitions {shown} have no stored value; materialize them first, use "
-            "with_deps=True, or make the mapping optional=True"
-            if self.keys
-            else "no partition of it maps to this one (make the mapping optional=True)"
-        )
+        if failed:
+            reason = f"partitions {shown} failed in this run"
+        elif self.keys:
+            reason = (
+                f"partitions {shown} have no stored value; materialize them first, use "
+                "with_deps=True, or make the mapping optional=True"
+            )
+        else:
+            reason = "no partition of it maps to this one (make the mapping optional=True)"
         super().__init__(asset, dependency, partition, reason)
 
 
