@@ -140,6 +140,7 @@ async def test_a_waiting_upstream_partition_makes_the_dependent_and_the_run_wait
         pipeline, "weekly_revenue", partition="2025-01-13", run_id=first.run_id
     )
     assert again.ok and len(again["weekly_revenue"]) == 7
+    assert again.resumed and set(again.outcomes) == {"weekly_revenue"}
 
 
 @pytest.mark.parametrize(
@@ -434,3 +435,21 @@ async def test_a_custom_mapping_naming_a_bad_key_fails_with_a_partition_error() 
         )
     (run,) = await runtime.store.list_runs()
     assert run.status is fs.RunStatus.FAILED
+
+
+async def test_invalidate_downstream_follows_the_mapping() -> None:
+    @fs.asset(partitions=WEEKS)
+    async def weekly_report(weekly_revenue: dict[str, int]) -> int:
+        return sum(weekly_revenue.values())
+
+    runtime = fs.Runtime()
+    pipeline = fs.Pipeline([make_orders([]), weekly_revenue, weekly_report])
+    for week in ("2025-01-13", "2025-01-20"):
+        await runtime.materialize(pipeline, "weekly_report", partition=week)
+    invalidated = await runtime.invalidate("orders", "2025-01-15", downstream=pipeline)
+    assert invalidated == ["orders", "weekly_revenue", "weekly_report"]
+    states = await runtime.status(pipeline, partition="2025-01-13")
+    assert states["weekly_revenue"].state == "stale"
+    assert states["weekly_report"].state == "stale"
+    later = await runtime.status(pipeline, partition="2025-01-20")
+    assert later["weekly_revenue"].current and later["weekly_report"].current

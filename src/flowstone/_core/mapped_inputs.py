@@ -133,22 +133,22 @@ class _PartitionsRunner:
         self._dep = dep
 
     def is_done(self, name: str) -> bool:
-        return self._run.partition_run(_key(name)).is_done(self._dep)
+        return self._run.partition_run(_key(name), self._dep).is_done(self._dep)
 
     def claim(self, name: str) -> bool:
-        return self._run.partition_run(_key(name)).claim(self._dep)
+        return self._run.partition_run(_key(name), self._dep).claim(self._dep)
 
     async def run_asset(self, name: str, release: Callable[[str], None]) -> bool:
         def released(_: str) -> None:
             release(name)
 
-        return await self._run.partition_run(_key(name)).run_asset(self._dep, released)
+        return await self._run.partition_run(_key(name), self._dep).run_asset(self._dep, released)
 
     async def await_other(self, name: str) -> None:
-        await self._run.partition_run(_key(name)).await_other(self._dep)
+        await self._run.partition_run(_key(name), self._dep).await_other(self._dep)
 
     def abandon(self, name: str) -> None:
-        self._run.partition_run(_key(name)).abandon(self._dep)
+        self._run.partition_run(_key(name), self._dep).abandon(self._dep)
 
 
 _NONE = "\x00"  # the queue's name for the partition of an unpartitioned dependency
@@ -171,7 +171,7 @@ async def _materialized(
     if any(d in pipeline for d in dep_def.scheduled_deps):
         # It has upstream assets of its own: each partition runs with its closure.
         async def one(key: str | None) -> None:
-            outcomes[key] = (await run.partition_run(key).materialize([dep]))[dep]
+            outcomes[key] = (await run.partition_run(key, dep).materialize([dep]))[dep]
 
         async with anyio.create_task_group() as tg:
             for key in keys:
@@ -185,13 +185,13 @@ async def _materialized(
         names = [_NONE if key is None else key for key in keys]
         await run_ready_queue(names, _no_deps, _PartitionsRunner(run, dep))
         for key in keys:
-            outcomes[key] = run.partition_run(key).outcome_or_cancelled(dep)
+            outcomes[key] = run.partition_run(key, dep).outcome_or_cancelled(dep)
     values: dict[str | None, Any] = {}
     versions: dict[str | None, str] = {}
     for key in keys:
         outcome = outcomes[key]
         if outcome.status is Status.SUCCEEDED:
-            values[key] = await run.partition_run(key).value(dep)
+            values[key] = await run.partition_run(key, dep).value(dep)
             versions[key] = outcome.data_version or ""
         elif outcome.status is Status.WAITING:
             raise UpstreamWaiting(dep)

@@ -79,3 +79,57 @@ async def mapped_dependency(
     if not versions and not mapping.many:
         return None, current
     return combined_version(mapping, versions), current
+
+
+def downstream_partitions(
+    pipeline: Pipeline, name: str, key: str | None
+) -> list[tuple[str, str | None]]:
+    """The (asset, partition) pairs downstream of partition ``key`` of ``name``, itself
+    first: through identity edges the same key, through a mapping every partition of the
+    dependent whose mapping reads ``key``.
+
+    :raises PartitionError: an identity dependent does not have the key
+    """
+    found: dict[tuple[str, str | None], None] = {(name, key): None}
+    pending = [(name, key)]
+    while pending:
+        asset, part = pending.pop()
+        for child in pipeline.children(asset):
+            child_def = pipeline[child]
+            definition = child_def.partitions
+            mapping = child_def.partition_mappings.get(asset)
+            if mapping is None:
+                targets: list[str | None] = [
+                    None
+                    if definition is None or part is None
+                    else definition.validate(part, asset=child)
+                ]
+            else:
+                candidates: list[str | None] = (
+                    [None] if definition is None else list(definition.keys())
+                )
+                targets = [
+                    k for k in candidates if part in upstream_keys(child_def, pipeline[asset], k)[1]
+                ]
+            for target in targets:
+                if (child, target) not in found:
+                    found[child, target] = None
+                    pending.append((child, target))
+    order = {n: i for i, n in enumerate(pipeline.order)}
+    return sorted(found, key=lambda pair: order[pair[0]])
+
+
+def mapped_only(pipeline: Pipeline, selection: list[str]) -> set[str]:
+    """The assets upstream of ``selection`` that it reaches only through partition
+    mappings (a run materializes them for the mappings' partitions, not its own)."""
+    if not any(a.partition_mappings for a in pipeline):
+        return set()
+    reached = set(selection)
+    pending = list(selection)
+    while pending:
+        asset_def = pipeline[pending.pop()]
+        for dep in asset_def.deps:
+            if dep in pipeline and dep not in reached and dep not in asset_def.partition_mappings:
+                reached.add(dep)
+                pending.append(dep)
+    return set(pipeline.upstream(selection, include_self=True)) - reached

@@ -27,6 +27,7 @@ from .events import (
     RunStarted,
 )
 from .invocation import AssetOutcome
+from .mapped_status import mapped_only
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
 from .run_tags import tagged
@@ -121,6 +122,8 @@ class Run(AssetExecution):
         # upstream partitions of a dependency read through a partition mapping).
         self._root = self
         self._partition_runs: dict[str | None, Run] = {}
+        # Assets the selection reads only through partition mappings (never at its key).
+        self._elsewhere: set[str] = set()
 
     # -- RunHandle -------------------------------------------------------------------
 
@@ -158,15 +161,16 @@ class Run(AssetExecution):
         """The partition of ``asset_def`` this (part of the) run materializes."""
         return self._partition_of(asset_def)
 
-    def partition_run(self, key: str | None) -> Run:
-        """The part of this run that materializes partition ``key`` (made on first use).
+    def partition_run(self, key: str | None, asset: str) -> Run:
+        """The part of this run that materializes partition ``key`` of ``asset`` (made on
+        first use; the run itself for its own partition of an asset of its closure).
 
         It shares the run's id, resources and options; its records are the run's records,
         for their own partition. ``max_concurrent`` does not bound it: the asset that reads
         these partitions holds a slot while it waits for them.
         """
         root = self._root
-        if key == root._partition:
+        if key == root._partition and asset not in root._elsewhere:
             return root
         part = root._partition_runs.get(key)
         if part is None:
@@ -244,6 +248,7 @@ class Run(AssetExecution):
             map(self._pipeline.__getitem__, closure), self._partition
         )
         self._preflight(closure)
+        self._elsewhere = mapped_only(self._pipeline, self._selection)
         started = perf_counter()
         run, created = await self._create_run(
             RunRecord(
@@ -265,7 +270,7 @@ class Run(AssetExecution):
                     "a resumed run keeps its partition",
                 )
             for record in await runtime.store.get_records(self._run_id):
-                if record.status is Status.SUCCEEDED:
+                if record.status is Status.SUCCEEDED and record.asset not in self._elsewhere:
                     self._previous[record.asset] = record
         if self._sinks:
             self.emit(
