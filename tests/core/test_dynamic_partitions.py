@@ -118,3 +118,8 @@ async def test_bad_keys_are_rejected() -> None:
     runtime = fs.Runtime()
     with pytest.raises(fs.PartitionError, match="non-empty str"):
         await runtime.partitions.add("customers", [""])
+
+
+def test_a_dynamic_partitioning_without_keys_yet_is_still_shown() -> None:
+    info = fs.Pipeline([invoices]).info("invoices")
+    assert info["partitions"] == "DynamicPartitions('customers')"

@@ -413,6 +413,7 @@ def test_graph_and_notebook_repr_show_mappings_on_edges() -> None:
     assert 'n0 -->|"TimeWindowMapping()"| n1' in pipeline.graph("mermaid")
     assert '"orders" -> "weekly_revenue" [label="TimeWindowMapping()"];' in pipeline.graph("dot")
     assert "TimeWindowMapping()" in pipeline._repr_html_()
+    assert pipeline.info("weekly_revenue")["deps_partitions"] == {"orders": "TimeWindowMapping()"}
     plain = fs.Pipeline([make_orders([])])
     assert "[" not in plain.graph("text")
 

@@ -78,7 +78,11 @@ async def asset_states(
     for name in pipeline.order:
         asset_def = pipeline[name]
         part = partition if asset_def.partitions is not None else None
-        if name not in scope and part is not None and part not in (asset_def.partitions or ()):
+        if (
+            name not in scope
+            and part is not None
+            and part not in (asset_def.partitions if asset_def.partitions is not None else ())
+        ):
             continue  # read only through mappings, for other partitions than this one
         record = await runtime.store.latest(name, part)
         inputs: dict[str, str] = {}
