@@ -33,6 +33,7 @@ from flowstone.protocols import COMPRESSION_THRESHOLD
 from ._background import BackgroundWork
 from ._buffer import WriteBuffer
 from ._migrations import check_version, migrate_schema
+from ._partitions import DynamicPartitionRows
 from ._queries import Queries
 from ._records import RecordStorage
 from ._rows import (
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(RecordStorage):
+class PostgresStore(RecordStorage, DynamicPartitionRows):
     """Durable runs, materialization records and asset values in PostgreSQL.
 
     Pass it as ``fs.Runtime(store=PostgresStore(dsn))``: the runtime becomes durable as a
