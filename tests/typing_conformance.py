@@ -24,6 +24,27 @@ async def _typed(ctx: fs.Context, numbers: list[int]) -> int:
 
 _def: fs.AssetDef[..., Any] = _typed
 
+_mappings: list[fs.PartitionMapping] = [
+    fs.IdentityMapping(),
+    fs.TimeWindowMapping(),
+    fs.LastN(7),
+    fs.Offset(-1),
+    fs.AllPartitions(),
+    fs.StaticMapping({"a": "b"}),
+    fs.MultiMapping({"date": fs.LastN(2)}),
+]
+_partitionings: list[fs.PartitionsDefinition] = [
+    fs.WeeklyPartitions(start="2025-01-06"),
+    fs.MultiPartitions({"a": fs.StaticPartitions(["x"])}),
+    fs.DynamicPartitions("customers"),
+]
+
+
+@fs.asset(partitions=_partitionings[0], deps_partitions={"days": fs.TimeWindowMapping()})
+async def _weekly(days: dict[str, int]) -> int:
+    return sum(days.values())
+
+
 from flowstone.ext.parallel import InProcessParallelCoordinator  # noqa: E402
 from flowstone.ext.routing import InProcessRoutingCoordinator, RoutedCoordinator  # noqa: E402
 from flowstone.protocols import Coordinator, ParallelCoordinator, RoutingCoordinator  # noqa: E402

@@ -34,6 +34,7 @@ if _typing.TYPE_CHECKING:
     from ._core.context import Context as Context
     from ._core.context import Resources as Resources
     from ._core.context import current_context as current_context
+    from ._core.dynamic_partitions import DynamicPartitions as DynamicPartitions
     from ._core.errors import AssetExecutionError as AssetExecutionError
     from ._core.errors import AssetTimeoutError as AssetTimeoutError
     from ._core.errors import ConfigurationError as ConfigurationError
@@ -61,6 +62,17 @@ if _typing.TYPE_CHECKING:
     from ._core.memory import MemoryGateStore as MemoryGateStore
     from ._core.memory import MemoryIOManager as MemoryIOManager
     from ._core.memory import MemoryStore as MemoryStore
+    from ._core.multi_partitions import MultiMapping as MultiMapping
+    from ._core.multi_partitions import MultiPartitions as MultiPartitions
+    from ._core.partition_mappings import AllPartitions as AllPartitions
+    from ._core.partition_mappings import IdentityMapping as IdentityMapping
+    from ._core.partition_mappings import LastN as LastN
+    from ._core.partition_mappings import MissingPartitionsError as MissingPartitionsError
+    from ._core.partition_mappings import Offset as Offset
+    from ._core.partition_mappings import PartitionMapping as PartitionMapping
+    from ._core.partition_mappings import PartitionMappingError as PartitionMappingError
+    from ._core.partition_mappings import StaticMapping as StaticMapping
+    from ._core.partition_mappings import TimeWindowMapping as TimeWindowMapping
     from ._core.partitions import DailyPartitions as DailyPartitions
     from ._core.partitions import HourlyPartitions as HourlyPartitions
     from ._core.partitions import MonthlyPartitions as MonthlyPartitions
@@ -78,10 +90,12 @@ if _typing.TYPE_CHECKING:
     from ._core.runtime import AssetState as AssetState
     from ._core.runtime import Runtime as Runtime
     from ._core.runtime import default_runtime as default_runtime
+    from ._core.weekly_partitions import WeeklyPartitions as WeeklyPartitions
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "AllPartitions",
     "AssetDef",
     "AssetExecutionError",
     "AssetKind",
@@ -99,13 +113,16 @@ __all__ = (
     "DailyPartitions",
     "DefinitionError",
     "DuplicateAssetError",
+    "DynamicPartitions",
     "ExecutionError",
     "FlowstoneError",
     "HealthReport",
     "HealthStatus",
     "HourlyPartitions",
+    "IdentityMapping",
     "InvalidAssetError",
     "InvalidCheckError",
+    "LastN",
     "LoggingSink",
     "MaterializationRecord",
     "MaterializeResult",
@@ -115,8 +132,14 @@ __all__ = (
     "MemoryStore",
     "MissingExtraError",
     "MissingInputError",
+    "MissingPartitionsError",
     "MonthlyPartitions",
+    "MultiMapping",
+    "MultiPartitions",
+    "Offset",
     "PartitionError",
+    "PartitionMapping",
+    "PartitionMappingError",
     "PartitionOutcome",
     "PartitionsDefinition",
     "Pipeline",
@@ -131,14 +154,17 @@ __all__ = (
     "RuntimeStateError",
     "SelectionError",
     "SkipAsset",
+    "StaticMapping",
     "StaticPartitions",
     "Status",
     "StorageError",
     "Suspended",
     "SystemClock",
+    "TimeWindowMapping",
     "TimeWindowPartitions",
     "UnknownDependencyError",
     "ValueNotFoundError",
+    "WeeklyPartitions",
     "asset",
     "backfill",
     "check",
@@ -180,6 +206,7 @@ _WHERE: "dict[str, str]" = {
     "Context": "context",
     "Resources": "context",
     "current_context": "context",
+    "DynamicPartitions": "dynamic_partitions",
     "AssetExecutionError": "errors",
     "AssetTimeoutError": "errors",
     "ConfigurationError": "errors",
@@ -213,6 +240,18 @@ _WHERE: "dict[str, str]" = {
     "PartitionsDefinition": "partitions",
     "StaticPartitions": "partitions",
     "TimeWindowPartitions": "partitions",
+    "MultiMapping": "multi_partitions",
+    "MultiPartitions": "multi_partitions",
+    "AllPartitions": "partition_mappings",
+    "IdentityMapping": "partition_mappings",
+    "LastN": "partition_mappings",
+    "MissingPartitionsError": "partition_mappings",
+    "Offset": "partition_mappings",
+    "PartitionMapping": "partition_mappings",
+    "PartitionMappingError": "partition_mappings",
+    "StaticMapping": "partition_mappings",
+    "TimeWindowMapping": "partition_mappings",
+    "WeeklyPartitions": "weekly_partitions",
     "Pipeline": "pipeline",
     "RateLimiter": "ratelimit",
     "MaterializationRecord": "records",

@@ -27,6 +27,7 @@ from ._core.compression import resolve as resolve_compression
 from ._core.context import _current as CURRENT_CONTEXT
 from ._core.deadline import call_with_timeout as call_with_timeout
 from ._core.deadline import run_in_thread as run_in_thread
+from ._core.dynamic_partitions import DynamicPartitionStore as DynamicPartitionStore
 from ._core.health import check_component as check_component
 from ._core.invocation import AssetOutcome as AssetOutcome
 from ._core.invocation import Invocation as Invocation
@@ -73,6 +74,7 @@ __all__ = (
     "CheckStore",
     "Clock",
     "Coordinator",
+    "DynamicPartitionStore",
     "EventSink",
     "GateRecord",
     "GateStatus",

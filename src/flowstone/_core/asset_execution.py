@@ -27,6 +27,7 @@ from .events import (
     AssetSucceeded,
 )
 from .invocation import AssetOutcome, Invocation
+from .mapped_inputs import UpstreamWaiting, mapped_input
 from .protocols import IOContext
 from .records import MaterializationRecord, Status
 from .result import _NOT_LOADED
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from .invocation import RunHandle
+    from .materializer import Run
     from .pipeline import Pipeline
     from .runtime import Runtime
 
@@ -78,25 +80,37 @@ class AssetExecution(AssetOutcomes):
         waited_on = self._waited_on(asset_def)
         if waited_on is not None:
             return await self._wait_behind(asset_def, partition, waited_on)
+        mapped = asset_def.partition_mappings
         try:
             for param, dep in asset_def.inputs.items():
-                present, value, version, reason = await self._input(asset_def, dep)
+                if dep in mapped:
+                    present, value, version, reason = await mapped_input(
+                        cast("Run", self), asset_def, dep
+                    )
+                else:
+                    present, value, version, reason = await self._input(asset_def, dep)
                 if present:
                     inputs[param] = value
                     versions[dep] = version
-                elif dep in asset_def.optional:
+                elif dep in asset_def.optional or (dep in mapped and mapped[dep].optional):
                     inputs[param] = asset_def.defaults.get(param)
                 else:
                     return await self._skip(asset_def, partition, reason)
             for dep in asset_def.ordering_deps:
                 if dep not in self._pipeline:
                     continue
-                outcome = self._outcomes.get(dep)
+                outcome = None if dep in mapped else self._outcomes.get(dep)
                 if outcome is None:
-                    present, _, version, reason = await self._input(asset_def, dep)
+                    present, _, version, reason = await (
+                        mapped_input(cast("Run", self), asset_def, dep)
+                        if dep in mapped
+                        else self._input(asset_def, dep)
+                    )
                     if present:
                         versions[dep] = version
-                    elif dep not in asset_def.optional:
+                    elif dep not in asset_def.optional and not (
+                        dep in mapped and mapped[dep].optional
+                    ):
                         return await self._skip(asset_def, partition, reason)
                 elif outcome.status is not Status.SUCCEEDED and dep not in asset_def.optional:
                     return await self._skip(
@@ -106,6 +120,8 @@ class AssetExecution(AssetOutcomes):
                     return await self._skip(asset_def, partition, _blocked(dep, outcome))
                 elif outcome.data_version is not None:
                     versions[dep] = outcome.data_version
+        except UpstreamWaiting as waiting:
+            return await self._wait_behind(asset_def, partition, waiting.dependency)
         except MissingInputError as exc:
             return await self._fail(
                 asset_def, partition, exc, attempts=0, started=utc_now(), raw=exc

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar, ov
 
 from .asset_options import check_asset_name, check_asset_options, check_dependency_spec
 from .context import Context
+from .dependency_mappings import dependency_mappings
 from .errors import InvalidAssetError
 from .retry import Retry
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from .partition_mappings import PartitionMapping
     from .partitions import PartitionsDefinition
     from .pipeline import Pipeline
 
@@ -220,6 +222,7 @@ class AssetDef(Generic[P, R]):
         "name",
         "optional",
         "ordering_deps",
+        "partition_mappings",
         "partitions",
         "retry",
         "tags",
@@ -239,6 +242,7 @@ class AssetDef(Generic[P, R]):
     metadata: Mapping[str, Any]
     io_manager: str | None
     partitions: PartitionsDefinition | None
+    partition_mappings: Mapping[str, PartitionMapping]
     retry: Retry
     timeout: float | None
     user_code_version: str | None
@@ -258,6 +262,7 @@ class AssetDef(Generic[P, R]):
         metadata: Mapping[str, Any] | None = None,
         io_manager: str | None = None,
         partitions: PartitionsDefinition | None = None,
+        deps_partitions: Mapping[str, PartitionMapping] | None = None,
         retry: Retry | int | None = None,
         timeout: float | None = None,
         code_version: str | None = None,
@@ -309,8 +314,10 @@ class AssetDef(Generic[P, R]):
         self._params: dict[str, Any] = {
             "deps": deps,
             "optional_deps": tuple(optional_deps),
+            "deps_partitions": deps_partitions,
         }
         self._analyse(deps, optional_deps)
+        self.partition_mappings = dependency_mappings(self, deps_partitions)
         kind_print = self.kind_spec.fingerprint() if self.kind_spec is not None else ""
         self.code_version = code_version or (
             code_fingerprint(fn)
@@ -424,9 +431,11 @@ class AssetDef(Generic[P, R]):
     def scheduled_deps(self) -> tuple[str, ...]:
         """The dependencies a run completes before this asset starts (owned ones excluded)."""
         owned = self.kind_spec.owned_deps() if self.kind_spec is not None else ()
-        if not owned:
+        if not owned and not self.partition_mappings:
             return self.deps
-        return tuple(d for d in self.deps if d not in owned)
+        # A dependency read through a partition mapping runs for its own partitions.
+        mapped = self.partition_mappings
+        return tuple(d for d in self.deps if d not in owned and d not in mapped)
 
     def replace(self, **changes: Any) -> AssetDef[P, R]:
         """A copy of this asset with some options changed (``name``, ``retry``, ``kind_spec``…).
@@ -441,6 +450,7 @@ class AssetDef(Generic[P, R]):
             "metadata": self.metadata,
             "io_manager": self.io_manager,
             "partitions": self.partitions,
+            "deps_partitions": self._params["deps_partitions"],
             "retry": self.retry,
             "timeout": self.timeout,
             "code_version": self.user_code_version,
@@ -480,6 +490,7 @@ def asset(
     metadata: Mapping[str, Any] | None = None,
     io_manager: str | None = None,
     partitions: PartitionsDefinition | None = None,
+    deps_partitions: Mapping[str, PartitionMapping] | None = None,
     retry: Retry | int | None = None,
     timeout: float | None = None,
     code_version: str | None = None,
@@ -496,6 +507,7 @@ def asset(
     metadata: Mapping[str, Any] | None = None,
     io_manager: str | None = None,
     partitions: PartitionsDefinition | None = None,
+    deps_partitions: Mapping[str, PartitionMapping] | None = None,
     retry: Retry | int | None = None,
     timeout: float | None = None,
     code_version: str | None = None,
@@ -517,6 +529,9 @@ def asset(
     :param metadata: static metadata, kept on the definition and visible to IO managers
     :param io_manager: the registered IO manager that stores the value (default: the runtime's)
     :param partitions: the asset's partitions (``DailyPartitions(...)``, …)
+    :param deps_partitions: dependency (asset or parameter name) → the
+        :class:`~flowstone.PartitionMapping` saying which of its partitions each partition
+        of this asset reads (default: the same one)
     :param retry: a :class:`Retry` policy, or a number of attempts
     :param timeout: seconds an attempt may take before it is cancelled and counted as failed
         (a plain function's worker thread is then abandoned: it runs on in the background)
@@ -533,6 +548,7 @@ def asset(
         "metadata": metadata,
         "io_manager": io_manager,
         "partitions": partitions,
+        "deps_partitions": deps_partitions,
         "retry": retry,
         "timeout": timeout,
         "code_version": code_version,

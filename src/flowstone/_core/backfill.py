@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .canonical_keys import canonical_partition
+from .dynamic_partitions import refresh_dynamic_partitions
 from .errors import FlowstoneError
+from .mapped_status import in_scope
 from .partitions import PartitionsDefinition, partition_keys
 from .pipeline import as_pipeline
 from .records import RunStatus
@@ -99,7 +101,8 @@ async def backfill_with(
         raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
     pipeline = as_pipeline(assets)
     names = pipeline.resolve(select)
-    closure = [pipeline[name] for name in pipeline.upstream(names, include_self=True)]
+    await refresh_dynamic_partitions(runtime, pipeline)
+    closure = in_scope(pipeline.subset(names))
     # One partition is one run, whatever way its key was written.
     keys = list(
         dict.fromkeys(

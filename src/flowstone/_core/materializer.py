@@ -28,6 +28,7 @@ from .events import (
     RunStarted,
 )
 from .invocation import AssetOutcome
+from .mapped_status import mapped_only
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
 from .run_tags import tagged
@@ -37,6 +38,7 @@ from .versions import data_version
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
+    from .assets import AssetDef
     from .context import Resources
     from .pipeline import Pipeline
     from .protocols import PipelinedRecordStore
@@ -120,6 +122,12 @@ class Run(AssetExecution, RunChecks):
         self._sinks = runtime.has_sinks
         self._checks_on = checks and bool(pipeline.checks)
         self._check_group = None
+        # The run of the selection, and its parts that materialize other partitions (the
+        # upstream partitions of a dependency read through a partition mapping).
+        self._root = self
+        self._partition_runs: dict[str | None, Run] = {}
+        # Assets the selection reads only through partition mappings (never at its key).
+        self._elsewhere: set[str] = set()
 
     # -- RunHandle -------------------------------------------------------------------
 
@@ -147,6 +155,52 @@ class Run(AssetExecution, RunChecks):
     def force(self) -> bool:
         """Whether current values are recomputed and recorded decisions redone."""
         return self._force
+
+    @property
+    def with_deps(self) -> bool:
+        """Whether missing upstream values are materialized in the run."""
+        return self._with_deps
+
+    def partition_of(self, asset_def: AssetDef[..., Any]) -> str | None:
+        """The partition of ``asset_def`` this (part of the) run materializes."""
+        return self._partition_of(asset_def)
+
+    def partition_run(self, key: str | None, asset: str) -> Run:
+        """The part of this run that materializes partition ``key`` of ``asset`` (made on
+        first use; the run itself for its own partition of an asset of its closure).
+
+        It shares the run's id, resources and options; its records are the run's records,
+        for their own partition. ``max_concurrent`` does not bound it: the asset that reads
+        these partitions holds a slot while it waits for them.
+        """
+        root = self._root
+        if key == root._partition and asset not in root._elsewhere:
+            return root
+        part = root._partition_runs.get(key)
+        if part is None:
+            part = Run(
+                self._runtime,
+                self._pipeline,
+                run_id=self._run_id,
+                partition=key,
+                selection=[],
+                force=self._force,
+                with_deps=True,
+                resources=self.resources,
+                max_concurrent=None,
+            )
+            part._root = root
+            root._partition_runs[key] = part
+        return part
+
+    def outcome_or_cancelled(self, name: str) -> AssetOutcome:
+        """The outcome of ``name`` here, or its cancellation when it has none."""
+        outcome = self._outcomes.get(name)
+        if outcome is None:
+            outcome = self._cancelled.get(name) or AssetOutcome(
+                name, Status.SKIPPED, reason="cancelled"
+            )
+        return outcome
 
     def outcome(self, name: str) -> AssetOutcome | None:
         """The terminal outcome of ``name`` in this run, if any."""
@@ -198,6 +252,7 @@ class Run(AssetExecution, RunChecks):
             map(self._pipeline.__getitem__, closure), self._partition
         )
         self._preflight(closure)
+        self._elsewhere = mapped_only(self._pipeline, self._selection)
         started = perf_counter()
         run, created = await self._create_run(
             RunRecord(
@@ -219,7 +274,7 @@ class Run(AssetExecution, RunChecks):
                     "a resumed run keeps its partition",
                 )
             for record in await runtime.store.get_records(self._run_id):
-                if record.status is Status.SUCCEEDED:
+                if record.status is Status.SUCCEEDED and record.asset not in self._elsewhere:
                     self._previous[record.asset] = record
         if self._sinks:
             self.emit(
@@ -306,6 +361,8 @@ class Run(AssetExecution, RunChecks):
         """How the run ended: failed when an asset failed, else waiting when an asset
         waits (the run is resumed later), else succeeded."""
         statuses = {o.status for o in self._outcomes.values()}
+        for part in self._partition_runs.values():  # upstream partitions of mapped inputs
+            statuses.update(o.status for o in part._outcomes.values())
         if Status.FAILED in statuses:
             return RunStatus.FAILED
         if self._checks_on and any(o.failed_checks for o in self._outcomes.values()):

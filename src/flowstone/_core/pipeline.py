@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from .assets import AssetDef
 from .checks import CheckDef, InvalidCheckError
+from .dependency_mappings import check_pipeline_mappings
 from .errors import (
     ConfigurationError,
     CycleError,
@@ -116,6 +117,7 @@ class Pipeline:
         for asset_def in by_name.values():
             if asset_def.kind_spec is not None:
                 asset_def.kind_spec.validate(asset_def, self)
+        check_pipeline_mappings(self)
 
     def _collect_checks(self, checks: list[CheckDef]) -> dict[str, tuple[CheckDef, ...]]:
         """The checks by asset, each validated against the pipeline's assets."""
@@ -226,7 +228,8 @@ class Pipeline:
             "deps": list(asset_def.deps),
             "optional_deps": sorted(asset_def.optional),
             "downstream": list(self._downstream[name]),
-            "partitions": repr(asset_def.partitions) if asset_def.partitions else None,
+            "partitions": None if asset_def.partitions is None else repr(asset_def.partitions),
+            "deps_partitions": {d: repr(m) for d, m in asset_def.partition_mappings.items()},
             "io_manager": asset_def.io_manager,
             "retry_attempts": asset_def.retry.attempts,
             "timeout": asset_def.timeout,
@@ -332,10 +335,15 @@ class Pipeline:
                     style = "optional"
                 yield dep, name, style
 
+    def _mapping_label(self, asset: str, dep: str) -> str | None:
+        mapping = self._assets[asset].partition_mappings.get(dep)
+        return None if mapping is None else repr(mapping)
+
     def graph(self, format: str = "text") -> str:
         """The graph as text: ``"mermaid"``, ``"dot"`` or ``"text"``.
 
-        Routed and optional edges are dashed; parallel branches are dotted.
+        Routed and optional edges are dashed; parallel branches are dotted. An edge read
+        through a partition mapping is labelled with it (``TimeWindowMapping()``).
         """
         if format == "mermaid":
             lines = ["graph TD"]
@@ -345,10 +353,10 @@ class Pipeline:
                 label = name if kind == "asset" else f"{name}<br/><i>{kind}</i>"
                 lines.append(f'    {ids[name]}["{label}"]')
             arrows = {"solid": "-->", "dashed": "-.->", "optional": "-.->", "branch": "==>"}
-            lines.extend(
-                f"    {ids[src]} {arrows.get(style, '-->')} {ids[dst]}"
-                for src, dst, style in self._edges()
-            )
+            for src, dst, style in self._edges():
+                mapped = self._mapping_label(dst, src)
+                shown = "" if mapped is None else f'|"{mapped.replace(chr(34), "#quot;")}"|'
+                lines.append(f"    {ids[src]} {arrows.get(style, '-->')}{shown} {ids[dst]}")
             return "\n".join(lines)
         if format == "dot":
             title = (self.name or "pipeline").replace('"', "'")
@@ -359,7 +367,11 @@ class Pipeline:
                 lines.append(f'    "{name}" [label="{label}"];')
             styles = {"dashed": "dashed", "optional": "dashed", "branch": "bold"}
             for src, dst, style in self._edges():
-                attr = f" [style={styles[style]}]" if style in styles else ""
+                attrs = [f"style={styles[style]}"] if style in styles else []
+                mapped = self._mapping_label(dst, src)
+                if mapped is not None:
+                    attrs.append('label="' + mapped.replace('"', "'") + '"')
+                attr = f" [{', '.join(attrs)}]" if attrs else ""
                 lines.append(f'    "{src}" -> "{dst}"{attr};')
             lines.append("}")
             return "\n".join(lines)
@@ -372,7 +384,9 @@ class Pipeline:
                 "branch": " (branch)",
             }
             for src, dst, style in self._edges():
-                incoming[dst].append(src + marks.get(style, ""))
+                mapped = self._mapping_label(dst, src)
+                shown = "" if mapped is None else f" [{mapped}]"
+                incoming[dst].append(src + marks.get(style, "") + shown)
             lines = []
             for name in self._order:
                 kind = self._assets[name].kind

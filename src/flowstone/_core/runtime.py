@@ -18,9 +18,11 @@ from .backfill import BackfillResult, backfill_with
 from .check_runner import RuntimeChecks
 from .clock import Clock, SystemClock
 from .context import Resources
+from .dynamic_partitions import RuntimePartitions, refresh_dynamic_partitions
 from .errors import ConfigurationError, RuntimeStateError, SelectionError
 from .health import DEFAULT_HEALTH_TIMEOUT, HealthReport, opening_failed, runtime_health
 from .loop_watch import DEFAULT_THRESHOLD, loop_watch
+from .mapped_status import in_scope
 from .materializer import Run
 from .memory import MemoryGateStore, MemoryIOManager, MemoryStore
 from .pipeline import Pipeline, as_pipeline
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .assets import AssetDef
     from .check_store import CheckStore
     from .checks import CheckDef
+    from .dynamic_partitions import DynamicPartitionStore
     from .partitions import PartitionsDefinition
     from .result import MaterializeResult
     from .subscriptions import EventHub
@@ -153,6 +156,8 @@ class Runtime(StoredValues, RuntimeEvents, RuntimeChecks):
         #: it (``None``: never warn); see :mod:`flowstone._core.loop_watch`.
         self.loop_block_warning = loop_block_warning
         self.store: MaterializationStore = store if store is not None else MemoryStore()
+        # Dynamic partition keys, when the store keeps none (made on first use).
+        self._dynamic_partitions: DynamicPartitionStore | None = None
         self.gate_store: GateStore = gate_store if gate_store is not None else MemoryGateStore()
         self.io_managers: Registry[IOManager] = Registry(
             "IO manager", BUILTIN_IO_MANAGERS, entry_point_group="flowstone.io_managers"
@@ -407,7 +412,12 @@ class Runtime(StoredValues, RuntimeEvents, RuntimeChecks):
         await self._ready()
         pipeline = as_pipeline(assets)
         self._remember(pipeline)
+        await refresh_dynamic_partitions(self, pipeline)
         selection = pipeline.resolve(select)
+        if select is None and partition is not None:
+            # The whole pipeline, for one partition: not the assets read only through
+            # partition mappings (they run for the partitions the mappings name).
+            selection = [a.name for a in in_scope(pipeline)]
         if max_concurrent is not None and max_concurrent < 1:
             raise ConfigurationError(f"max_concurrent must be at least 1, got {max_concurrent!r}")
         async with contextlib.AsyncExitStack() as stack:
@@ -444,6 +454,12 @@ class Runtime(StoredValues, RuntimeEvents, RuntimeChecks):
                     error.result = result  # type: ignore[attr-defined]  # documented attribute
                     raise error
         return result
+
+    @property
+    def partitions(self) -> RuntimePartitions:
+        """Dynamic partition keys: ``await runtime.partitions.add("customers", ["acme"])``
+        (also ``remove`` and ``keys``; see :class:`~flowstone.DynamicPartitions`)."""
+        return RuntimePartitions(self)
 
     async def resume(
         self,

@@ -13,11 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .mapped_status import in_scope, mapped_dependency
 from .protocols import IOContext
 from .records import Status
 from .versions import counts_optional_input, expected_version
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from .assets import AssetDef
     from .pipeline import Pipeline
     from .records import MaterializationRecord
@@ -66,14 +69,34 @@ async def asset_states(
     """
     expected: dict[str, str] = {}
     states: dict[str, AssetState] = {}
+    scope = {a.name for a in in_scope(pipeline)}
+    mapped_cache: dict[tuple[str, str | None], AssetState] = {}
+
+    def states_of(sub: Pipeline, key: str | None) -> Awaitable[dict[str, AssetState]]:
+        return asset_states(runtime, sub, key)
+
     for name in pipeline.order:
         asset_def = pipeline[name]
         part = partition if asset_def.partitions is not None else None
+        if (
+            name not in scope
+            and part is not None
+            and part not in (asset_def.partitions if asset_def.partitions is not None else ())
+        ):
+            continue  # read only through mappings, for other partitions than this one
         record = await runtime.store.latest(name, part)
         inputs: dict[str, str] = {}
         inputs_current = True
         skipped_input = False
         for dep in asset_def.deps:
+            if dep in asset_def.partition_mappings and dep in pipeline:
+                version, current = await mapped_dependency(
+                    states_of, pipeline, asset_def, dep, part, mapped_cache
+                )
+                if version is not None:
+                    inputs[dep] = version
+                inputs_current = inputs_current and current
+                continue
             if dep not in expected:
                 continue
             dep_state = states[dep].state

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .assets import AssetDef
 from .canonical_keys import canonical_partition, check_stored_unpartitioned, partition_for
+from .dynamic_partitions import refresh_dynamic_partitions
 from .errors import ValueNotFoundError
+from .mapped_status import downstream_partitions, in_scope
 from .pipeline import Pipeline, as_pipeline
 from .protocols import IOContext, IOManager, MaterializationStore
 from .status import AssetState, asset_states
@@ -113,6 +115,7 @@ class StoredValues:
         :param partition: the partition (made canonical); downstream assets that are not
             partitioned are invalidated as a whole
         :param downstream: a pipeline; its assets downstream of ``asset`` are invalidated too
+            (through a partition mapping, the partitions of theirs that read this one)
         :return: the invalidated asset names
         :raises PartitionError: the asset is partitioned and ``partition`` is missing or
             invalid
@@ -122,6 +125,14 @@ class StoredValues:
         if downstream is None:
             await self.store.invalidate(name, partition_for(self._definition(asset), partition))
             return [name]
+        if any(a.partition_mappings for a in downstream):
+            # Through a partition mapping, the partitions of the dependent that read it.
+            pairs = downstream_partitions(
+                downstream, name, partition_for(downstream[name], partition)
+            )
+            for each, part in pairs:
+                await self.store.invalidate(each, part)
+            return list(dict.fromkeys(each for each, _ in pairs))
         names = downstream.downstream(name, include_self=True)
         partition_for(downstream[name], partition)  # a partitioned asset needs its key
         key = canonical_partition((downstream[n] for n in names), partition)
@@ -143,8 +154,9 @@ class StoredValues:
         """
         await self._ready()
         pipeline = as_pipeline(assets)
+        await refresh_dynamic_partitions(cast("Runtime", self), pipeline)
         return await asset_states(
-            cast("Runtime", self), pipeline, canonical_partition(pipeline, partition)
+            cast("Runtime", self), pipeline, canonical_partition(in_scope(pipeline), partition)
         )
 
     async def history(

@@ -36,6 +36,7 @@ from ._background import BackgroundWork
 from ._buffer import WriteBuffer
 from ._checks import CheckStorage
 from ._migrations import check_version, migrate_schema
+from ._partitions import DynamicPartitionRows
 from ._queries import Queries
 from ._records import RecordStorage
 from ._rows import (
@@ -66,8 +67,9 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 
-class PostgresStore(RecordStorage, CheckStorage):
-    """Durable runs, materialization records, asset values and check results in PostgreSQL.
+class PostgresStore(RecordStorage, CheckStorage, DynamicPartitionRows):
+    """Durable runs, materialization records, asset values, check results and dynamic
+    partition keys in PostgreSQL.
 
     Pass it as ``fs.Runtime(store=PostgresStore(dsn))``: the runtime becomes durable as a
     whole (records, the default IO manager ``postgres``, the durable coordinators). It is an
