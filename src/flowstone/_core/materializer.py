@@ -31,6 +31,7 @@ from .invocation import AssetOutcome
 from .mapped_status import mapped_only
 from .records import MaterializationRecord, RunRecord, RunStatus, Status
 from .result import _NOT_LOADED, MaterializeResult
+from .run_claims import RunClaims
 from .run_tags import tagged
 from .scheduling import run_ready_queue
 from .versions import data_version
@@ -70,7 +71,7 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
     return first
 
 
-class Run(AssetExecution, RunChecks):
+class Run(AssetExecution, RunChecks, RunClaims):
     """One run of a pipeline selection: its state, scheduler and outcomes.
 
     Implements :class:`~flowstone.protocols.RunHandle` for coordinators.
@@ -394,61 +395,7 @@ class Run(AssetExecution, RunChecks):
         pipeline = self._pipeline
         await run_ready_queue(closure, lambda name: pipeline[name].scheduled_deps, self)
 
-    # -- AssetRunner (the ready queue's view of the run) -----------------------------
-
-    def is_done(self, name: str) -> bool:
-        """Whether ``name`` has its outcome in this run."""
-        return name in self._outcomes
-
-    def claim(self, name: str) -> bool:
-        """Mark ``name`` as running here, unless a nested materialization runs it."""
-        if name in self._running:
-            return False
-        self._running.add(name)
-        return True
-
-    async def await_other(self, name: str) -> None:
-        """Wait for ``name``, which another part of the run computes, to have its outcome."""
-        if name not in self._outcomes:
-            event = self._waiters.get(name)
-            if event is None:
-                event = self._waiters[name] = anyio.Event()
-            await event.wait()
-            if name not in self._outcomes:  # its computation was cancelled by its owner
-                self._outcomes[name] = self._cancelled.get(name) or AssetOutcome(
-                    name, Status.SKIPPED, reason="cancelled"
-                )
-
-    def abandon(self, name: str) -> None:
-        """Record the claimed ``name``, which never started, as cancelled."""
-        asset_def = self._pipeline[name]
-        # Not a final outcome: a later part of the run (a retried parallel branch, say)
-        # may run it again. The result shows it as cancelled unless it runs again.
-        self._cancelled[name] = AssetOutcome(
-            name,
-            Status.SKIPPED,
-            reason="cancelled",
-            record=MaterializationRecord(
-                run_id=self._run_id,
-                asset=name,
-                partition=self._partition_of(asset_def),
-                status=Status.SKIPPED,
-                ended_at=utc_now(),
-                error="cancelled",
-                code_version=asset_def.code_version,
-            ),
-        )
-        self._running.discard(name)
-        event = self._waiters.pop(name, None)
-        if event is not None:
-            event.set()
-
-    def _done(self, name: str, outcome: AssetOutcome) -> None:
-        self._outcomes[name] = outcome
-        self._running.discard(name)
-        event = self._waiters.pop(name, None)
-        if event is not None:
-            event.set()
+    # -- AssetRunner (the ready queue's view of the run; see also RunClaims) -------------
 
     async def run_asset(self, name: str, release: Callable[[str], None]) -> bool:
         """Materialize the claimed ``name``; ``False`` when its dependents were released

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.lowlevel import RunVar
@@ -19,7 +19,7 @@ from .check_runner import RuntimeChecks
 from .clock import Clock, SystemClock
 from .context import Resources
 from .dynamic_partitions import RuntimePartitions, refresh_dynamic_partitions
-from .errors import ConfigurationError, RuntimeStateError, SelectionError
+from .errors import ConfigurationError, SelectionError
 from .health import DEFAULT_HEALTH_TIMEOUT, HealthReport, opening_failed, runtime_health
 from .loop_watch import DEFAULT_THRESHOLD, loop_watch
 from .mapped_status import in_scope
@@ -38,13 +38,13 @@ from .protocols import (
 )
 from .registry import BUILTIN_COORDINATORS, BUILTIN_EVENT_SINKS, BUILTIN_IO_MANAGERS, Registry
 from .runtime_events import RuntimeEvents
+from .runtime_lifecycle import RuntimeLifecycle, enter_resources
 from .runtime_options import check_runtime_options
 from .status import AssetState
 from .stored_values import StoredValues
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-    from types import TracebackType
 
     from .assets import AssetDef
     from .check_store import CheckStore
@@ -62,26 +62,7 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
 
 
-def _is_async_cm(obj: object) -> bool:
-    return hasattr(obj, "__aenter__") and hasattr(obj, "__aexit__")
-
-
-async def _enter_resources(
-    stack: contextlib.AsyncExitStack, resources: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The resources' values: context managers (async or not) entered on ``stack``."""
-    values: dict[str, Any] = {}
-    for name, value in resources.items():
-        if _is_async_cm(value):
-            values[name] = await stack.enter_async_context(value)
-        elif hasattr(value, "__enter__") and hasattr(value, "__exit__"):
-            values[name] = stack.enter_context(value)
-        else:
-            values[name] = value
-    return values
-
-
-class Runtime(StoredValues, RuntimeEvents, RuntimeChecks):
+class Runtime(RuntimeLifecycle, StoredValues, RuntimeEvents, RuntimeChecks):
     """Registries, stores, resources and event sinks: everything a run needs.
 
     Use it as ``async with fs.Runtime(...) as rt:``; it opens resources, pools and sinks on
@@ -217,92 +198,6 @@ class Runtime(StoredValues, RuntimeEvents, RuntimeChecks):
         for pipeline in pipelines:
             self.register(pipeline)
 
-    # -- lifecycle -------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def open(self) -> None:
-        """Open stores, plugins, sinks and resources (done on first use if not called).
-
-        :raises RuntimeStateError: the runtime was closed
-        """
-        if self._state == "open":
-            return
-        if self._state == "closed":
-            raise RuntimeStateError("cannot reopen a Runtime once it has been closed")
-        if self._open_lock is None:
-            self._open_lock = anyio.Lock()
-        async with self._open_lock:
-            if self._state == "open":
-                return
-            if self._state == "closed":
-                raise RuntimeStateError("cannot reopen a Runtime once it has been closed")
-            stack = contextlib.AsyncExitStack()
-            try:
-                seen: set[int] = set()
-                for obj in self._given:
-                    if id(obj) not in seen and _is_async_cm(obj):
-                        seen.add(id(obj))
-                        await stack.enter_async_context(obj)  # type: ignore[arg-type]  # checked above
-                values = await _enter_resources(stack, self._resource_values)
-            except BaseException:
-                await stack.aclose()
-                raise
-            self.resources = Resources(values)
-            self._stack = stack
-            self._entered = seen
-            self._state = "open"
-
-    async def aclose(self) -> None:
-        """Close everything the runtime opened, in reverse order. Closing twice is harmless."""
-        if self._state == "closed":
-            return
-        stack, self._stack = self._stack, None
-        self._state = "closed"
-        if self._hub is not None:
-            self._hub.close()
-        if stack is not None:
-            await stack.aclose()
-        for _, coordinator in self.coordinators.resolved():
-            close = getattr(coordinator, "aclose", None)
-            if callable(close) and not _is_async_cm(coordinator):
-                await close()
-        # IO managers resolved by name (not given, so not entered above) that hold a
-        # client, such as the ``s3`` manager built from the environment, close here.
-        for _, manager in self.io_managers.resolved():
-            close = getattr(manager, "aclose", None)
-            if callable(close) and id(manager) not in self._entered:
-                await close()
-
-    async def migrate(self) -> None:
-        """Bring the durable store's schema up to date (stores without a schema ignore it).
-
-        Durable stores migrate on first use unless told not to; call this to do it ahead,
-        for example in a deploy step.
-        """
-        migrate = getattr(self.store, "migrate", None)
-        if callable(migrate):
-            await migrate()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._state == "closed"
-
-    async def _ready(self) -> None:
-        if self._state != "open":
-            await self.open()
-
     # -- plumbing for runs and plugins -------------------------------------------------
 
     async def health(
@@ -423,7 +318,7 @@ class Runtime(StoredValues, RuntimeEvents, RuntimeChecks):
         async with contextlib.AsyncExitStack() as stack:
             run_resources = self.resources
             if resources:
-                run_resources = self.resources.merged(await _enter_resources(stack, resources))
+                run_resources = self.resources.merged(await enter_resources(stack, resources))
             run = Run(
                 self,
                 pipeline,
