@@ -167,7 +167,10 @@ async def run(report: Report) -> None:
         per_tick,
         bare,
         "us",
-        note=f"bare materialize baseline; scheduler overhead {per_tick - bare:.0f} us/tick",
+        note=(
+            f"bare materialize baseline; scheduler overhead {per_tick - bare:.0f} us/tick; "
+            f"30 days of an hourly schedule (720 ticks) take {per_tick * 720 / 1e6:.2f} s"
+        ),
     )
     report("fire -> run started", fire_to_start, float("nan"), "us", note="TickFired to RunStarted")
     dsn = os.environ.get("FLOWSTONE_TEST_PG_DSN", DEFAULT_DSN)
