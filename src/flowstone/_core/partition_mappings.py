@@ -154,22 +154,28 @@ def _suffix(optional: bool) -> str:
     return ", optional=True" if optional else ""
 
 
-class IdentityMapping:
+class _MappingBase:
+    """What every built-in mapping has: whether missing upstream partitions are skipped."""
+
+    __slots__ = ("_optional",)
+
+    def __init__(self, *, optional: bool = False) -> None:
+        self._optional = _optional(optional, type(self).__name__)
+
+    @property
+    def optional(self) -> bool:
+        """Whether missing upstream partitions are skipped."""
+        return self._optional
+
+
+class IdentityMapping(_MappingBase):
     """The default mapping: the same partition of the dependency (or its only value).
 
     :param optional: skip the input when that partition is missing
     """
 
-    __slots__ = ("_optional",)
+    __slots__ = ()
     many = False
-
-    def __init__(self, *, optional: bool = False) -> None:
-        self._optional = _optional(optional, "IdentityMapping")
-
-    @property
-    def optional(self) -> bool:
-        """Whether a missing upstream partition is skipped."""
-        return self._optional
 
     def upstream_keys(
         self,
@@ -223,7 +229,7 @@ def _time_windows(
             )
 
 
-class TimeWindowMapping:
+class TimeWindowMapping(_MappingBase):
     """Every upstream window that overlaps the downstream window.
 
     Daily → weekly reads the week's seven days, hourly → daily the day's hours (23 or
@@ -234,18 +240,13 @@ class TimeWindowMapping:
     :param optional: skip missing upstream partitions instead of failing
     """
 
-    __slots__ = ("_cache", "_optional")
+    __slots__ = ("_cache",)
     many = True
 
     def __init__(self, *, optional: bool = False) -> None:
-        self._optional = _optional(optional, "TimeWindowMapping")
+        super().__init__(optional=optional)
         # (downstream, upstream, key, upstream's current end) -> keys: windows never move.
         self._cache: dict[tuple[object, ...], tuple[str, ...]] = {}
-
-    @property
-    def optional(self) -> bool:
-        """Whether missing upstream partitions are skipped."""
-        return self._optional
 
     def upstream_keys(
         self,
@@ -300,25 +301,20 @@ def overlapping_keys(upstream: TimeWindowPartitions, start: datetime, end: datet
     return keys
 
 
-class _Positional:
+class _Positional(_MappingBase):
     """Base of mappings that count partitions along the dependency's own keys."""
 
-    __slots__ = ("_n", "_optional")
+    __slots__ = ("_n",)
     name = ""
 
     def __init__(self, n: int, *, optional: bool = False) -> None:
+        super().__init__(optional=optional)
         self._n = n
-        self._optional = _optional(optional, self.name)
 
     @property
     def n(self) -> int:
         """The mapping's count or offset."""
         return self._n
-
-    @property
-    def optional(self) -> bool:
-        """Whether missing upstream partitions are skipped."""
-        return self._optional
 
     def _index(
         self, key: str | None, upstream: PartitionsDefinition | None
@@ -438,7 +434,7 @@ class Offset(_Positional):
         return [keys[target]]
 
 
-class AllPartitions:
+class AllPartitions(_MappingBase):
     """Every partition of the dependency: an unpartitioned asset reading them all.
 
     The input is a ``dict`` keyed by upstream key, in partition order.
@@ -446,16 +442,8 @@ class AllPartitions:
     :param optional: skip missing upstream partitions instead of failing
     """
 
-    __slots__ = ("_optional",)
+    __slots__ = ()
     many = True
-
-    def __init__(self, *, optional: bool = False) -> None:
-        self._optional = _optional(optional, "AllPartitions")
-
-    @property
-    def optional(self) -> bool:
-        """Whether missing upstream partitions are skipped."""
-        return self._optional
 
     def upstream_keys(
         self,
@@ -484,7 +472,7 @@ class AllPartitions:
         return f"AllPartitions({_suffix(self._optional)[2:]})"
 
 
-class StaticMapping:
+class StaticMapping(_MappingBase):
     """An explicit table: downstream key → the upstream key (or keys) it reads.
 
     With every value a single key the input is that upstream value; when any value is a
@@ -496,7 +484,7 @@ class StaticMapping:
     :raises PartitionMappingError: the table is not a mapping of keys to key(s)
     """
 
-    __slots__ = ("_many", "_optional", "_table")
+    __slots__ = ("_many", "_table")
 
     def __init__(self, table: Mapping[str, str | Iterable[str]], *, optional: bool = False) -> None:
         if not isinstance(table, Mapping) or not table:
@@ -524,17 +512,12 @@ class StaticMapping:
             converted[down] = tuple(dict.fromkeys(keys))
         self._table = converted
         self._many = many
-        self._optional = _optional(optional, "StaticMapping")
+        super().__init__(optional=optional)
 
     @property
     def many(self) -> bool:
         """Whether some key maps to several: the input is then a ``dict``."""
         return self._many
-
-    @property
-    def optional(self) -> bool:
-        """Whether missing upstream partitions are skipped."""
-        return self._optional
 
     def upstream_keys(
         self,
