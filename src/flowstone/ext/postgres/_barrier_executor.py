@@ -88,6 +88,8 @@ DEFAULT_FLUSH_INTERVAL = 0.05
 DEFAULT_POLL_INTERVAL = 0.5
 _YIELD_EVERY = 64
 _WAKE_AT_ONCE = 16
+#: Seconds an idle executor waits before it looks again by itself.
+_IDLE_RECHECK = 0.5
 _PROGRESS_INTERVAL = 0.5
 
 
@@ -382,7 +384,11 @@ class BarrierExecutor:
                     waiter = loop.create_future()
                     idle.append(waiter)
                     try:
-                        await waiter
+                        # Woken when units wait or claiming ends; a look now and then
+                        # besides, so that a wake-up missed never leaves an executor idle
+                        # (and the barrier unfinished) for good.
+                        with anyio.move_on_after(_IDLE_RECHECK):
+                            await waiter
                     finally:
                         if waiter.done() and not waiter.cancelled():
                             self._waking -= 1
