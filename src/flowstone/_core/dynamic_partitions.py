@@ -14,6 +14,7 @@ as of the last time a runtime read them: every ``materialize``, ``backfill`` and
 from __future__ import annotations
 
 import difflib
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import PartitionError
@@ -164,6 +165,10 @@ class DynamicPartitions:
         self._index = frozenset(self._keys)
 
 
+#: The dynamic partitionings of each pipeline seen (see refresh_dynamic_partitions).
+_DYNAMIC: weakref.WeakKeyDictionary[Pipeline, list[DynamicPartitions]] = weakref.WeakKeyDictionary()
+
+
 def _dynamic_of(definition: object, found: list[DynamicPartitions]) -> None:
     if isinstance(definition, DynamicPartitions):
         found.append(definition)
@@ -186,9 +191,12 @@ def store_of(runtime: Runtime) -> DynamicPartitionStore:
 
 async def refresh_dynamic_partitions(runtime: Runtime, pipeline: Pipeline) -> None:
     """Read the keys of every dynamic partitioning of ``pipeline`` from the runtime."""
-    found: list[DynamicPartitions] = []
-    for asset_def in pipeline:
-        _dynamic_of(asset_def.partitions, found)
+    found = _DYNAMIC.get(pipeline)
+    if found is None:  # a pipeline never changes: look once
+        found = []
+        for asset_def in pipeline:
+            _dynamic_of(asset_def.partitions, found)
+        _DYNAMIC[pipeline] = found
     if not found:
         return
     store = store_of(runtime)

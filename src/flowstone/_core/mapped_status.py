@@ -33,7 +33,7 @@ _STALE = "stale"  # the version of an upstream partition that is not current
 def in_scope(pipeline: Pipeline) -> list[AssetDef[..., Any]]:
     """The assets whose partition is the key asked about: every asset but those reached
     only through partition-mapped edges."""
-    if not any(a.partition_mappings for a in pipeline):
+    if not pipeline.has_partition_mappings:
         return list(pipeline)
     names = [n for n in pipeline.order if not pipeline.children(n)]
     scope = set(pipeline.upstream(names, include_self=True, scheduled_only=True))
@@ -122,7 +122,7 @@ def downstream_partitions(
 def mapped_only(pipeline: Pipeline, selection: list[str]) -> set[str]:
     """The assets upstream of ``selection`` that it reaches only through partition
     mappings (a run materializes them for the mappings' partitions, not its own)."""
-    if not any(a.partition_mappings for a in pipeline):
+    if not pipeline.has_partition_mappings:
         return set()
     reached = set(selection)
     pending = list(selection)

@@ -114,6 +114,8 @@ class Pipeline:
         self._order = self._toposort()
         self._index = {n: i for i, n in enumerate(self._order)}
         self._ordered = MappingProxyType({n: self._assets[n] for n in self._order})
+        #: Whether some asset reads a dependency through a partition mapping.
+        self.has_partition_mappings = any(a.partition_mappings for a in by_name.values())
         for asset_def in by_name.values():
             if asset_def.kind_spec is not None:
                 asset_def.kind_spec.validate(asset_def, self)

@@ -213,19 +213,6 @@ class OTelSink(PluginSpans):
 
     # -- assets ----------------------------------------------------------------------------
 
-    def _asset_span(
-        self, state: RunSpans, event: AssetEvent, more: Mapping[str, AttributeValue] | None = None
-    ) -> Span:
-        attributes = state.attributes(event.asset, event.partition)
-        if more:
-            attributes.update(more)
-        return self._tracer.start_span(
-            f"flowstone.materialize {event.asset}",
-            context=state.context,
-            attributes=attributes,
-            start_time=ns(event.timestamp),
-        )
-
     def _asset_started(self, event: AssetStarted) -> None:
         state = self._runs.get(event.run_id)
         if state is None:
@@ -283,8 +270,8 @@ class OTelSink(PluginSpans):
         """The ended asset's span with the attributes ``end`` (made now, with them, for one
         whose span was not needed while it ran, or that never started) and its start time."""
         open_asset = state.assets.pop((event.asset, event.partition), None)
-        if open_asset is None:
-            return self._asset_span(state, event, end), event.timestamp
+        if open_asset is None:  # it never started (skipped, say)
+            open_asset = AssetSpan(event.timestamp, state.attributes(event.asset, event.partition))
         if open_asset.span is None:
             open_asset.attributes.update(end)
             return state.asset_span(self._tracer, event.asset, open_asset), open_asset.started

@@ -88,8 +88,6 @@ DEFAULT_FLUSH_INTERVAL = 0.05
 DEFAULT_POLL_INTERVAL = 0.5
 _YIELD_EVERY = 64
 _WAKE_AT_ONCE = 16
-#: Seconds an idle executor waits before it looks again by itself.
-_IDLE_RECHECK = 0.5
 _PROGRESS_INTERVAL = 0.5
 
 
@@ -376,6 +374,9 @@ class BarrierExecutor:
             while True:
                 if not queue or writer.full():
                     if not queue and not self._claiming:
+                        # Others may have gone idle while the writer was full and units
+                        # waited; this one took the last of them: nothing is left for them.
+                        self._wake(len(idle))
                         return
                     if queue or (not held.units and writer.has_waiting()):
                         # Results wait to be written: take no unit until a write makes room.
@@ -384,11 +385,7 @@ class BarrierExecutor:
                     waiter = loop.create_future()
                     idle.append(waiter)
                     try:
-                        # Woken when units wait or claiming ends; a look now and then
-                        # besides, so that a wake-up missed never leaves an executor idle
-                        # (and the barrier unfinished) for good.
-                        with anyio.move_on_after(_IDLE_RECHECK):
-                            await waiter
+                        await waiter
                     finally:
                         if waiter.done() and not waiter.cancelled():
                             self._waking -= 1
