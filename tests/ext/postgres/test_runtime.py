@@ -129,7 +129,12 @@ async def test_resume_by_run_id_skips_finished_assets(pg_dsn: str, pg_schema: st
 async def test_resume_after_the_process_dies(
     pg_dsn: str, pg_schema: str, pg_conn: asyncpg.Connection, python: str, child_env: dict[str, str]
 ) -> None:
-    """A child process dies (``os._exit``) inside the third asset; the parent resumes the run."""
+    """A child process dies (``os._exit``) inside the third asset; the parent resumes the run.
+
+    The store writes each record before the next asset starts (``write_behind=False``): with
+    records written behind the run, the second asset's record may still be in flight when
+    the third kills the process, and the second then runs again on resume, as documented.
+    """
     await pg_conn.execute(f'CREATE SCHEMA "{pg_schema}"')
     await pg_conn.execute(f'CREATE TABLE "{pg_schema}".calls (asset text)')
     module = textwrap.dedent(
@@ -171,7 +176,8 @@ async def test_resume_after_the_process_dies(
         from flowstone.ext.postgres import PostgresStore
 
         async def main():
-            async with fs.Runtime(store=PostgresStore(DSN, schema=SCHEMA)) as rt:
+            store = PostgresStore(DSN, schema=SCHEMA, write_behind=False)
+            async with fs.Runtime(store=store) as rt:
                 result = await rt.materialize(PIPELINE, run_id="crash-1")
                 print(result["third"])
 

@@ -22,7 +22,7 @@ from flowstone.protocols import BranchRecord, RouteDecision
 from ._sql import partition_id, qualified
 
 if TYPE_CHECKING:
-    from ._store import PostgresStore
+    from ._database import PostgresDatabase
 
 __all__ = ["PostgresParallelCoordinator", "PostgresRoutingCoordinator"]
 
@@ -34,7 +34,7 @@ class PostgresRoutingCoordinator(InProcessRoutingCoordinator):
     Installed for the ``"router"`` kind by :meth:`PostgresStore.install`.
     """
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresDatabase) -> None:
         super().__init__()
         self._store = store
 
@@ -97,7 +97,7 @@ class PostgresParallelCoordinator(InProcessParallelCoordinator):
     Installed for the ``"parallel"`` kind by :meth:`PostgresStore.install`.
     """
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresDatabase) -> None:
         super().__init__()
         self._store = store
 

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
@@ -47,12 +48,15 @@ if TYPE_CHECKING:
     from flowstone import Runtime
     from flowstone.events import Event
 
+    from ._database import PostgresDatabase
     from ._sql import Connection
-    from ._store import PostgresStore
 
 __all__ = ["PostgresEvents"]
 
 _log = logging.getLogger("flowstone.postgres")
+
+#: The relay serving each runtime: a plugin installed after the store's default replaces it.
+_RELAYS: weakref.WeakKeyDictionary[Runtime, PostgresEvents] = weakref.WeakKeyDictionary()
 
 
 class PostgresEvents:
@@ -74,7 +78,7 @@ class PostgresEvents:
 
     def __init__(
         self,
-        store: PostgresStore,
+        store: PostgresDatabase,
         *,
         progress_interval: float = 0.5,
         reconnect_delay: float = 1.0,
@@ -123,10 +127,10 @@ class PostgresEvents:
             raise ConfigurationError("a PostgresEvents plugin serves one runtime")
         self._runtime = runtime
         runtime.add_event_sink(self)
-        previous = self.store.event_relays.get(runtime)
+        previous = _RELAYS.get(runtime)
         if previous is not None and previous is not self:
             previous.active = False  # the store's default relay: this one replaces it
-        self.store.event_relays[runtime] = self
+        _RELAYS[runtime] = self
 
     def emit(self, event: Event) -> None:
         """Queue a coarse event for the publishing task (others are ignored)."""

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from ._database import PostgresDatabase
     from ._sql import Connection
-    from ._store import PostgresStore
 
 __all__ = ["PostgresGateStore", "gate_channel"]
 
@@ -76,7 +76,7 @@ class PostgresGateStore:
     :param store: the store whose pool and schema it uses
     """
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresDatabase) -> None:
         self._store = store
         self._listener: asyncpg.Connection[asyncpg.Record] | None = None
         self._callbacks: list[Callable[[str], None]] = []

@@ -11,13 +11,13 @@ from ._migrations import current_version, latest_version
 from ._sql import qualified
 
 if TYPE_CHECKING:
+    from ._database import PostgresDatabase
     from ._sql import Connection
-    from ._store import PostgresStore
 
 __all__ = ["postgres_health"]
 
 
-async def postgres_health(store: PostgresStore) -> list[ComponentHealth]:
+async def postgres_health(store: PostgresDatabase) -> list[ComponentHealth]:
     """Three components, from one round trip on a pooled connection.
 
     - ``postgres``: the server answers (its version);

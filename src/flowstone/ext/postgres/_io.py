@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
     from flowstone.protocols import IOContext
 
+    from ._records import ValueWriter
     from ._sql import Connection
-    from ._store import PostgresStore
 
 __all__ = ["PostgresIOManager", "TableSpec"]
 
@@ -84,7 +84,7 @@ class PostgresIOManager:
 
     def __init__(
         self,
-        store: PostgresStore | None = None,
+        store: ValueWriter | None = None,
         *,
         allow_pickle: bool = False,
         tables: Mapping[str, str | TableSpec | Mapping[str, Any]] | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import asyncpg
@@ -44,9 +44,60 @@ if TYPE_CHECKING:
     #: What an operation does, for messages: the text, or a function making it when needed.
     What: TypeAlias = str | Callable[[], str]
 
-__all__ = ["RecordStorage"]
+__all__ = ["RecordStorage", "ValueWriter"]
+
+T = TypeVar("T")
 
 _log = logging.getLogger("flowstone.postgres")
+
+
+class ValueWriter(Protocol):
+    """What the ``postgres`` IO manager and table mode need of a store: its statements,
+    the one way to run them, and values that commit with their asset's record.
+
+    :class:`RecordStorage` implements it: a value stored while its asset's record is still
+    to be written waits and commits with that record in one statement; reads see values
+    this process has not committed yet; a delete or a table write is ordered with the
+    in-flight writes of the same value.
+    """
+
+    @property
+    def schema(self) -> str:
+        """The schema the values are in."""
+        ...
+
+    @property
+    def queries(self) -> Queries:
+        """The store's statements for that schema."""
+        ...
+
+    async def call(
+        self,
+        what: What,
+        operation: Callable[[Connection], Awaitable[T]],
+        *,
+        idempotent: bool = True,
+    ) -> T:
+        """Run ``operation`` on a connection, with the store's retries and error mapping."""
+        ...
+
+    async def write_value(self, value: PendingValue, what: What) -> None:
+        """Store an encoded value (committed with its record when that one is pending)."""
+        ...
+
+    def pending_value(self, asset: str, partition: str | None) -> PendingValue | None:
+        """The newest value of (asset, partition) not committed yet, or ``None``."""
+        ...
+
+    def pending_partitions(self, asset: str) -> dict[str, str | None]:
+        """Partition ids (with their keys) of ``asset``'s values not committed yet."""
+        ...
+
+    def value_write_in_order(
+        self, asset: str, partition: str | None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Order a delete or a table write of (asset, partition) with the other writes."""
+        ...
 
 
 class RecordStorage(PostgresDatabase):

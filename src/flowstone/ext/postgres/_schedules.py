@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from flowstone.ext.schedule import TickRecord, TickStatus
 
+    from ._database import PostgresDatabase
     from ._sql import Connection
-    from ._store import PostgresStore
 
 __all__ = ["PostgresScheduleStore"]
 
@@ -83,7 +83,7 @@ class PostgresScheduleStore:
     :param store: the store whose pool and schema it uses
     """
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresDatabase) -> None:
         self._store = store
 
     def __repr__(self) -> str:

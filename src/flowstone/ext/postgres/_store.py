@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-import weakref
 from typing import TYPE_CHECKING, Any, Self
 
 from flowstone import (
@@ -35,17 +34,19 @@ from flowstone.protocols import COMPRESSION_THRESHOLD
 from ._background import BackgroundWork
 from ._buffer import WriteBuffer
 from ._checks import CheckStorage
+from ._decisions import PostgresParallelCoordinator, PostgresRoutingCoordinator
+from ._events import PostgresEvents
+from ._gates import PostgresGateStore
+from ._health import postgres_health
+from ._io import PostgresIOManager
 from ._migrations import check_version, migrate_schema
 from ._partitions import DynamicPartitionRows
 from ._queries import Queries
 from ._records import RecordStorage
-from ._rows import (
-    run_from_row,
-)
-from ._sql import (
-    dump_json,
-    to_utc,
-)
+from ._rows import run_from_row
+from ._scatter import PostgresScatterCoordinator
+from ._schedules import PostgresScheduleStore
+from ._sql import dump_json, to_utc
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -58,9 +59,6 @@ if TYPE_CHECKING:
     from flowstone import ComponentHealth, Runtime
 
     from ._errors import RetryPolicy
-    from ._events import PostgresEvents
-    from ._io import PostgresIOManager
-    from ._schedules import PostgresScheduleStore
     from ._sql import Connection, Pool
 
 
@@ -150,14 +148,8 @@ class PostgresStore(RecordStorage, CheckStorage, DynamicPartitionRows):
         )
         if flush_interval < 0:
             raise ConfigurationError(f"flush_interval must be >= 0, got {flush_interval!r}")
-        from ._io import PostgresIOManager
-
         self._auto_migrate = migrate
         self.relay_events = events
-        #: The event relay of each runtime this store serves (see :class:`PostgresEvents`).
-        self.event_relays: weakref.WeakKeyDictionary[Runtime, PostgresEvents] = (
-            weakref.WeakKeyDictionary()
-        )
         self.flush_interval = flush_interval
         self.write_behind = write_behind
         self.queries = Queries(schema)
@@ -263,8 +255,6 @@ class PostgresStore(RecordStorage, CheckStorage, DynamicPartitionRows):
     async def check_health(self) -> list[ComponentHealth]:
         """The connection, the schema version and the scatter workers, for
         ``runtime.health()`` (see :class:`~flowstone.protocols.HealthCheck`)."""
-        from ._health import postgres_health
-
         return await postgres_health(self)
 
     # -- runtime wiring ----------------------------------------------------------------
@@ -274,9 +264,6 @@ class PostgresStore(RecordStorage, CheckStorage, DynamicPartitionRows):
         the durable coordinators, the durable gate store (``gate_store=`` given to the
         runtime still wins) and, with ``events``, the relay of lifecycle events between
         processes. Called by ``fs.Runtime(store=...)``."""
-        from ._events import PostgresEvents
-        from ._gates import PostgresGateStore
-
         runtime.io_managers.register("postgres", self.io_manager)
         runtime.default_io_manager = "postgres"
         runtime.gate_store = PostgresGateStore(self)
@@ -288,8 +275,6 @@ class PostgresStore(RecordStorage, CheckStorage, DynamicPartitionRows):
         """The schedule store (``flowstone.ext.schedule``) in this store's schema: tick
         claims, history and sensor cursors shared by every process (made once)."""
         if self._schedules is None:
-            from ._schedules import PostgresScheduleStore
-
             self._schedules = PostgresScheduleStore(self)
         return self._schedules
 
@@ -299,9 +284,6 @@ class PostgresStore(RecordStorage, CheckStorage, DynamicPartitionRows):
         The durable scatter, routing and parallel coordinators register here, under the
         ``scatter``, ``router`` and ``parallel`` kinds, sharing this store's pool and schema.
         """
-        from ._decisions import PostgresParallelCoordinator, PostgresRoutingCoordinator
-        from ._scatter import PostgresScatterCoordinator
-
         runtime.coordinators.register("scatter", PostgresScatterCoordinator(self))
         runtime.coordinators.register("router", PostgresRoutingCoordinator(self))
         runtime.coordinators.register("parallel", PostgresParallelCoordinator(self))

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
     from flowstone.protocols import IOContext
 
+    from ._records import ValueWriter
     from ._sql import Connection
-    from ._store import PostgresStore
 
 __all__ = [
     "TablePlan",
@@ -318,7 +318,7 @@ def _is_json_type(type_name: str) -> bool:
     return type_name in ("json", "jsonb")
 
 
-async def write_table(store: PostgresStore, context: IOContext, plan: TablePlan) -> None:
+async def write_table(store: ValueWriter, context: IOContext, plan: TablePlan) -> None:
     """Write a planned table-mode value and its description, in one transaction."""
     spec = plan.spec
     table = spec.qualified_name
@@ -445,7 +445,7 @@ async def _write_rows(
 
 
 async def read_table(
-    store: PostgresStore, context: IOContext, spec: Mapping[str, Any], arrow_schema: bytes | None
+    store: ValueWriter, context: IOContext, spec: Mapping[str, Any], arrow_schema: bytes | None
 ) -> Any:
     """Read a table-mode value back as the type that was stored."""
     table = qualified_from(spec)
