@@ -375,6 +375,29 @@ async def test_checks_run_per_partition(flowstone_runtime: fs.Runtime) -> None:
     assert not only.passed
 
 
+async def test_a_backfill_without_checks_runs_none(flowstone_runtime: fs.Runtime) -> None:
+    days = fs.DailyPartitions(start="2025-01-01")
+    ran: list[str | None] = []
+
+    @fs.asset(partitions=days)
+    def daily(ctx: fs.Context) -> int:
+        return 1
+
+    @fs.check(asset="daily", severity="error")
+    def never(ctx: fs.Context, daily: int) -> bool:
+        ran.append(ctx.partition)
+        return False
+
+    p = fs.Pipeline([daily, never])
+    outcome = await flowstone_runtime.backfill(p, partitions=["2025-01-01"], checks=False)
+    assert outcome.ok and ran == []
+    assert await flowstone_runtime.check_history("daily") == []
+    checked = await fs.backfill(
+        p, partitions=["2025-01-02"], runtime=flowstone_runtime, checks=True
+    )
+    assert checked.failed == 1 and ran == ["2025-01-02"]
+
+
 async def test_check_results_are_events(flowstone_runtime: fs.Runtime) -> None:
     sink = fs.MemoryEventSink()
     flowstone_runtime.add_event_sink(sink)

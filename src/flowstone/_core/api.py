@@ -133,6 +133,7 @@ async def backfill(
     force: bool = False,
     resources: Mapping[str, Any] | None = None,
     runtime: Runtime | None = None,
+    checks: bool = True,
 ) -> BackfillResult:
     """Materialize a selection for many partitions, ``max_concurrent`` at a time.
 
@@ -141,6 +142,8 @@ async def backfill(
     a failed partition does not stop the others.
 
     :param partitions: a partitions definition (all its keys), keys, or a single key
+    :param checks: run the assets' checks (``@fs.check``) in each partition's run, as
+        :func:`materialize` does; ``False`` skips them
     :return: ``succeeded``/``failed``/``skipped`` counts and per-partition outcomes
     """
     return await backfill_with(
@@ -151,4 +154,5 @@ async def backfill(
         max_concurrent=max_concurrent,
         force=force,
         resources=resources,
+        checks=checks,
     )

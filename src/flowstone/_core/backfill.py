@@ -91,6 +91,7 @@ async def backfill_with(
     max_concurrent: int = 4,
     force: bool = False,
     resources: Mapping[str, Any] | None = None,
+    checks: bool = True,
 ) -> BackfillResult:
     """Materialize ``select`` for every partition in ``partitions`` (see ``fs.backfill``).
 
@@ -126,6 +127,7 @@ async def backfill_with(
                     partition=key,
                     force=force,
                     resources=resources,
+                    checks=checks,
                     raise_on_error=False,
                 )
             except FlowstoneError as exc:

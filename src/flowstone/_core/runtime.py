@@ -411,6 +411,7 @@ class Runtime(RuntimeLifecycle, StoredValues, RuntimeEvents, RuntimeChecks):
         max_concurrent: int = 4,
         force: bool = False,
         resources: Mapping[str, Any] | None = None,
+        checks: bool = True,
     ) -> BackfillResult:
         """Materialize a selection for many partitions (see :func:`flowstone.backfill`)."""
         await self._ready()
@@ -422,6 +423,7 @@ class Runtime(RuntimeLifecycle, StoredValues, RuntimeEvents, RuntimeChecks):
             max_concurrent=max_concurrent,
             force=force,
             resources=resources,
+            checks=checks,
         )
 
     def pipeline(self, name: str) -> Pipeline:
