@@ -159,6 +159,26 @@ async def test_an_asset_sensor_sees_records_written_elsewhere_at_its_interval(
     assert len(seen) == 1
 
 
+async def test_an_asset_sensor_sees_every_record_of_a_burst_between_polls(
+    runtime: fs.Runtime,
+) -> None:
+    days = fs.DailyPartitions(start="2024-01-01", end="2025-03-01")
+
+    @fs.asset(partitions=days, name="daily_upstream")
+    def daily_upstream(ctx: fs.Context) -> str | None:
+        return ctx.partition
+
+    watcher = AssetSensor("daily_upstream", pipeline=[downstream])
+    watcher.attach(runtime)
+    cursor = (await watcher.poll(None)).cursor
+    keys = days.keys()
+    assert len(keys) > 400  # more than one page of records
+    outcome = await runtime.backfill([daily_upstream], partitions=keys, max_concurrent=16)
+    assert outcome.succeeded == len(keys)
+    result = await watcher.poll(cursor)
+    assert sorted(r.partition or "" for r in result.run_requests) == sorted(keys)
+
+
 def test_sensors_are_checked_at_definition() -> None:
     with pytest.raises(ScheduleDefinitionError, match="async def"):
         sensor(interval=30)(lambda cursor: None)  # type: ignore[arg-type, return-value]

@@ -22,7 +22,12 @@ from ._types import RunRequest, SensorResult
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from flowstone import MaterializationRecord
+
 __all__ = ["AssetSensor", "FunctionSensor", "RuntimeAware", "Sensor", "sensor"]
+
+#: Records an ``AssetSensor`` reads at first per poll (more when a burst needs it).
+_PAGE = 200
 
 
 @runtime_checkable
@@ -147,7 +152,8 @@ class AssetSensor:
     computed (not reused) record requests one run, with the record's partition (unless
     ``partition=`` maps it) and the run key ``asset:run_id:partition``. Its cursor is the
     newest record's end time; at its first poll it starts from the records already there
-    (they fire nothing).
+    (they fire nothing). A poll reads every record since its cursor, however many
+    materializations (a backfill, say) happened since the last one.
 
     :param asset: the watched asset's name
     :param pipeline: the pipeline to materialize (default: the scheduler's)
@@ -185,11 +191,30 @@ class AssetSensor:
         """Read records from ``runtime``'s store."""
         self._runtime = runtime
 
+    async def _records_since(self, since: str | None) -> list[MaterializationRecord]:
+        """The asset's records, newest first, back to the first that started before
+        ``since`` (an ISO end time; ``None``: just the newest): read a page, and read again
+        with four times the limit while the oldest record read is still newer, so that a
+        burst of materializations between two polls (a backfill) is seen whole."""
+        assert self._runtime is not None
+        store = self._runtime.store
+        limit = _PAGE
+        while True:
+            records = await store.history(self.asset, None, limit=limit)
+            if since is None or len(records) < limit:
+                return records
+            oldest = records[-1].started_at
+            if oldest is None or oldest.isoformat() < since:
+                return records
+            limit *= 4
+
     async def poll(self, cursor: str | None) -> SensorResult:
         """A run request per record of the asset that ended after ``cursor``."""
         if self._runtime is None:
             raise RuntimeError(f"sensor {self.name!r} is not attached to a runtime")
-        records = await self._runtime.store.history(self.asset, None, limit=200)
+        records = await self._records_since(
+            None if cursor is None else json.loads(cursor)["ended_at"]
+        )
         fresh = [
             r
             for r in records
