@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from ._sql import Connection
     from ._store import PostgresStore
 
-__all__ = ["PostgresEvents"]
+__all__ = ["PostgresEvents", "item_events_wanted"]
 
 _log = logging.getLogger("flowstone.postgres")
 
@@ -254,3 +254,13 @@ class PostgresEvents:
             return
         self.received += 1
         self._runtime.deliver_to_subscribers(event)
+
+
+def item_events_wanted(runtime: Runtime) -> bool:
+    """Whether a sink of ``runtime`` takes per-item scatter events.
+
+    A relay (:class:`PostgresEvents`) takes only coarse events, so a runtime whose only
+    sinks are relays builds no :class:`~flowstone.ext.scatter.ScatterItemFinished` per item
+    (subscriptions and other sinks still get them).
+    """
+    return any(not isinstance(sink, PostgresEvents) for sink in runtime.event_sinks)
