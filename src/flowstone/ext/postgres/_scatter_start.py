@@ -390,6 +390,7 @@ class StarterRun:
                         on_page=on_page,
                         taker=executor.held if local else None,
                         worker_no=session.worker_no,
+                        others_alive=session.others_alive,
                     )
                     if enumerator.ledger is not None:
                         executor.accept_unstored(
