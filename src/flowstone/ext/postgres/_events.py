@@ -110,6 +110,9 @@ class PostgresEvents:
         self._connected = False
         #: Notifications sent, and events received from other processes (for monitoring).
         self.sent = 0
+        # One send at a time: closing waits for the publishing task's send under way
+        # (cancelling it would drop its events), then sends the rest.
+        self._sending = anyio.Lock()
         self.received = 0
 
     def __repr__(self) -> str:
@@ -189,7 +192,16 @@ class PostgresEvents:
             self._wakeup = anyio.Event()
             await self._send()
 
+    @property
+    def sending(self) -> bool:
+        """Whether a batch of notifications is being sent now."""
+        return self._sending.locked()
+
     async def _send(self) -> None:
+        async with self._sending:
+            await self._send_pending()
+
+    async def _send_pending(self) -> None:
         events, self._pending = self._pending, []
         if not events:
             return
