@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 import pytest
 
@@ -186,3 +187,23 @@ async def test_a_store_made_from_a_pool_publishes_without_listening(
         assert [type(e).__name__ for e in got] == ["RunFinished"]
     finally:
         await pool.close()
+
+
+async def test_closing_waits_for_the_send_under_way(pg_dsn: str, pg_schema: str) -> None:
+    """Events the publishing task is sending when the runtime closes are sent, not
+    dropped with the cancelled task."""
+    store = PostgresStore(pg_dsn, schema=pg_schema)
+    relay = PostgresEvents(store, batch_interval=0, listen=False)
+    watcher_store = PostgresStore(pg_dsn, schema=pg_schema)
+    async with fs.Runtime(store=watcher_store) as watcher:
+        async with watcher.subscribe(kinds=[RunStarted]) as events:
+            async with fs.Runtime(store=store, plugins=[relay]):
+                relay.emit(RunStarted(run_id="closing", selection=("one",)))
+                with anyio.fail_after(10):
+                    while not relay.sending:
+                        await anyio.lowlevel.checkpoint()
+            assert relay.sent == 1
+            with anyio.fail_after(10):
+                async for event in events:
+                    assert event.run_id == "closing"
+                    break

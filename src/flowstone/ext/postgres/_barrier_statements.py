@@ -138,6 +138,17 @@ class BarrierStatements(ItemStatements):
         )
         return [BarrierRow.from_row(row) for row in rows]
 
+    async def others_alive(self, namespace: int, worker_no: int) -> bool:
+        """Whether a live worker other than ``worker_no`` takes part in the schema's
+        scatters (its advisory lock held, its lease running)."""
+        sql = self.q.others_alive
+        return bool(
+            await self.call(
+                "look for other scatter workers",
+                lambda conn: conn.fetchval(sql, worker_no, namespace),
+            )
+        )
+
     async def notify(self, channel: str, payload: str) -> None:
         """Send a notification (best effort; listeners also poll)."""
         await self.call(

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ._database import PostgresDatabase
     from ._sql import Connection
 
-__all__ = ["PostgresEvents"]
+__all__ = ["PostgresEvents", "item_events_wanted"]
 
 _log = logging.getLogger("flowstone.postgres")
 
@@ -114,6 +114,9 @@ class PostgresEvents:
         self._connected = False
         #: Notifications sent, and events received from other processes (for monitoring).
         self.sent = 0
+        # One send at a time: closing waits for the publishing task's send under way
+        # (cancelling it would drop its events), then sends the rest.
+        self._sending = anyio.Lock()
         self.received = 0
 
     def __repr__(self) -> str:
@@ -193,7 +196,16 @@ class PostgresEvents:
             self._wakeup = anyio.Event()
             await self._send()
 
+    @property
+    def sending(self) -> bool:
+        """Whether a batch of notifications is being sent now."""
+        return self._sending.locked()
+
     async def _send(self) -> None:
+        async with self._sending:
+            await self._send_pending()
+
+    async def _send_pending(self) -> None:
         events, self._pending = self._pending, []
         if not events:
             return
@@ -258,3 +270,13 @@ class PostgresEvents:
             return
         self.received += 1
         self._runtime.deliver_to_subscribers(event)
+
+
+def item_events_wanted(runtime: Runtime) -> bool:
+    """Whether a sink of ``runtime`` takes per-item scatter events.
+
+    A relay (:class:`PostgresEvents`) takes only coarse events, so a runtime whose only
+    sinks are relays builds no :class:`~flowstone.ext.scatter.ScatterItemFinished` per item
+    (subscriptions and other sinks still get them).
+    """
+    return any(not isinstance(sink, PostgresEvents) for sink in runtime.event_sinks)

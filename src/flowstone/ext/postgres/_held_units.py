@@ -111,6 +111,11 @@ class HeldUnits:
 
     # -- the enumerator's side ---------------------------------------------------------
 
+    @property
+    def accepting(self) -> bool:
+        """Whether the enumerator may hand this process items (now or once slots free)."""
+        return self._accepting
+
     def free_slots(self) -> int:
         """How many items the enumerator could hand over now (0 when it may hand none)."""
         if not self._accepting:

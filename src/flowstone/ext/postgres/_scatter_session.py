@@ -239,6 +239,10 @@ class WorkerSession:
                     self._conn = None
             await self._disconnect()
 
+    async def others_alive(self) -> bool:
+        """Whether a live worker other than this one takes part in the schema's scatters."""
+        return await self.ops.others_alive(self.namespace, self.worker_no)
+
     # -- wake-ups ----------------------------------------------------------------------
 
     def _on_termination(self, connection: Any) -> None:

@@ -12,6 +12,10 @@ keys go in with one statement before any of its items runs.
 In the starting process, unkeyed items of an unbatched scatter that it has room for are not
 inserted at all: it runs them first and each row goes in once, finished (see
 ``_scatter_local``); the checkpoint then stays before the first of them not yet written.
+A page waits a moment (``_ROOM_WAIT``) for that room, then leaves the rest to any worker;
+but while no other worker is alive, it waits on (looking for workers again every
+``_ALONE_WAIT``): items stored pending for no one would only come back to this process
+through a claim and a completion, three statements where one does.
 
 Batched scatters assign each item to a batch as batches close (the same
 :class:`~flowstone.ext.scatter.Batcher` as in-process); items of a batch still open wait in
@@ -39,7 +43,7 @@ from ._scatter_codec import Unstorable, decode, encode, has_surrogate, is_plain
 from ._scatter_local import LocalLedger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from flowstone.ext.scatter import Batch, ScatterSpec
 
@@ -56,6 +60,9 @@ _SLOW_SOURCE_WAIT = 0.1
 #: Seconds a page may wait for the starting process to have room to take its items as
 #: they are inserted; then the rest goes in unclaimed, for any worker.
 _ROOM_WAIT = 0.05
+#: While no other worker is alive, a page waits on for room in steps of this many seconds
+#: (and looks for workers again after each).
+_ALONE_WAIT = 0.5
 _PLAIN = (int, str, bool, type(None))
 
 
@@ -94,6 +101,8 @@ class Enumerator:
         it, unstored (unkeyed, unbatched items) or inserted claimed by it (``worker_no``),
         without a claim or a decode
     :param worker_no: the starting process's worker number
+    :param others_alive: whether another live worker could take items stored pending
+        (``None``: assume so, a page never waits longer than ``_ROOM_WAIT``)
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class Enumerator:
         on_page: Callable[[Counts, bool], None],
         taker: HeldUnits | None = None,
         worker_no: int = 0,
+        others_alive: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._ops = ops
         self._id = barrier_id
@@ -126,6 +136,9 @@ class Enumerator:
         self._on_page = on_page
         self._taker = taker
         self._worker_no = worker_no
+        self._others_alive = others_alive
+        # Until when no other worker is known to be alive (see _room_left).
+        self._alone_until = 0.0
         self._keyfn = spec.key
         self._batch: Batch | None = spec.batch
         self._batcher: Batcher | None = None
@@ -293,12 +306,15 @@ class Enumerator:
                 return
             rows = [self._row(index, item) for index, item in pairs]
             claim = 0
-            # The page waits for this process at most _ROOM_WAIT in all: a starting
-            # process slower than that leaves the rest to any worker.
-            deadline = monotonic() + _ROOM_WAIT
+            # The page waits for this process _ROOM_WAIT in all (longer while no other
+            # worker is alive): a starting process slower than that leaves the rest to any
+            # worker.
+            deadline = [monotonic() + _ROOM_WAIT]
             while True:
                 want = min(len(rows), taker.slots_worth_waiting_for)
-                room, enough = await taker.wait_for_slots(want, max(0.0, deadline - monotonic()))
+                room, enough = await taker.wait_for_slots(want, await self._room_left(deadline))
+                if not enough and taker.accepting and await self._room_left(deadline) > 0:
+                    continue
                 if not enough or room >= len(rows) or self._reader or self._keyfn is not None:
                     # A reader's page keeps its cursor: it is not split. Nor is a keyed
                     # page: its keys go in at once, so that a duplicate among them fails
@@ -403,12 +419,14 @@ class Enumerator:
         assert ledger is not None and taker is not None
         if total is not None:
             ledger.total = total
-        deadline = monotonic() + _ROOM_WAIT
+        deadline = [monotonic() + _ROOM_WAIT]
         rest = pairs
         while rest:
             want = min(len(rest), taker.slots_worth_waiting_for)
-            room, _ = await taker.wait_for_slots(want, max(0.0, deadline - monotonic()))
+            room, _ = await taker.wait_for_slots(want, await self._room_left(deadline))
             if room <= 0:
+                if taker.accepting and await self._room_left(deadline) > 0:
+                    continue
                 break
             part, rest = rest[:room], rest[room:]
             taken: list[tuple[int, Any, str | None, bytes | None]] = []
@@ -421,7 +439,7 @@ class Enumerator:
                     taken.append((index, item, text, raw))
             ledger.take(part[0][0], part[-1][0] + 1)
             taker.take_unstored(taken)
-            if rest and monotonic() >= deadline:
+            if rest and await self._room_left(deadline) <= 0:
                 break
         if rest:
             rows = [self._row(index, item) for index, item in rest]
@@ -430,6 +448,24 @@ class Enumerator:
         end = pairs[-1][0] + 1
         ledger.advance(end, cursor, page=self._reader, last=last)
         self._read = end
+
+    async def _room_left(self, deadline: list[float]) -> float:
+        """Seconds a page may still wait for room in the starting process.
+
+        :param deadline: ``[when the wait ends]``; moved on by ``_ALONE_WAIT`` when it has
+            passed and no other worker is alive (asked at most every ``_ALONE_WAIT``)
+        """
+        now = monotonic()
+        left = deadline[0] - now
+        if left > 0 or self._others_alive is None:
+            return max(0.0, left)
+        if now >= self._alone_until:
+            if await self._others_alive():
+                return 0.0
+            now = monotonic()
+            self._alone_until = now + _ALONE_WAIT
+        deadline[0] = self._alone_until
+        return self._alone_until - now
 
     def _taken(
         self, pairs: list[Pair], rows: list[ItemRow], mine: list[int]

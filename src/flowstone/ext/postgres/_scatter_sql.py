@@ -465,6 +465,8 @@ class ScatterQueries:
                     AND l.database = (SELECT oid FROM pg_database
                                       WHERE datname = current_database())
                     AND l.classid::bigint = $2 AND l.objid::bigint = w.worker_no)"""
+        # Whether a live worker other than $1 (namespace $2) could take pending items.
+        self.others_alive = f"SELECT EXISTS ({live} AND w.worker_no <> $1) AS alive"
         self.reap = f"""
             UPDATE {items} SET status = 'pending', worker = NULL
             WHERE barrier_id = $1 AND status = 'running' AND worker IS DISTINCT FROM $3

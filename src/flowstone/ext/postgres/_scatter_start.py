@@ -34,6 +34,7 @@ from flowstone.ext.scatter import (
 from ._barrier_executor import BarrierExecutor
 from ._barrier_rows import BarrierInit, BarrierRow, Counts
 from ._errors import describe
+from ._events import item_events_wanted
 from ._rows import where_names
 from ._scatter_codec import Unstorable, decode
 from ._scatter_source import Enumerator
@@ -249,7 +250,7 @@ class StarterRun:
         sinks = run.runtime.has_sinks
         reporter = ScatterReporter(
             emit=run.emit if sinks else None,
-            per_item=sinks,
+            per_item=sinks and item_events_wanted(run.runtime),
             bar=spec.progress,
             run_id=self.run_id,
             asset=self.asset,
@@ -389,6 +390,7 @@ class StarterRun:
                         on_page=on_page,
                         taker=executor.held if local else None,
                         worker_no=session.worker_no,
+                        others_alive=session.others_alive,
                     )
                     if enumerator.ledger is not None:
                         executor.accept_unstored(
