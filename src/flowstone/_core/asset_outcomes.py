@@ -37,6 +37,10 @@ build_io_context = slot_constructor(IOContext)
 build_succeeded = slot_constructor(AssetSucceeded)
 
 
+#: Types whose values are never iterators (the check against the ABC is skipped for them).
+_NEVER_ITERATORS = frozenset({int, float, str, bytes, bool, type(None), dict, list, tuple})
+
+
 def error_text(error: BaseException) -> str:
     """How an error is written in a record: its type and message."""
     return f"{type(error).__name__}: {error}"
@@ -126,14 +130,20 @@ class AssetOutcomes:
             attempts=attempt,
             started_at=started,
             ended_at=ended,
-            metadata={**stored, **metadata} if isinstance(stored, Mapping) else dict(metadata),
+            metadata=(
+                {**stored, **metadata}
+                if stored is not None and isinstance(stored, Mapping)
+                else dict(metadata)
+            ),
             code_version=asset_def.code_version,
             data_version=version,
             input_versions=versions,
             io_manager=io_name,
         )
         # An iterator was read by storing it: dependents load what was stored.
-        kept = _NOT_LOADED if isinstance(value, Iterator) else value
+        kept = value
+        if type(value) not in _NEVER_ITERATORS and isinstance(value, Iterator):
+            kept = _NOT_LOADED
         outcome = AssetOutcome(name, Status.SUCCEEDED, kept, record=record, data_version=version)
         try:
             if self._begin_save is None:  # (the common case, without a coroutine more)

@@ -280,6 +280,8 @@ class Pipeline:
         stack = self.resolve(select)
         if include_self:
             wanted.update(stack)
+            if len(wanted) == len(self._assets):  # every asset: nothing more to find
+                return list(self._order)
         seen: set[str] = set()
         while stack:
             node = stack.pop()
