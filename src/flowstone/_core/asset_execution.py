@@ -69,6 +69,7 @@ class AssetExecution(AssetOutcomes):
     _sinks: bool
     resources: Resources
     _outcomes: dict[str, AssetOutcome]
+    _any_waiting: bool
     _previous: dict[str, MaterializationRecord]
     _begin_save: Callable[[MaterializationRecord], Awaitable[None]] | None
 
@@ -155,6 +156,8 @@ class AssetExecution(AssetOutcomes):
 
     def _waited_on(self, asset_def: AssetDef[..., Any]) -> str | None:
         """The first dependency (input or ordering, optional or not) that waits in this run."""
+        if not self._any_waiting:  # (the common case: nothing waits, nothing to look up)
+            return None
         outcomes = self._outcomes
         waiting = Status.WAITING
         for deps in (asset_def.inputs.values(), asset_def.ordering_deps):
