@@ -79,7 +79,7 @@ class AssetExecution(AssetOutcomes):
     # -- one asset -------------------------------------------------------------------
 
     async def _materialize_asset(self, asset_def: AssetDef[..., Any]) -> AssetOutcome:
-        partition = self._partition_of(asset_def)
+        partition = self._partition if asset_def.partitions is not None else None
         inputs: dict[str, Any] = {}
         versions: dict[str, str] = {}
         waited_on = self._waited_on(asset_def)

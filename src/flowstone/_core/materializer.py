@@ -379,9 +379,12 @@ class Run(AssetExecution, RunChecks, RunClaims):
     def _preflight(self, names: Iterable[str]) -> None:
         """Fail before anything runs: bad partitions, unknown IO managers or coordinators."""
         runtime = self._runtime
+        io_managers: set[str | None] = set()  # the names already found
         for name in names:
             asset_def = self._pipeline[name]
-            runtime.io_manager_for(asset_def)
+            if asset_def.io_manager not in io_managers:
+                runtime.io_manager_for(asset_def)
+                io_managers.add(asset_def.io_manager)
             if asset_def.kind != "asset":
                 runtime.coordinators.get(asset_def.kind)
             definition = asset_def.partitions

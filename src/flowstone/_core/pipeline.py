@@ -258,7 +258,11 @@ class Pipeline:
         else:
             items = list(select)
         names: list[str] = []
+        assets = self._assets
         for item in items:
+            if type(item) is str and item in assets:  # (the common case, checked at once)
+                names.append(item)
+                continue
             name = item.name if isinstance(item, AssetDef) else item
             if not isinstance(name, str):
                 raise ConfigurationError(f"select= takes asset names or assets, got {_shown(item)}")

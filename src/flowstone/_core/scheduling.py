@@ -76,10 +76,12 @@ async def run_ready_queue(
     waiting: dict[str, int] = {}
     children: dict[str, list[str]] = {name: [] for name in names}
     for name in names:
-        deps = [dep for dep in scheduled_deps(name) if dep in members]
-        waiting[name] = len(deps)
-        for dep in deps:
-            children[dep].append(name)
+        count = 0
+        for dep in scheduled_deps(name):
+            if dep in members:
+                count += 1
+                children[dep].append(name)
+        waiting[name] = count
     queue: deque[str] = deque()
     live = 0  # workers started and not yet ended
     starting = 0  # workers spawned that have not started yet
