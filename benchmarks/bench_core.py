@@ -18,7 +18,11 @@ event is built and delivered). Each figure is the best of several repetitions af
 warm-up.
 
 Profile one workload with ``python -m benchmarks.bench_core --profile chain`` (or ``wide``,
-``single``; ``--no-events``, ``--sort cumulative``).
+``single``; ``--no-events``, ``--sort cumulative``). Mind one blind spot of ``pstats``: it
+keys functions by file, line and name, and every dataclass's generated ``__init__`` is
+``<string>:2(__init__)``, so all of them but one vanish from the table (their time shows
+nowhere); the run's own records and events are built by named functions
+(``build_MaterializationRecord``, …), which it lists.
 """
 
 from __future__ import annotations

@@ -149,3 +149,23 @@ def test_added_back_edge_is_a_cycle(
     cycle = info.value.cycle
     for src, dst in zip(cycle, cycle[1:], strict=False):
         assert src in dict(patched)[dst]
+
+
+@given(dags(), st.data())
+def test_upstream_with_self_is_the_closure_of_any_selection(
+    nodes: list[tuple[str, list[str]]], data: st.DataObject
+) -> None:
+    # Also when the selection is every asset (found without a traversal), in any order.
+    pipeline = fs.Pipeline([_asset(n, d) for n, d in nodes])
+    names = [n for n, _ in nodes]
+    selected = data.draw(st.lists(st.sampled_from(names), unique=True) | st.permutations(names))
+    closure = set(selected)
+    stack = list(selected)
+    while stack:
+        for dep in pipeline[stack.pop()].deps:
+            if dep not in closure:
+                closure.add(dep)
+                stack.append(dep)
+    expected = [n for n in pipeline.order if n in closure]
+    assert pipeline.upstream(selected, include_self=True) == expected
+    assert pipeline.upstream(selected, include_self=True, scheduled_only=True) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -170,3 +171,25 @@ def test_every_asset_runs_once_after_its_dependencies(
     result = anyio.run(go)
     assert result.ok
     assert sorted(order) == list(range(25))
+
+
+_set_by_asset: ContextVar[str] = ContextVar("set_by_asset", default="unset")
+
+
+async def test_what_an_asset_sets_in_a_context_variable_stays_out_of_the_caller(
+    flowstone_runtime: fs.Runtime,
+) -> None:
+    # A lone ready asset runs in a worker task, not in the caller's task.
+    caller = anyio.get_current_task()
+    seen: list[anyio.TaskInfo] = []
+
+    @fs.asset
+    async def lone() -> int:
+        _set_by_asset.set("set")
+        seen.append(anyio.get_current_task())
+        return 1
+
+    result = await flowstone_runtime.materialize([lone])
+    assert_succeeded(result, "lone")
+    assert _set_by_asset.get() == "unset"
+    assert seen and seen[0].id != caller.id

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
-from .asset_outcomes import AssetOutcomes, utc_now
+from .asset_outcomes import AssetOutcomes, build_record, utc_now
 from .assets import AssetDef, SkipAsset, Suspended
 from .context import Context, Resources
 from .errors import (
@@ -31,6 +31,7 @@ from .mapped_inputs import UpstreamWaiting, mapped_input
 from .protocols import IOContext
 from .records import MaterializationRecord, Status
 from .result import _NOT_LOADED
+from .slot_constructors import slot_constructor
 from .versions import data_version
 
 if TYPE_CHECKING:
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["AssetExecution"]
 
 _cancelled = anyio.get_cancelled_exc_class
+
+
+build_started = slot_constructor(AssetStarted)
 
 
 def _blocked(dep: str, outcome: AssetOutcome) -> str:
@@ -65,6 +69,7 @@ class AssetExecution(AssetOutcomes):
     _sinks: bool
     resources: Resources
     _outcomes: dict[str, AssetOutcome]
+    _any_waiting: bool
     _previous: dict[str, MaterializationRecord]
     _begin_save: Callable[[MaterializationRecord], Awaitable[None]] | None
 
@@ -74,15 +79,27 @@ class AssetExecution(AssetOutcomes):
     # -- one asset -------------------------------------------------------------------
 
     async def _materialize_asset(self, asset_def: AssetDef[..., Any]) -> AssetOutcome:
-        partition = self._partition_of(asset_def)
+        partition = self._partition if asset_def.partitions is not None else None
         inputs: dict[str, Any] = {}
         versions: dict[str, str] = {}
         waited_on = self._waited_on(asset_def)
         if waited_on is not None:
             return await self._wait_behind(asset_def, partition, waited_on)
         mapped = asset_def.partition_mappings
+        outcomes = self._outcomes
         try:
             for param, dep in asset_def.inputs.items():
+                done = outcomes.get(dep)
+                if (
+                    done is not None
+                    and done.status is Status.SUCCEEDED
+                    and not done.checks
+                    and done.value is not _NOT_LOADED
+                    and dep not in mapped
+                ):  # the common case, as _input takes it, without a coroutine
+                    inputs[param] = done.value
+                    versions[dep] = done.data_version or ""
+                    continue
                 if dep in mapped:
                     present, value, version, reason = await mapped_input(
                         cast("Run", self), asset_def, dep
@@ -128,17 +145,26 @@ class AssetExecution(AssetOutcomes):
             )
 
         version = data_version(asset_def.code_version, partition, versions)
-        reused = await self._reusable(asset_def, partition, version)
-        if reused is not None:
-            return reused
+        name = asset_def.name
+        if not self._force and (
+            name in self._previous or name not in self._selected or asset_def.owned_deps
+        ):  # (otherwise _reusable finds nothing to reuse)
+            reused = await self._reusable(asset_def, partition, version)
+            if reused is not None:
+                return reused
         return await self._compute(asset_def, partition, inputs, versions, version)
 
     def _waited_on(self, asset_def: AssetDef[..., Any]) -> str | None:
         """The first dependency (input or ordering, optional or not) that waits in this run."""
-        for dep in (*asset_def.inputs.values(), *asset_def.ordering_deps):
-            outcome = self._outcomes.get(dep)
-            if outcome is not None and outcome.status is Status.WAITING:
-                return dep
+        if not self._any_waiting:  # (the common case: nothing waits, nothing to look up)
+            return None
+        outcomes = self._outcomes
+        waiting = Status.WAITING
+        for deps in (asset_def.inputs.values(), asset_def.ordering_deps):
+            for dep in deps:
+                outcome = outcomes.get(dep)
+                if outcome is not None and outcome.status is waiting:
+                    return dep
         return None
 
     async def _input(self, asset_def: AssetDef[..., Any], dep: str) -> tuple[bool, Any, str, str]:
@@ -261,7 +287,7 @@ class AssetExecution(AssetOutcomes):
         runtime = self._runtime
         started = utc_now()
         io_name = asset_def.io_manager or runtime.default_io_manager
-        record = MaterializationRecord(
+        record = build_record(
             run_id=self._run_id,
             asset=asset_def.name,
             partition=partition,
@@ -330,7 +356,7 @@ class AssetExecution(AssetOutcomes):
             )
             if self._sinks:
                 self.emit(
-                    AssetStarted(
+                    build_started(
                         run_id=self._run_id,
                         asset=name,
                         partition=partition,

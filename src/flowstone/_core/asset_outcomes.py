@@ -20,6 +20,7 @@ from .invocation import AssetOutcome
 from .protocols import IOContext
 from .records import MaterializationRecord, Status
 from .result import _NOT_LOADED
+from .slot_constructors import slot_constructor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -28,6 +29,16 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 __all__ = ["AssetOutcomes", "error_text", "utc_now"]
+
+
+# The per-asset objects, built without a setattr call per field (see slot_constructors).
+build_record = slot_constructor(MaterializationRecord)
+build_io_context = slot_constructor(IOContext)
+build_succeeded = slot_constructor(AssetSucceeded)
+
+
+#: Types whose values are never iterators (the check against the ABC is skipped for them).
+_NEVER_ITERATORS = frozenset({int, float, str, bytes, bool, type(None), dict, list, tuple})
 
 
 def error_text(error: BaseException) -> str:
@@ -88,7 +99,14 @@ class AssetOutcomes:
         name = asset_def.name
         try:
             stored = await runtime.io_manager_for(asset_def).store(
-                IOContext(name, partition, self._run_id, asset_def.metadata, asset_def), value
+                build_io_context(
+                    asset=name,
+                    partition=partition,
+                    run_id=self._run_id,
+                    metadata=asset_def.metadata,
+                    definition=asset_def,
+                ),
+                value,
             )
         except Exception as exc:
             error = (
@@ -104,7 +122,7 @@ class AssetOutcomes:
                 asset_def, partition, error, attempt, started, metadata=metadata
             )
         ended = utc_now()
-        record = MaterializationRecord(
+        record = build_record(
             run_id=self._run_id,
             asset=name,
             partition=partition,
@@ -112,22 +130,31 @@ class AssetOutcomes:
             attempts=attempt,
             started_at=started,
             ended_at=ended,
-            metadata={**stored, **metadata} if isinstance(stored, Mapping) else dict(metadata),
+            metadata=(
+                {**stored, **metadata}
+                if stored is not None and isinstance(stored, Mapping)
+                else dict(metadata)
+            ),
             code_version=asset_def.code_version,
             data_version=version,
             input_versions=versions,
             io_manager=io_name,
         )
         # An iterator was read by storing it: dependents load what was stored.
-        kept = _NOT_LOADED if isinstance(value, Iterator) else value
+        kept = value
+        if type(value) not in _NEVER_ITERATORS and isinstance(value, Iterator):
+            kept = _NOT_LOADED
         outcome = AssetOutcome(name, Status.SUCCEEDED, kept, record=record, data_version=version)
         try:
-            await self._save_succeeded(name, record, outcome)
+            if self._begin_save is None:  # (the common case, without a coroutine more)
+                await runtime.store.save_record(record)
+            else:
+                await self._save_succeeded(name, record, outcome)
         except StorageError as exc:  # its record (or value) did not land: it failed
             return await self._fail(asset_def, partition, exc, attempt, started, metadata=metadata)
         if self._sinks:
             self.emit(
-                AssetSucceeded(
+                build_succeeded(
                     run_id=self._run_id,
                     asset=name,
                     partition=partition,

@@ -158,12 +158,19 @@ class Invocation:
         :param extra: arguments for reserved parameters, such as ``item=``
         """
         ctx = context if context is not None else self.context
-        kwargs = self.arguments(ctx, **extra)
+        asset = self.asset
+        # Without a context parameter or extra arguments the inputs are the arguments (the
+        # call unpacks them into a dict of its own).
+        kwargs = (
+            self.inputs
+            if asset.context_param is None and not extra
+            else self.arguments(ctx, **extra)
+        )
         token = _current.set(ctx)
         try:
-            if self.asset.is_async:
-                return await self.asset.fn(**kwargs)
-            return await run_in_thread(functools.partial(self.asset.fn, **kwargs))
+            if asset.is_async:
+                return await asset.fn(**kwargs)
+            return await run_in_thread(functools.partial(asset.fn, **kwargs))
         finally:
             _current.reset(token)
 

@@ -105,6 +105,7 @@ class Run(AssetExecution, RunChecks, RunClaims):
         self.resources = resources
         self._limiter = anyio.CapacityLimiter(max_concurrent) if max_concurrent else None
         self._outcomes: dict[str, AssetOutcome] = {}
+        self._any_waiting = False
         self._running: set[str] = set()
         # Assets whose dependents were let go before their record was durable (a store
         # that writes records behind the run), and how to let the dependents of an asset go.
@@ -378,9 +379,12 @@ class Run(AssetExecution, RunChecks, RunClaims):
     def _preflight(self, names: Iterable[str]) -> None:
         """Fail before anything runs: bad partitions, unknown IO managers or coordinators."""
         runtime = self._runtime
+        io_managers: set[str | None] = set()  # the names already found
         for name in names:
             asset_def = self._pipeline[name]
-            runtime.io_manager_for(asset_def)
+            if asset_def.io_manager not in io_managers:
+                runtime.io_manager_for(asset_def)
+                io_managers.add(asset_def.io_manager)
             if asset_def.kind != "asset":
                 runtime.coordinators.get(asset_def.kind)
             definition = asset_def.partitions
@@ -401,7 +405,10 @@ class Run(AssetExecution, RunChecks, RunClaims):
         """Materialize the claimed ``name``; ``False`` when its dependents were released
         while its record was written (see :meth:`_release`)."""
         asset_def = self._pipeline[name]
-        self._finishers[name] = release
+        # Only a store that writes records behind the run releases dependents early.
+        behind = self._begin_save is not None
+        if behind:
+            self._finishers[name] = release
         try:
             if self._limiter is not None:
                 async with self._limiter:
@@ -414,12 +421,14 @@ class Run(AssetExecution, RunChecks, RunClaims):
             self.abandon(name)
             raise
         finally:
-            self._finishers.pop(name, None)
+            if behind:
+                self._finishers.pop(name, None)
         if name in self._released:
             # Its dependents went ahead while its record was written; when that failed,
             # it failed (the store refuses their records too).
             if outcome.status is not Status.SUCCEEDED:
                 self._outcomes[name] = outcome
+                self._any_waiting = self._any_waiting or outcome.status is Status.WAITING
             return False
         self._done(name, outcome)
         return True

@@ -111,11 +111,15 @@ class MemoryStore:
     async def save_record(self, record: MaterializationRecord) -> None:
         """Upsert the record of (run, asset, partition)."""
         key = (record.asset, record.partition)
-        by_run = self._records.setdefault(record.run_id, {})
+        by_run = self._records.get(record.run_id)
+        if by_run is None:
+            by_run = self._records[record.run_id] = {}
         previous = by_run.get(key)
         by_run[key] = record
-        history = self._history.setdefault(key, [])
-        if previous is not None and history and history[-1] is previous:
+        history = self._history.get(key)
+        if history is None:
+            self._history[key] = [record]
+        elif previous is not None and history and history[-1] is previous:
             history[-1] = record
         else:
             history.append(record)

@@ -258,7 +258,11 @@ class Pipeline:
         else:
             items = list(select)
         names: list[str] = []
+        assets = self._assets
         for item in items:
+            if type(item) is str and item in assets:  # (the common case, checked at once)
+                names.append(item)
+                continue
             name = item.name if isinstance(item, AssetDef) else item
             if not isinstance(name, str):
                 raise ConfigurationError(f"select= takes asset names or assets, got {_shown(item)}")
@@ -280,6 +284,8 @@ class Pipeline:
         stack = self.resolve(select)
         if include_self:
             wanted.update(stack)
+            if len(wanted) == len(self._assets):  # every asset: nothing more to find
+                return list(self._order)
         seen: set[str] = set()
         while stack:
             node = stack.pop()

@@ -34,6 +34,8 @@ class RunClaims:
     _running: set[str]
     _cancelled: dict[str, AssetOutcome]
     _waiters: dict[str, anyio.Event]
+    #: Whether an outcome of this run (part) is waiting (its dependents wait behind it).
+    _any_waiting: bool
 
     if TYPE_CHECKING:
 
@@ -88,6 +90,8 @@ class RunClaims:
 
     def _done(self, name: str, outcome: AssetOutcome) -> None:
         self._outcomes[name] = outcome
+        if outcome.status is Status.WAITING:
+            self._any_waiting = True
         self._running.discard(name)
         event = self._waiters.pop(name, None)
         if event is not None:

@@ -11,7 +11,7 @@ The materializer and :meth:`Runtime.status <flowstone.Runtime.status>` share the
 
 from __future__ import annotations
 
-import hashlib
+from hashlib import blake2b as _blake2b
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,12 +25,19 @@ __all__ = ["counts_optional_input", "data_version", "expected_version"]
 
 def data_version(code_version: str, partition: str | None, inputs: Mapping[str, str]) -> str:
     """The version of a value computed by ``code_version`` for ``partition`` from ``inputs``."""
-    digest = hashlib.blake2b(digest_size=10)
-    digest.update(code_version.encode())
-    digest.update(b"\x00" + (partition or "").encode())
-    for name in sorted(inputs):
-        digest.update(b"\x00" + name.encode() + b"=" + inputs[name].encode())
-    return digest.hexdigest()
+    # The digest of ``code_version``, then for the partition and each input (by name) a NUL
+    # and ``partition`` or ``name=version``: one string hashed at once (a version stored by
+    # any release of flowstone is the digest of these same bytes).
+    if not inputs:
+        text = f"{code_version}\x00{partition or ''}"
+    elif len(inputs) == 1:  # (a chain: no sorting, no list)
+        [(name, version)] = inputs.items()
+        text = f"{code_version}\x00{partition or ''}\x00{name}={version}"
+    else:
+        text = f"{code_version}\x00{partition or ''}" + "".join(
+            [f"\x00{name}={inputs[name]}" for name in sorted(inputs)]
+        )
+    return _blake2b(text.encode(), digest_size=10).hexdigest()
 
 
 def counts_optional_input(
