@@ -376,10 +376,14 @@ class ScatterEngine:
         stream = self._stream
         reporter = self._reporter
         per_item = reporter is not None and reporter.per_item
-        make_key = keyfn is None and (
-            runner.needs_key or not plain or stream is not None or per_item
-        )
         fast = plain and not per_item
+        # Keys are positions and only the function might read one: pass the position.
+        by_position = runner.by_position if fast and keyfn is None and stream is None else None
+        make_key = (
+            keyfn is None
+            and by_position is None
+            and (runner.needs_key or not plain or stream is not None or per_item)
+        )
         stream_put = stream.put if stream is not None else None
         slots = self._slots
         slot_list = slots.slots if slots is not None else None
@@ -398,7 +402,18 @@ class ScatterEngine:
                     key = self._key_of(item, index)
                 elif make_key:
                     key = str(index)
-                if fast:
+                if by_position is not None:
+                    try:
+                        value = await by_position(index, item, None)
+                    except Exception as exc:
+                        self._record_failure(index, str(index), exc, 1)
+                    else:
+                        self._succeeded += 1
+                        if slot_list is not None:
+                            slot_list[index] = value
+                        else:
+                            pairs_append((index, value))  # type: ignore[misc]  # set when slots is
+                elif fast:
                     try:
                         value = await call(key, item, None)
                     except Exception as exc:
