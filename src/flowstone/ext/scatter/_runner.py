@@ -182,20 +182,23 @@ def _async_start(invocation: Invocation) -> PositionCall:
 
 def function_call(
     fn: Callable[[Any], Any], *, is_async: bool, limiter: anyio.CapacityLimiter | None = None
-) -> ItemCall:
+) -> PositionCall:
     """The call for a plain function of the item (``scatter_map``).
 
     Plain functions run in worker threads, at most ``limiter``'s tokens at once; if one
-    returns an awaitable (``lambda item: fetch(item)``), it is awaited on the loop.
+    returns an awaitable (``lambda item: fetch(item)``), it is awaited on the loop. The
+    key is not used (so the call takes a position as well).
     """
     if is_async:
 
-        async def run_async(key: str, item: Any, batch: BatchInfo | None) -> Any:
-            return await fn(item)
+        def start_async(key: str | int, item: Any, batch: BatchInfo | None) -> Awaitable[Any]:
+            # The function's own coroutine: no coroutine of ours around it.
+            coroutine: Awaitable[Any] = fn(item)
+            return coroutine
 
-        return run_async
+        return start_async
 
-    async def run_sync(key: str, item: Any, batch: BatchInfo | None) -> Any:
+    async def run_sync(key: str | int, item: Any, batch: BatchInfo | None) -> Any:
         value = await run_in_thread(functools.partial(fn, item), limiter=limiter)
         if inspect.isawaitable(value):  # a plain callable that returns a coroutine
             value = await value
