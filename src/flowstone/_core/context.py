@@ -215,8 +215,9 @@ class Context:
 
         It shares this one's asset, partition, run, attempt, resources and metadata (what is
         added through it lands on the asset's record) and has a logger of its own, made on
-        first use from its fields; the subclass then sets the attributes it adds. The
-        scatter plugin makes its items' contexts this way.
+        first use from its fields; the subclass then sets the attributes it adds. (The
+        scatter plugin's item contexts, made once per item, refer to the asset's context
+        instead of copying its fields.)
         """
         ctx = object.__new__(cls)
         ctx.asset = self.asset

@@ -146,11 +146,13 @@ async def run_scatter(invocation: Invocation, spec: ScatterSpec) -> Any:
         asset=context.asset,
         partition=context.partition,
     )
+    call = invocation_call(invocation, own_task=True)
     runner = ItemRunner(
-        invocation_call(invocation, own_task=True),
+        call,
         retry=spec.retry,
         timeout=spec.timeout,
         limiter=spec.limiter(),
+        by_position=call,
     )
     engine = ScatterEngine(
         feed,

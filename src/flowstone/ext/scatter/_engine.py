@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
-    from ._runner import ItemRunner
+    from ._runner import ItemRunner, PositionCall
     from ._sources import ItemFeed
 
 __all__ = ["ScatterEngine"]
@@ -376,10 +376,13 @@ class ScatterEngine:
         stream = self._stream
         reporter = self._reporter
         per_item = reporter is not None and reporter.per_item
+        fast = plain and not per_item
+        if fast and keyfn is None and stream is None and runner.by_position is not None:
+            await self._position_worker(runner.by_position)
+            return
         make_key = keyfn is None and (
             runner.needs_key or not plain or stream is not None or per_item
         )
-        fast = plain and not per_item
         stream_put = stream.put if stream is not None else None
         slots = self._slots
         slot_list = slots.slots if slots is not None else None
@@ -428,6 +431,39 @@ class ScatterEngine:
                         self._record_success(index, key, value, attempts)
                     else:
                         self._record_failure(index, key, value, attempts)
+                count += 1
+                if not count & (_YIELD_EVERY - 1):
+                    await checkpoint()
+            if not await feed.refill(page):
+                return
+
+    async def _position_worker(self, call: PositionCall) -> None:
+        """The item worker when an item is one call of ``call`` with its position for its
+        key, and its result goes to the result slots (no ``key=``, ``gather=``, retries,
+        timeout, rate limit or per-item events): the common case, with nothing else to
+        check per item."""
+        feed = self._feed
+        slots = self._slots
+        assert slots is not None
+        slot_list = slots.slots
+        pairs_append = slots.pairs.append
+        checkpoint = anyio.lowlevel.checkpoint
+        count = 0
+        while True:
+            page = feed.current
+            for index, item in page:
+                if self._stopped:
+                    return
+                try:
+                    value = await call(index, item, None)
+                except Exception as exc:
+                    self._record_failure(index, str(index), exc, 1)
+                else:
+                    self._succeeded += 1
+                    if slot_list is not None:
+                        slot_list[index] = value
+                    else:
+                        pairs_append((index, value))
                 count += 1
                 if not count & (_YIELD_EVERY - 1):
                     await checkpoint()

@@ -107,12 +107,14 @@ async def scatter_map(
     name = f"scatter_map({getattr(fn, '__name__', type(fn).__name__)})"
     is_async = _is_async(fn)
     threads = None if is_async else anyio.CapacityLimiter(max_concurrent)
+    call = function_call(fn, is_async=is_async, limiter=threads)
     runner = ItemRunner(
-        function_call(fn, is_async=is_async, limiter=threads),
+        call,
         retry=spec.retry,
         timeout=spec.timeout,
         limiter=spec.limiter(),
         needs_key=False,
+        by_position=call,
     )
     batch_input = None
     if batch is not None:

@@ -24,29 +24,66 @@ from flowstone.protocols import Invocation, call_with_timeout, run_in_thread
 
 from ._batch import BatchInfo
 from ._errors import BatchResultError, ItemTimeoutError
-from ._item_context import ItemContext
+from ._item_context import ItemContext, new_item_context
 
 if TYPE_CHECKING:
-    from flowstone import Context, RateLimiter, Retry
+    from flowstone import RateLimiter, Retry
 
-__all__ = ["ItemCall", "ItemRunner", "Outcome", "function_call", "invocation_call"]
+__all__ = [
+    "ItemCall",
+    "ItemRunner",
+    "Outcome",
+    "PositionCall",
+    "function_call",
+    "invocation_call",
+]
 
 of = ItemContext.of
 
 #: ``call(key, item_or_items, batch)``: one attempt of the user's function.
 ItemCall = Callable[[str, Any, BatchInfo | None], Awaitable[Any]]
+#: An :data:`ItemCall` that also takes an unbatched item's position (an ``int``) for its
+#: key, when the key is the position: the key is then made only if the function reads it.
+PositionCall = Callable[[str | int, Any, BatchInfo | None], Awaitable[Any]]
 #: ``(ok, value_or_error, attempts)``
 Outcome = tuple[bool, Any, int]
 
 
-def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCall:
+def _parameter_order(fn: Callable[..., Any]) -> tuple[str, ...] | None:
+    """The names of ``fn``'s parameters in order, if every one can be passed by position.
+
+    ``None`` when one cannot (keyword-only, or ``*args``/``**kwargs``), when the signature
+    cannot be read, or when ``fn`` wraps another function (its own parameters decide, and
+    a wrapper may take keywords only).
+    """
+    if hasattr(fn, "__wrapped__"):
+        return None
+    try:
+        parameters = inspect.signature(fn, follow_wrapped=False).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    names: list[str] = []
+    for parameter in parameters:
+        if parameter.kind is not parameter.POSITIONAL_OR_KEYWORD:
+            return None
+        names.append(parameter.name)
+    return tuple(names)
+
+
+def invocation_call(invocation: Invocation, *, own_task: bool = False) -> PositionCall:
     """The call that runs a scatter asset's function for one item (or batch).
 
     The function gets its inputs and context as in a plain asset, with the context made
     for the item (an :class:`ItemContext`) and ``item=`` the item, or the list
     of items of a batch. It behaves as :meth:`Invocation.call` (``fs.current_context()``
-    is the item's context); for an async function it builds the keyword arguments from a
-    template made once per scatter instead of once per item.
+    is the item's context). For an async function how to pass the arguments is decided
+    once per scatter: a function of only the context and the item, in either order, or of
+    the item alone, gets them by position; any other gets keyword arguments built from a
+    template made once per scatter.
+
+    The call also takes an item's position in place of its key (``ctx.scatter_key`` is
+    then the position as a string, made only if read), which saves making a key for an
+    item whose key nothing else needs.
 
     :param own_task: the caller awaits each call in a worker task of its own that ends
         when the scatter does (as the engine's workers are); the current context is then
@@ -56,40 +93,21 @@ def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCa
     base = invocation.context
     asset = invocation.asset
 
-    item_context: Callable[[str, BatchInfo | None], Context] = functools.partial(of, base)
-
     if type(invocation) is not Invocation or not asset.is_async:
         call = invocation.call
 
-        async def run_item(key: str, item: Any, batch: BatchInfo | None) -> Any:
-            return await call(item_context(key, batch), item=item)
+        async def run_item(key: str | int, item: Any, batch: BatchInfo | None) -> Any:
+            return await call(of(base, key, batch), item=item)
 
         return run_item
 
-    fn = asset.fn
-    ctx_param = asset.context_param
-    template = dict(invocation.inputs)
-    current = _current
-
-    def start_item(key: str, item: Any, batch: BatchInfo | None) -> Awaitable[Any]:
-        """Set the item's context as current and return the function's coroutine."""
-        ctx = item_context(key, batch)
-        if template:
-            kwargs = template.copy()
-            kwargs["item"] = item
-            if ctx_param is not None:
-                kwargs[ctx_param] = ctx
-        elif ctx_param is not None:
-            kwargs = {ctx_param: ctx, "item": item}
-        else:
-            kwargs = {"item": item}
-        current.set(ctx)
-        return fn(**kwargs)
-
+    start_item = _async_start(invocation)
     if own_task:
         return start_item
 
-    async def run_async_item(key: str, item: Any, batch: BatchInfo | None) -> Any:
+    current = _current
+
+    async def run_async_item(key: str | int, item: Any, batch: BatchInfo | None) -> Any:
         token = current.set(current.get())  # restored below, whatever start_item sets
         try:
             return await start_item(key, item, batch)
@@ -99,22 +117,88 @@ def invocation_call(invocation: Invocation, *, own_task: bool = False) -> ItemCa
     return run_async_item
 
 
+def _async_start(invocation: Invocation) -> PositionCall:
+    """``start(key, item, batch)``: set the item's context as current and return the async
+    function's coroutine (see :func:`invocation_call`)."""
+    base = invocation.context
+    asset = invocation.asset
+    fn = asset.fn
+    ctx_param = asset.context_param
+    template = dict(invocation.inputs)
+    set_current = _current.set
+    new = object.__new__
+
+    # The item's context is made inline (as :func:`new_item_context` makes it): this runs
+    # once per item, and a call less is a fair part of a trivial item's cost.
+    order = None if template else _parameter_order(fn)
+    if order is not None and ctx_param is not None and order == (ctx_param, "item"):
+
+        def start_ctx_item(key: str | int, item: Any, batch: BatchInfo | None) -> Awaitable[Any]:
+            if batch is None:
+                ctx = new(ItemContext)
+                ctx._parent = base
+                ctx._key = key
+                ctx._log = None
+            else:
+                ctx = of(base, key, batch)
+            set_current(ctx)
+            return fn(ctx, item)
+
+        return start_ctx_item
+
+    if order is not None and ctx_param is not None and order == ("item", ctx_param):
+
+        def start_item_ctx(key: str | int, item: Any, batch: BatchInfo | None) -> Awaitable[Any]:
+            ctx = new_item_context(base, key) if batch is None else of(base, key, batch)
+            set_current(ctx)
+            return fn(item, ctx)
+
+        return start_item_ctx
+
+    if order == ("item",):
+
+        def start_item_only(key: str | int, item: Any, batch: BatchInfo | None) -> Awaitable[Any]:
+            set_current(new_item_context(base, key) if batch is None else of(base, key, batch))
+            return fn(item)
+
+        return start_item_only
+
+    def start_item(key: str | int, item: Any, batch: BatchInfo | None) -> Awaitable[Any]:
+        ctx = of(base, key, batch)
+        if template:
+            kwargs = template.copy()
+            kwargs["item"] = item
+            if ctx_param is not None:
+                kwargs[ctx_param] = ctx
+        elif ctx_param is not None:
+            kwargs = {ctx_param: ctx, "item": item}
+        else:
+            kwargs = {"item": item}
+        set_current(ctx)
+        return fn(**kwargs)
+
+    return start_item
+
+
 def function_call(
     fn: Callable[[Any], Any], *, is_async: bool, limiter: anyio.CapacityLimiter | None = None
-) -> ItemCall:
+) -> PositionCall:
     """The call for a plain function of the item (``scatter_map``).
 
     Plain functions run in worker threads, at most ``limiter``'s tokens at once; if one
-    returns an awaitable (``lambda item: fetch(item)``), it is awaited on the loop.
+    returns an awaitable (``lambda item: fetch(item)``), it is awaited on the loop. The
+    key is not used (so the call takes a position as well).
     """
     if is_async:
 
-        async def run_async(key: str, item: Any, batch: BatchInfo | None) -> Any:
-            return await fn(item)
+        def start_async(key: str | int, item: Any, batch: BatchInfo | None) -> Awaitable[Any]:
+            # The function's own coroutine: no coroutine of ours around it.
+            coroutine: Awaitable[Any] = fn(item)
+            return coroutine
 
-        return run_async
+        return start_async
 
-    async def run_sync(key: str, item: Any, batch: BatchInfo | None) -> Any:
+    async def run_sync(key: str | int, item: Any, batch: BatchInfo | None) -> Any:
         value = await run_in_thread(functools.partial(fn, item), limiter=limiter)
         if inspect.isawaitable(value):  # a plain callable that returns a coroutine
             value = await value
@@ -138,9 +222,12 @@ class ItemRunner:
     :param limiter: a rate limiter; each attempt takes one token
     :param needs_key: whether ``call`` uses the key (a coordinator may skip making keys
         when it does not)
+    :param by_position: ``call`` again, as a :data:`PositionCall`, when it also takes an
+        item's position for its key (a coordinator whose keys are positions may then pass
+        the position, and the key is made only if the function reads it)
     """
 
-    __slots__ = ("call", "limiter", "needs_key", "plain", "retry", "timeout")
+    __slots__ = ("by_position", "call", "limiter", "needs_key", "plain", "retry", "timeout")
 
     def __init__(
         self,
@@ -150,8 +237,10 @@ class ItemRunner:
         timeout: float | None = None,
         limiter: RateLimiter | None = None,
         needs_key: bool = True,
+        by_position: PositionCall | None = None,
     ) -> None:
         self.call = call
+        self.by_position = by_position
         self.retry = retry if retry is not None and retry.attempts > 1 else None
         self.timeout = timeout
         self.limiter = limiter
