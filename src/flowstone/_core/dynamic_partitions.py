@@ -13,14 +13,14 @@ as of the last time a runtime read them: every ``materialize``, ``backfill`` and
 
 from __future__ import annotations
 
-import difflib
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import PartitionError
+from .partitions import KeyedPartitions
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Sequence
 
     from .pipeline import Pipeline
     from .runtime import Runtime
@@ -98,7 +98,7 @@ def _checked_keys(keys: Iterable[str] | str) -> list[str]:
     return given
 
 
-class DynamicPartitions:
+class DynamicPartitions(KeyedPartitions):
     """Partitions whose keys are added and removed at run time (see the module).
 
     :param name: the name the keys are stored under (two definitions with one name share
@@ -106,7 +106,8 @@ class DynamicPartitions:
     :raises PartitionError: ``name`` is not a non-empty str
     """
 
-    __slots__ = ("_index", "_keys", "_name")
+    __slots__ = ("_name",)
+    _suggestion = ", or did you mean {!r}?"
 
     def __init__(self, name: str) -> None:
         self._name = _checked_name(name)
@@ -122,32 +123,11 @@ class DynamicPartitions:
         """The keys as last read from a runtime, in the order they were added."""
         return self._keys
 
-    def validate(self, key: str, *, asset: str | None = None) -> str:
-        """Check that ``key`` is one of the keys.
-
-        :raises PartitionError: it is not (add it with ``runtime.partitions.add``)
-        """
-        if not isinstance(key, str):
-            raise PartitionError(asset, None, f"a partition key must be a str, not {key!r}")
-        if key in self._index:
-            return key
-        reason = (
+    def _unknown(self, key: str) -> str:
+        return (
             f"not one of the {len(self._keys)} keys of dynamic partitions {self._name!r}; "
             f"add it with `await runtime.partitions.add({self._name!r}, [{key!r}])`"
         )
-        close = difflib.get_close_matches(key, self._keys, n=1)
-        if close:
-            reason += f", or did you mean {close[0]!r}?"
-        raise PartitionError(asset, key, reason)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._index
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DynamicPartitions):

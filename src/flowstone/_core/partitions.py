@@ -26,11 +26,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flowstone._core.errors import PartitionError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 
 __all__ = [
     "DailyPartitions",
     "HourlyPartitions",
+    "KeyedPartitions",
     "MonthlyPartitions",
     "PartitionsDefinition",
     "StaticPartitions",
@@ -83,7 +84,53 @@ def _shown(keys: Sequence[str]) -> str:
     return shown
 
 
-class StaticPartitions:
+class KeyedPartitions:
+    """Base of the partitionings that are a list of keys (static and dynamic ones): the
+    keys in order, membership, and :meth:`validate` with a close match in its error."""
+
+    __slots__ = ("_index", "_keys")
+    _keys: tuple[str, ...]
+    _index: Container[str]
+    #: How the closest key is suggested after the reason a key is unknown.
+    _suggestion: ClassVar[str] = "; did you mean {!r}?"
+
+    def keys(self) -> tuple[str, ...]:
+        """The keys, in order."""
+        return self._keys
+
+    def validate(self, key: str, *, asset: str | None = None) -> str:
+        """Check that ``key`` is one of the keys.
+
+        :param key: the key to check
+        :param asset: the asset the key is for, named in the error
+        :return: ``key`` itself
+        :raises PartitionError: if ``key`` is not one of the keys
+        """
+        if not isinstance(key, str):
+            raise PartitionError(asset, None, _type_reason(key))
+        if key in self._index:
+            return key
+        reason = self._unknown(key)
+        close = difflib.get_close_matches(key, self._keys, n=1)
+        if close:
+            reason += self._suggestion.format(close[0])
+        raise PartitionError(asset, key, reason)
+
+    def _unknown(self, key: str) -> str:
+        """Why ``key`` is not a partition (the start of the error)."""
+        raise NotImplementedError
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+
+class StaticPartitions(KeyedPartitions):
     """A fixed set of partition keys, kept in the order given.
 
     :param keys: the keys: unique, non-empty strings, at least one
@@ -91,7 +138,7 @@ class StaticPartitions:
         key is repeated
     """
 
-    __slots__ = ("_index", "_keys")
+    __slots__ = ()
 
     def __init__(self, keys: Iterable[str]) -> None:
         if isinstance(keys, str):
@@ -114,39 +161,8 @@ class StaticPartitions:
         self._keys = tuple(ordered)
         self._index = index
 
-    def keys(self) -> tuple[str, ...]:
-        """Return the keys in the order given.
-
-        :return: the keys
-        """
-        return self._keys
-
-    def validate(self, key: str, *, asset: str | None = None) -> str:
-        """Check that ``key`` is one of the keys.
-
-        :param key: the key to check
-        :param asset: the asset the key is for, named in the error
-        :return: ``key`` itself
-        :raises PartitionError: if ``key`` is not one of the keys
-        """
-        if not isinstance(key, str):
-            raise PartitionError(asset, None, _type_reason(key))
-        if key in self._index:
-            return key
-        reason = f"not one of the {len(self._keys)} keys ({_shown(self._keys)})"
-        close = difflib.get_close_matches(key, self._keys, n=1)
-        if close:
-            reason += f"; did you mean {close[0]!r}?"
-        raise PartitionError(asset, key, reason)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._index
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+    def _unknown(self, key: str) -> str:
+        return f"not one of the {len(self._keys)} keys ({_shown(self._keys)})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StaticPartitions):
