@@ -61,8 +61,9 @@ _SLOW_SOURCE_WAIT = 0.1
 #: they are inserted; then the rest goes in unclaimed, for any worker.
 _ROOM_WAIT = 0.05
 #: While no other worker is alive, a page waits on for room in steps of this many seconds
-#: (and looks for workers again after each).
-_ALONE_WAIT = 0.5
+#: (and looks for workers again after each): short, so that a worker starting while the
+#: scatter runs gets the next pages at once.
+_ALONE_WAIT = 0.05
 _PLAIN = (int, str, bool, type(None))
 
 
