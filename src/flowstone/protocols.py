@@ -15,6 +15,10 @@ strict mode share.
 from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
 from ._core.assets import code_fingerprint as code_fingerprint
+from ._core.barrier_store import BarrierLease as BarrierLease
+from ._core.barrier_store import BarrierStore as BarrierStore
+from ._core.barrier_store import BarrierUnit as BarrierUnit
+from ._core.barrier_store import SourceCheckpoint as SourceCheckpoint
 from ._core.check_store import CheckStore as CheckStore
 from ._core.checks import CheckRecord as CheckRecord
 from ._core.clock import Clock as Clock
@@ -65,7 +69,10 @@ from ._core.values import tuple_paths as tuple_paths
 __all__ = (
     "AssetKind",
     "AssetOutcome",
+    "BarrierLease",
     "BarrierState",
+    "BarrierStore",
+    "BarrierUnit",
     "BranchRecord",
     "COMPRESSION_CODECS",
     "COMPRESSION_THRESHOLD",
@@ -98,6 +105,7 @@ __all__ = (
     "RunTagger",
     "ScatterCoordinator",
     "ScatterItemResult",
+    "SourceCheckpoint",
     "attach_kind",
     "call_with_timeout",
     "check_component",

@@ -10,6 +10,8 @@
 - :class:`PostgresScatterCoordinator` — durable scatter: item rows claimed in batches with
   ``FOR UPDATE SKIP LOCKED`` under a lease, by the starting process and by workers
   (:func:`run_worker`, ``flowstone worker``) on any machine.
+- :class:`PostgresBarrierStore` — the :class:`~flowstone.protocols.BarrierStore` over the
+  same tables (the coordinator's ``barriers``), for code that drives a barrier itself.
 - :class:`PostgresRoutingCoordinator`, :class:`PostgresParallelCoordinator` — routers'
   decisions and parallel branch records stored in the schema, so a run resumed in another
   process takes the route it took before.
@@ -34,6 +36,7 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
 
     raise MissingExtraError("flowstone.ext.postgres", "asyncpg", "postgres") from _exc
 
+from ._barrier_store import PostgresBarrierStore as PostgresBarrierStore
 from ._decisions import PostgresParallelCoordinator as PostgresParallelCoordinator
 from ._decisions import PostgresRoutingCoordinator as PostgresRoutingCoordinator
 from ._errors import DatabaseUnavailableError as DatabaseUnavailableError
@@ -60,6 +63,7 @@ from ._worker import run_worker as run_worker
 __all__ = (
     "BarrierCancelledError",
     "DatabaseUnavailableError",
+    "PostgresBarrierStore",
     "PostgresEvents",
     "GateResumer",
     "PostgresGateStore",

@@ -27,24 +27,15 @@ over the same tables, for code that drives items itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from flowstone import Status, StorageError
-from flowstone.ext.scatter import (
-    DuplicateScatterKeyError,
-    check_tolerated_failure,
-    pinned_coordinator,
-    scatter_spec_of,
-)
-from flowstone.protocols import BarrierState, ScatterItemResult
+from flowstone._core.barrier_store import SourceCheckpoint
+from flowstone.ext.scatter import pinned_coordinator, scatter_spec_of
 
 from ._barrier_executor import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL
-from ._barrier_rows import BarrierInit, BarrierRow, Counts, SourceConflict
 from ._barrier_statements import BarrierStatements
+from ._barrier_store import PostgresBarrierStore
 from ._errors import describe
-from ._rows import where_names
-from ._scatter_codec import Unstorable, decode, encode
 from ._scatter_session import DEFAULT_LEASE, WorkerSession, channel_for
 from ._scatter_start import BarrierCancelledError as BarrierCancelledError
 from ._scatter_start import ScatterBarrierFailedError as ScatterBarrierFailedError
@@ -54,11 +45,10 @@ from ._scatter_start import evaluate_batch_input as evaluate_batch_input
 from ._scatter_start import recipe_of as recipe_of
 
 if TYPE_CHECKING:
-    import asyncpg
+    from collections.abc import AsyncIterator, Sequence
 
-    from flowstone.protocols import Invocation
+    from flowstone.protocols import BarrierState, Invocation, ScatterItemResult
 
-    from ._barrier_rows import Outcome
     from ._store import PostgresStore
 
 __all__ = [
@@ -74,7 +64,6 @@ _log = logging.getLogger("flowstone.postgres")
 
 #: Worker sessions a coordinator keeps for its next scatters.
 _KEPT_SESSIONS = 2
-_PAGE = 1000
 
 
 class PostgresScatterCoordinator:
@@ -122,7 +111,8 @@ class PostgresScatterCoordinator:
         self._allow_pickle = allow_pickle
         self.flush_interval = flush_interval
         self.poll_interval = poll_interval
-        self._ids: dict[str, BarrierRow] = {}
+        #: The barriers of the barrier methods (and of code that drives items itself).
+        self.barriers = PostgresBarrierStore(store, allow_pickle=allow_pickle)
         self._sessions: list[WorkerSession] = []
 
     def __repr__(self) -> str:
@@ -136,10 +126,12 @@ class PostgresScatterCoordinator:
         return bool(getattr(self.store.io_manager, "allow_pickle", False))
 
     async def aclose(self) -> None:
-        """Close the worker sessions kept for the next scatters."""
+        """Close the worker sessions kept for the next scatters, and those of the leases
+        its barrier store handed out."""
         idle, self._sessions = self._sessions, []
         for session in idle:
             await session.close()
+        await self.barriers.aclose()
 
     async def _session(self) -> WorkerSession:
         """A worker session for one scatter: one kept from an earlier scatter of this
@@ -186,15 +178,6 @@ class PostgresScatterCoordinator:
 
     # -- the ScatterCoordinator barrier methods ------------------------------------------
 
-    async def _barrier(self, barrier_id: str) -> BarrierRow:
-        row = self._ids.get(barrier_id)
-        if row is None:
-            row = await self.ops.by_key(barrier_id)
-            if row is None:
-                raise KeyError(f"no scatter barrier {barrier_id!r}")
-            self._ids[barrier_id] = row
-        return row
-
     async def create_barrier(
         self,
         barrier_id: str,
@@ -209,58 +192,31 @@ class PostgresScatterCoordinator:
 
         :param tolerated_failure: a count (``int``) or fraction (``float``); ``None`` is 0
         """
-        tolerated = check_tolerated_failure(0 if tolerated_failure is None else tolerated_failure)
-        row = await self.ops.create_manual(
-            BarrierInit(
-                key=barrier_id,
-                run_id=run_id,
-                asset=asset,
-                partition=partition,
-                run_partition=partition,
-                pipeline=None,
-                code_version=None,
-                recipe="",
-                input_versions={},
-                attempt=1,
-                keyed=True,
-                batched=False,
-                tolerated=tolerated,
-                total=total,
-                managed=False,
-            )
+        return await self.barriers.open_barrier(
+            barrier_id,
+            run_id=run_id,
+            asset=asset,
+            partition=partition,
+            tolerated_failure=tolerated_failure,
+            total=total,
         )
-        self._ids[barrier_id] = row
-        return _state(barrier_id, row.counts)
 
     async def add_keys(self, barrier_id: str, keys: Sequence[tuple[int, str]]) -> None:
         """Register items by ``(index, key)``; adding the same pair again is harmless.
 
         :raises DuplicateScatterKeyError: a key is already registered at another index
         """
-        row = await self._barrier(barrier_id)
         ordered = sorted(keys)
-        try:
-            await self.ops.insert_page(
-                row.id,
-                [(index, key, None, None) for index, key in ordered],
-                batched=False,
-                units=[],
-                enumerated=ordered[-1][0] + 1 if ordered else 0,
-                cursor=None,
-                last=False,
-                batches=0,
-                total=None,
-                notify=None,
-            )
-        except SourceConflict as conflict:
-            raise DuplicateScatterKeyError(
-                row.asset, conflict.key, conflict.index, row.partition
-            ) from None
+        read = ordered[-1][0] + 1 if ordered else 0
+        await self.barriers.add_items(
+            barrier_id, [(index, key, None) for index, key in ordered], SourceCheckpoint(read)
+        )
 
     async def set_total(self, barrier_id: str, total: int) -> BarrierState:
         """Record the total once the source is exhausted (a fraction can then be decided)."""
-        row = await self._barrier(barrier_id)
-        return _state(barrier_id, await self.ops.end_source(row.id, total))
+        return await self.barriers.add_items(
+            barrier_id, [], SourceCheckpoint(total, exhausted=True)
+        )
 
     async def record(self, barrier_id: str, results: Sequence[ScatterItemResult]) -> BarrierState:
         """Record terminal results; a key recorded before keeps its first result.
@@ -268,32 +224,18 @@ class PostgresScatterCoordinator:
         :return: the counts and the threshold decision after these results
         :raises StorageError: a result cannot be stored as JSON (nothing is recorded)
         """
-        row = await self._barrier(barrier_id)
-        outcomes: list[Outcome] = []
-        for result in results:
-            if result.status is Status.SUCCEEDED:
-                try:
-                    text, raw = encode(result.value, allow_pickle=self.allow_pickle)
-                except Unstorable as exc:
-                    raise StorageError(
-                        f"{where_names(row.asset, row.partition)}: the result of item "
-                        f"{result.key!r} cannot be stored: {exc.problem}"
-                    ) from None
-                outcomes.append((result.index, "succeeded", text, raw, None, result.attempts))
-            else:
-                outcomes.append((result.index, "failed", None, None, result.error, result.attempts))
-        await self.ops.ensure_items(row.id, [r.index for r in results], [r.key for r in results])
-        counts, _ = await self.ops.complete(row.id, outcomes)
-        return _state(barrier_id, counts)
+        return await self.barriers.record(barrier_id, None, results)
 
     def gather(self, barrier_id: str) -> AsyncIterator[ScatterItemResult]:
         """The terminal results in source order, read page by page."""
-        return _BarrierResults(self, barrier_id)
+        return self.barriers.gather(barrier_id)
 
     async def cancel(self, barrier_id: str, reason: str) -> None:
         """Mark the barrier cancelled: no new item starts, in-flight ones are cancelled."""
-        row = await self._barrier(barrier_id)
-        if await self.ops.set_status(row.id, "cancelled", reason, when=("open",)):
+        before = await self.barriers.state(barrier_id)
+        await self.barriers.cancel(barrier_id, reason)
+        if not (before.cancelled or before.exceeded):
+            row = await self.barriers.row(barrier_id)
             try:
                 await self.ops.notify(channel_for(self.store.schema), str(row.id))
             except Exception as exc:  # others poll as well
@@ -301,62 +243,8 @@ class PostgresScatterCoordinator:
 
     async def state(self, barrier_id: str) -> BarrierState:
         """The barrier's current counts."""
-        row = await self._barrier(barrier_id)
-        return _state(barrier_id, await self.ops.state(row.id))
+        return await self.barriers.state(barrier_id)
 
     async def drop(self, barrier_id: str) -> None:
         """Delete a barrier with its items and results."""
-        row = self._ids.pop(barrier_id, None) or await self.ops.by_key(barrier_id)
-        if row is not None:
-            await self.ops.drop(row.id)
-
-
-def _state(barrier_id: str, counts: Counts) -> BarrierState:
-    return BarrierState(
-        barrier_id=barrier_id,
-        total=counts.total,
-        succeeded=counts.succeeded,
-        failed=counts.failed,
-        retried=counts.retried,
-        exceeded=counts.status == "exceeded",
-        cancelled=counts.status == "cancelled",
-    )
-
-
-class _BarrierResults(AsyncIterator[ScatterItemResult]):
-    """Terminal results of a barrier in source order, a page at a time."""
-
-    def __init__(self, coordinator: PostgresScatterCoordinator, barrier_id: str) -> None:
-        self._coordinator = coordinator
-        self._key = barrier_id
-        self._page: list[asyncpg.Record] = []
-        self._after = -1
-        self._done = False
-
-    async def __anext__(self) -> ScatterItemResult:
-        coordinator = self._coordinator
-        if not self._page:
-            if self._done:
-                raise StopAsyncIteration
-            row = await coordinator._barrier(self._key)
-            self._page = list(await coordinator.ops.results_page(row.id, self._after, _PAGE))
-            self._page.reverse()
-            if len(self._page) < _PAGE:
-                self._done = True
-            if not self._page:
-                raise StopAsyncIteration
-        record = self._page.pop()
-        self._after = record["idx"]
-        ok = record["status"] == "succeeded"
-        return ScatterItemResult(
-            key=record["key"] if record["key"] is not None else str(record["idx"]),
-            index=record["idx"],
-            status=Status.SUCCEEDED if ok else Status.FAILED,
-            value=decode(
-                record["result"], record["result_raw"], allow_pickle=coordinator.allow_pickle
-            )
-            if ok
-            else None,
-            error=None if ok else record["error"],
-            attempts=record["attempts"],
-        )
+        await self.barriers.drop(barrier_id)

@@ -301,7 +301,12 @@ class ScatterQueries:
             FROM cp, c"""
 
         # -- claiming ------------------------------------------------------------------
-        open_only = f"EXISTS (SELECT 1 FROM {barriers} WHERE id = $1 AND status = 'open')"
+        # Only from an open barrier, and only for a worker whose lease has not run out (a
+        # fenced-off worker claims nothing until it renewed its lease).
+        open_only = (
+            f"EXISTS (SELECT 1 FROM {barriers} WHERE id = $1 AND status = 'open') AND EXISTS "
+            f"(SELECT 1 FROM {workers} WHERE worker_no = $3 AND lease_until > now())"
+        )
         self.claim = f"""
             WITH picked AS (
                 SELECT item_id FROM {items}
@@ -501,6 +506,8 @@ class ScatterQueries:
         self.heartbeat = f"""
             UPDATE {workers} SET lease_until = now() + make_interval(secs => $2)
             WHERE worker_no = $1"""
+        # A lease renewed only while it has not run out (BarrierStore.renew).
+        self.renew_lease = self.heartbeat + " AND lease_until > now()"
         self.forget_worker = f"DELETE FROM {workers} WHERE worker_no = $1"
         self.forget_old_workers = (
             f"DELETE FROM {workers} WHERE lease_until < now() - interval '1 day'"

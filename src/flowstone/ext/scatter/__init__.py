@@ -17,6 +17,8 @@ For coordinator authors (a durable coordinator reuses these rather than copying 
 * :class:`OrderedStream`, :func:`call_gather` — gathering in source order with bounded
   memory, and calling a ``gather=`` function;
 * :class:`ScatterReporter` — events and the progress bar;
+* :class:`MemoryBarrierStore` — the in-memory :class:`~flowstone.protocols.BarrierStore`
+  (items, source checkpoint, claims under leases, one result per item);
 * :func:`open_feed` / :class:`ItemFeed` — sources read lazily, page by page;
 * :func:`dependency_values`, :func:`pinned_coordinator` — the ``items=`` mapping and
   ``coordinator=`` pins;
@@ -52,6 +54,7 @@ from ._gather import call_gather as call_gather
 from ._gather import window_for as window_for
 from ._item_context import ItemContext as ItemContext
 from ._map import scatter_map as scatter_map
+from ._memory_barriers import MemoryBarrierStore as MemoryBarrierStore
 from ._progress import ScatterReporter as ScatterReporter
 from ._runner import ItemRunner as ItemRunner
 from ._runner import function_call as function_call
@@ -84,6 +87,7 @@ __all__ = (
     "ItemRunner",
     "InvalidBatchError",
     "ItemTimeoutError",
+    "MemoryBarrierStore",
     "OrderedStream",
     "ScatterEngine",
     "ScatterEvent",

@@ -17,12 +17,10 @@ kind.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowstone import InvalidAssetError, ValueNotFoundError
+from flowstone._core.barrier_store import SourceCheckpoint
 from flowstone.protocols import (
     BarrierState,
     Coordinator,
@@ -33,12 +31,14 @@ from flowstone.protocols import (
 )
 
 from ._engine import ScatterEngine
-from ._errors import DuplicateScatterKeyError
+from ._memory_barriers import MemoryBarrierStore
 from ._progress import ScatterReporter
 from ._runner import ItemRunner, invocation_call
 from ._sources import open_feed
 from ._spec import ScatterSpec
-from ._summary import check_tolerated_failure, threshold_exceeded
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
 __all__ = [
     "InProcessScatterCoordinator",
@@ -175,26 +175,19 @@ async def run_scatter(invocation: Invocation, spec: ScatterSpec) -> Any:
         context.add_metadata(scatter=engine.summary().as_dict())
 
 
-@dataclass
-class _Barrier:
-    state: BarrierState
-    tolerated: int | float
-    run_id: str
-    asset: str
-    partition: str | None
-    keys: dict[str, int] = field(default_factory=dict)
-    results: dict[str, ScatterItemResult] = field(default_factory=dict)
-
-
 class InProcessScatterCoordinator:
     """Runs scatter assets in this process (the built-in ``"scatter"`` coordinator).
 
     One instance serves a runtime; it keeps no per-run state besides the barriers made
-    through its barrier methods.
+    through its barrier methods, which it keeps in a
+    :class:`~flowstone.ext.scatter.MemoryBarrierStore`.
+
+    :param barriers: the store of those barriers (default: a new one)
     """
 
-    def __init__(self) -> None:
-        self._barriers: dict[str, _Barrier] = {}
+    def __init__(self, barriers: MemoryBarrierStore | None = None) -> None:
+        #: Where the barrier methods keep their barriers.
+        self.barriers = barriers if barriers is not None else MemoryBarrierStore()
 
     # -- Coordinator -------------------------------------------------------------------
 
@@ -214,12 +207,6 @@ class InProcessScatterCoordinator:
 
     # -- barriers ------------------------------------------------------------------------
 
-    def _barrier(self, barrier_id: str) -> _Barrier:
-        try:
-            return self._barriers[barrier_id]
-        except KeyError:
-            raise KeyError(f"no scatter barrier {barrier_id!r}") from None
-
     async def create_barrier(
         self,
         barrier_id: str,
@@ -234,104 +221,51 @@ class InProcessScatterCoordinator:
 
         :param tolerated_failure: a count (``int``) or fraction (``float``); ``None`` is 0
         """
-        existing = self._barriers.get(barrier_id)
-        if existing is not None:
-            return existing.state
-        tolerated = check_tolerated_failure(0 if tolerated_failure is None else tolerated_failure)
-        barrier = _Barrier(
-            state=BarrierState(barrier_id=barrier_id, total=total),
-            tolerated=tolerated,
+        return await self.barriers.open_barrier(
+            barrier_id,
             run_id=run_id,
             asset=asset,
             partition=partition,
+            tolerated_failure=tolerated_failure,
+            total=total,
         )
-        self._barriers[barrier_id] = barrier
-        return barrier.state
 
     async def add_keys(self, barrier_id: str, keys: Sequence[tuple[int, str]]) -> None:
         """Register items by ``(index, key)``; adding the same pair again is harmless.
 
         :raises DuplicateScatterKeyError: a key is already registered at another index
         """
-        barrier = self._barrier(barrier_id)
-        registered = barrier.keys
-        for index, key in keys:
-            known = registered.get(key)
-            if known is None:
-                registered[key] = index
-            elif known != index:
-                raise DuplicateScatterKeyError(barrier.asset, key, index, barrier.partition)
+        ordered = sorted(keys)
+        read = ordered[-1][0] + 1 if ordered else 0
+        await self.barriers.add_items(
+            barrier_id, [(index, key, None) for index, key in ordered], SourceCheckpoint(read)
+        )
 
     async def set_total(self, barrier_id: str, total: int) -> BarrierState:
         """Record the total once the source is exhausted (a fraction can then be decided)."""
-        barrier = self._barrier(barrier_id)
-        barrier.state = self._decide(barrier, replace(barrier.state, total=total))
-        return barrier.state
+        return await self.barriers.add_items(
+            barrier_id, [], SourceCheckpoint(total, exhausted=True)
+        )
 
     async def record(self, barrier_id: str, results: Sequence[ScatterItemResult]) -> BarrierState:
         """Record terminal results; a key recorded before keeps its first result.
 
         :return: the counts and the threshold decision after these results
         """
-        barrier = self._barrier(barrier_id)
-        state = barrier.state
-        succeeded, failed, retried = state.succeeded, state.failed, state.retried
-        for result in results:
-            if result.key in barrier.results:
-                continue
-            barrier.keys.setdefault(result.key, result.index)
-            barrier.results[result.key] = result
-            if result.status.value == "succeeded":
-                succeeded += 1
-            else:
-                failed += 1
-            if result.attempts > 1:
-                retried += 1
-        barrier.state = self._decide(
-            barrier, replace(state, succeeded=succeeded, failed=failed, retried=retried)
-        )
-        return barrier.state
-
-    @staticmethod
-    def _decide(barrier: _Barrier, state: BarrierState) -> BarrierState:
-        exceeded = state.exceeded or threshold_exceeded(
-            state.failed, state.total, barrier.tolerated
-        )
-        return replace(state, exceeded=exceeded)
+        return await self.barriers.record(barrier_id, None, results)
 
     def gather(self, barrier_id: str) -> AsyncIterator[ScatterItemResult]:
         """The recorded results in source order."""
-        barrier = self._barrier(barrier_id)
-        ordered = sorted(barrier.results.values(), key=_index_of)
-        return _Results(ordered)
+        return self.barriers.gather(barrier_id)
 
     async def cancel(self, barrier_id: str, reason: str) -> None:
         """Mark the barrier cancelled."""
-        barrier = self._barrier(barrier_id)
-        barrier.state = replace(barrier.state, cancelled=True)
+        await self.barriers.cancel(barrier_id, reason)
 
     async def state(self, barrier_id: str) -> BarrierState:
         """The barrier's current counts."""
-        return self._barrier(barrier_id).state
+        return await self.barriers.state(barrier_id)
 
     async def drop(self, barrier_id: str) -> None:
         """Forget a barrier (its keys and results)."""
-        self._barriers.pop(barrier_id, None)
-
-
-_index_of: Callable[[ScatterItemResult], int] = operator.attrgetter("index")
-
-
-class _Results(AsyncIterator[ScatterItemResult]):
-    """Iterates a list asynchronously (a class, so stopping early leaves nothing to close)."""
-
-    __slots__ = ("_iterator",)
-
-    def __init__(self, results: list[ScatterItemResult]) -> None:
-        self._iterator = iter(results)
-
-    async def __anext__(self) -> ScatterItemResult:
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            raise StopAsyncIteration from None
+        await self.barriers.drop(barrier_id)

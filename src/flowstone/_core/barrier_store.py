@@ -1,0 +1,200 @@
+"""The :class:`BarrierStore` protocol: where a scatter's items, claims and results are kept.
+
+A *barrier* holds every item of one scatter (one run, asset and partition): its source
+position, its key, and once it ran, its one terminal result. A barrier store only stores;
+the scatter engine decides what runs where. What it stores:
+
+* **the source checkpoint** — items are added page by page together with where reading the
+  source stands (:class:`SourceCheckpoint`), in one atomic step, so a resumed scatter reads
+  on from the last page that was stored, and no item is lost or added twice;
+* **claims under leases** — a worker joins the store and gets a :class:`BarrierLease`. Its
+  number is the *fencing token*: every claim and every result carries it, and it is never
+  reused. A claim hands the lease pending units (:class:`BarrierUnit`: one item, or one
+  batch) in source order; a unit is held until its results are recorded or it is released.
+  While the worker renews its lease, nobody else can take its units; once the lease has
+  run out (the worker died, or stopped renewing), :meth:`BarrierStore.recover` puts its
+  units back to pending for any other lease, and :meth:`BarrierStore.renew` tells the
+  late worker its lease is gone;
+* **exactly one result per item** — :meth:`BarrierStore.record` keeps the first terminal
+  result of an item and ignores later ones, whichever lease sends them. So a unit that ran
+  twice (its first holder was fenced off after a pause, then finished anyway) is counted
+  once, and the counts, the failure threshold and :meth:`BarrierStore.gather` agree;
+* **the barrier's state** — counts, whether the failure threshold is exceeded (decided by
+  the store on every record, so all workers see the same decision), and cancellation: a
+  barrier that is not open hands out no more units.
+
+Stores implement this protocol structurally; ``flowstone.ext.scatter.MemoryBarrierStore``
+keeps barriers in memory, ``flowstone.ext.postgres.PostgresBarrierStore`` in PostgreSQL
+(shared by processes on any machine). Both pass the shared contract suite in
+``tests/ext/scatter/test_barrier_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from .protocols import BarrierState, ScatterItemResult
+
+__all__ = ["BarrierLease", "BarrierStore", "BarrierUnit", "SourceCheckpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class BarrierLease:
+    """A worker's membership of a barrier store, under which it claims and records.
+
+    :param worker: the worker's number: unique in the store and never reused, it is the
+        fencing token every claim and result carries
+    :param seconds: how long the worker's claims outlive its last renewal
+    """
+
+    worker: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class BarrierUnit:
+    """Items handed to one lease to run as one call: one item, or one batch.
+
+    :param number: the unit's number: the item's source position, or the batch's number
+    :param indexes: the source positions of its items, in order
+    :param keys: their keys
+    :param items: the items
+    """
+
+    number: int
+    indexes: tuple[int, ...]
+    keys: tuple[str, ...]
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCheckpoint:
+    """Where reading a barrier's source stands.
+
+    :param read: items read and stored so far (the position a resumed reading starts at)
+    :param cursor: the reader's cursor after them (``None``: positions are enough)
+    :param exhausted: the source has no more items (the total is then ``read``)
+    """
+
+    read: int = 0
+    cursor: str | None = None
+    exhausted: bool = False
+
+
+@runtime_checkable
+class BarrierStore(Protocol):
+    """Keeps scatter barriers: items, the source checkpoint, claims and results.
+
+    See the module documentation for the contract. Every method may be called from any
+    task; a store shared by processes gives each the same answers.
+    """
+
+    async def open_barrier(
+        self,
+        barrier_id: str,
+        *,
+        run_id: str,
+        asset: str,
+        partition: str | None,
+        tolerated_failure: int | float | None,
+        total: int | None = None,
+    ) -> BarrierState:
+        """Create the barrier, or return the existing one's state (a resumed scatter).
+
+        :param tolerated_failure: a count (``int``) or fraction (``float``) of items that
+            may fail; ``None`` is 0
+        :param total: the number of items, when known up front
+        :raises ValueError: ``tolerated_failure`` is out of range
+        """
+        ...
+
+    async def add_items(
+        self,
+        barrier_id: str,
+        items: Sequence[tuple[int, str, Any]],
+        checkpoint: SourceCheckpoint,
+    ) -> BarrierState:
+        """Add one page of items, ``(index, key, item)``, pending, and move the source
+        checkpoint to ``checkpoint``, as one step: both are stored, or neither.
+
+        Adding an item again at the same index with the same key is harmless (a resumed
+        reading); the checkpoint never moves backwards.
+
+        :raises DuplicateScatterKeyError: a key is already stored at another index (nothing
+            of the page is stored)
+        """
+        ...
+
+    async def checkpoint(self, barrier_id: str) -> SourceCheckpoint:
+        """Where reading the barrier's source stands."""
+        ...
+
+    async def join(self, *, lease: float) -> BarrierLease:
+        """Join as a worker whose claims last ``lease`` seconds past its last renewal."""
+        ...
+
+    async def renew(self, lease: BarrierLease) -> bool:
+        """Extend the lease by its length from now.
+
+        :return: ``False`` when the lease had already run out or ended: the worker must
+            claim no more under it (units it held may be running elsewhere)
+        """
+        ...
+
+    async def leave(self, lease: BarrierLease) -> None:
+        """End the lease, handing back every unit it holds, in every barrier."""
+        ...
+
+    async def claim(self, barrier_id: str, lease: BarrierLease, limit: int) -> list[BarrierUnit]:
+        """Hold up to ``limit`` pending units for ``lease``, in source order.
+
+        :return: the units, or ``[]`` when none is pending or the barrier is not open
+        """
+        ...
+
+    async def record(
+        self,
+        barrier_id: str,
+        lease: BarrierLease | None,
+        results: Sequence[ScatterItemResult],
+    ) -> BarrierState:
+        """Record terminal item results: an item keeps its first result, later ones are
+        ignored (whichever lease sends them); an item not added yet is added with it.
+
+        :param lease: the lease the results come under (``None``: from code that drives
+            items itself, holding no lease)
+
+        :return: the counts and the threshold decision after these results
+        :raises StorageError: a result cannot be stored (nothing of the call is recorded)
+        """
+        ...
+
+    async def release(self, barrier_id: str, lease: BarrierLease) -> None:
+        """Hand back the units ``lease`` holds in the barrier: pending again, for anyone."""
+        ...
+
+    async def recover(self, barrier_id: str, lease: BarrierLease) -> int:
+        """Put the units of leases that ran out back to pending (never ``lease``'s own).
+
+        :return: how many items came back
+        """
+        ...
+
+    def gather(self, barrier_id: str) -> AsyncIterator[ScatterItemResult]:
+        """The terminal results, in source order."""
+        ...
+
+    async def cancel(self, barrier_id: str, reason: str) -> None:
+        """Mark the barrier cancelled: no unit is handed out any more."""
+        ...
+
+    async def state(self, barrier_id: str) -> BarrierState:
+        """The barrier's counts and decisions now.
+
+        :raises KeyError: no barrier has this id
+        """
+        ...

@@ -1,0 +1,300 @@
+"""The BarrierStore contract, run against every barrier store.
+
+Each test takes the ``barriers`` fixture, parametrized as ``memory`` and ``postgres``; the
+postgres variant uses a fresh schema per test (and skips without a server, except in CI).
+``lapse`` makes a lease run out without waiting for it: the memory store's virtual clock
+moves past it, the PostgreSQL lease's expiry is set in the past (as if its worker stopped
+renewing).
+
+A new barrier store joins by adding a parameter to ``BARRIER_STORES`` and a branch to the
+``barriers`` fixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import flowstone as fs
+from flowstone.ext.scatter import DuplicateScatterKeyError, MemoryBarrierStore
+from flowstone.protocols import (
+    BarrierLease,
+    BarrierStore,
+    ScatterItemResult,
+    SourceCheckpoint,
+)
+from flowstone.testing import VirtualClock
+
+BARRIER_STORES = [
+    pytest.param("memory", id="memory"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+OK = fs.Status.SUCCEEDED
+FAILED = fs.Status.FAILED
+
+
+@dataclass
+class Backend:
+    store: BarrierStore
+    lapse: Callable[[BarrierLease], Awaitable[None]]
+
+
+@pytest.fixture
+async def pg_backend(pg_store: Any) -> AsyncIterator[Backend]:
+    """The PostgreSQL barrier store on a fresh schema; its leases' sessions closed after."""
+    from flowstone.ext.postgres import PostgresScatterCoordinator
+
+    coordinator = PostgresScatterCoordinator(pg_store)
+    sql = (
+        f"UPDATE {coordinator.ops.q.workers} SET lease_until = now() - interval '1 second' "
+        "WHERE worker_no = $1"
+    )
+
+    async def lapse(lease: BarrierLease) -> None:
+        async with pg_store.pool.acquire() as conn:
+            await conn.execute(sql, lease.worker)
+
+    try:
+        yield Backend(coordinator.barriers, lapse)
+    finally:
+        await coordinator.aclose()
+
+
+@pytest.fixture(params=BARRIER_STORES)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """A barrier store of each kind, empty, and how to make a lease run out."""
+    if request.param == "memory":
+        clock = VirtualClock()
+
+        async def lapse(lease: BarrierLease) -> None:
+            await clock.advance(lease.seconds + 1)
+
+        return Backend(MemoryBarrierStore(clock=clock), lapse)
+    result: Backend = request.getfixturevalue("pg_backend")
+    return result
+
+
+async def open_barrier(store: BarrierStore, tolerated: float = 0, **kwargs: Any) -> None:
+    await store.open_barrier(
+        "b", run_id="r", asset="a", partition=None, tolerated_failure=tolerated, **kwargs
+    )
+
+
+def items(start: int, stop: int) -> list[tuple[int, str, Any]]:
+    return [(index, f"k{index}", {"n": index}) for index in range(start, stop)]
+
+
+def success(index: int, value: Any = None, attempts: int = 1) -> ScatterItemResult:
+    return ScatterItemResult(f"k{index}", index, OK, value=value, attempts=attempts)
+
+
+def failure(index: int, error: str = "ValueError: no") -> ScatterItemResult:
+    return ScatterItemResult(f"k{index}", index, FAILED, error=error)
+
+
+async def gathered(store: BarrierStore) -> list[ScatterItemResult]:
+    return [result async for result in store.gather("b")]
+
+
+async def test_stores_are_barrier_stores(backend: Backend) -> None:
+    assert isinstance(backend.store, BarrierStore)
+
+
+async def test_opening_again_returns_the_stored_barrier(backend: Backend) -> None:
+    store = backend.store
+    await store.open_barrier(
+        "b", run_id="r", asset="a", partition=None, tolerated_failure=2, total=3
+    )
+    lease = await store.join(lease=30)
+    await store.record("b", lease, [failure(0)])
+    again = await store.open_barrier(
+        "b", run_id="r", asset="a", partition=None, tolerated_failure=0
+    )
+    assert (again.total, again.failed, again.exceeded) == (3, 1, False)
+
+
+async def test_a_missing_barrier_is_a_key_error(backend: Backend) -> None:
+    with pytest.raises(KeyError, match="nope"):
+        await backend.store.state("nope")
+
+
+async def test_a_tolerance_out_of_range_is_refused(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="tolerated_failure"):
+        await backend.store.open_barrier(
+            "b", run_id="r", asset="a", partition=None, tolerated_failure=1.5
+        )
+
+
+async def test_claims_hand_out_each_pending_item_once_in_source_order(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 5), SourceCheckpoint(5))
+    first, second = await store.join(lease=30), await store.join(lease=30)
+    assert first.worker != second.worker
+    claimed = await store.claim("b", first, 3)
+    assert [unit.number for unit in claimed] == [0, 1, 2]
+    assert claimed[1].keys == ("k1",) and claimed[1].items == ({"n": 1},)
+    assert claimed[1].indexes == (1,)
+    rest = await store.claim("b", second, 10)
+    assert [unit.number for unit in rest] == [3, 4]
+    assert await store.claim("b", second, 10) == []
+
+
+async def test_a_page_and_its_checkpoint_are_stored_together(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    assert await store.checkpoint("b") == SourceCheckpoint(0, None, False)
+    await store.add_items("b", items(0, 3), SourceCheckpoint(3, "c3"))
+    assert await store.checkpoint("b") == SourceCheckpoint(3, "c3", False)
+    # The same page again (a resumed reading) is harmless, and never moves it back.
+    await store.add_items("b", items(0, 2), SourceCheckpoint(2, "c2"))
+    assert await store.checkpoint("b") == SourceCheckpoint(3, "c3", False)
+    state = await store.add_items("b", items(3, 4), SourceCheckpoint(4, None, exhausted=True))
+    assert state.total == 4
+    assert (await store.checkpoint("b")).exhausted
+    lease = await store.join(lease=30)
+    assert [unit.number for unit in await store.claim("b", lease, 10)] == [0, 1, 2, 3]
+
+
+async def test_a_duplicate_key_refuses_the_whole_page(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 2), SourceCheckpoint(2))
+    page = [(2, "k2", 2), (3, "k0", 3)]  # k0 is stored at index 0
+    with pytest.raises(DuplicateScatterKeyError, match="'k0'") as caught:
+        await store.add_items("b", page, SourceCheckpoint(4))
+    assert caught.value.asset == "a"
+    assert await store.checkpoint("b") == SourceCheckpoint(2)
+    lease = await store.join(lease=30)
+    assert [unit.number for unit in await store.claim("b", lease, 10)] == [0, 1]
+
+
+async def test_an_item_keeps_its_first_result(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store, tolerated=5, total=3)
+    await store.add_items("b", items(0, 3), SourceCheckpoint(3, exhausted=True))
+    lease = await store.join(lease=30)
+    await store.claim("b", lease, 3)
+    state = await store.record("b", lease, [success(0, "first"), failure(1)])
+    assert (state.succeeded, state.failed) == (1, 1)
+    state = await store.record("b", lease, [success(0, "second"), success(1, "late")])
+    assert (state.succeeded, state.failed, state.finished) == (1, 1, 2)
+    state = await store.record("b", lease, [success(2, [1, 2], attempts=2)])
+    assert (state.succeeded, state.retried, state.done) == (2, 1, True)
+    results = await gathered(store)
+    assert [(r.index, r.key, r.status, r.value, r.error) for r in results] == [
+        (0, "k0", OK, "first", None),
+        (1, "k1", FAILED, None, "ValueError: no"),
+        (2, "k2", OK, [1, 2], None),
+    ]
+    assert results[2].attempts == 2
+
+
+async def test_a_result_for_an_item_not_added_adds_it(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    state = await store.record("b", None, [success(7, 7)])
+    assert state.succeeded == 1
+    assert [(r.index, r.key, r.value) for r in await gathered(store)] == [(7, "k7", 7)]
+
+
+async def test_the_store_decides_the_threshold(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store, tolerated=1)
+    await store.add_items("b", items(0, 4), SourceCheckpoint(4))
+    lease = await store.join(lease=30)
+    await store.claim("b", lease, 1)
+    assert not (await store.record("b", lease, [failure(0)])).exceeded
+    state = await store.record("b", lease, [failure(1)])
+    assert state.exceeded
+    assert (await store.state("b")).exceeded
+    assert await store.claim("b", lease, 10) == []  # an exceeded barrier hands out nothing
+
+
+async def test_a_fraction_is_decided_once_the_total_is_known(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store, tolerated=0.25)
+    await store.add_items("b", items(0, 4), SourceCheckpoint(4))
+    state = await store.record("b", None, [failure(0), failure(1)])
+    assert not state.exceeded  # 2 of an unknown total
+    state = await store.add_items("b", [], SourceCheckpoint(4, exhausted=True))
+    assert state.exceeded  # 2 of 4 is more than a quarter
+
+
+async def test_a_cancelled_barrier_hands_out_nothing(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 3), SourceCheckpoint(3))
+    await store.cancel("b", "stop")
+    assert (await store.state("b")).cancelled
+    lease = await store.join(lease=30)
+    assert await store.claim("b", lease, 10) == []
+
+
+async def test_released_items_go_to_the_next_claim(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 3), SourceCheckpoint(3))
+    first, second = await store.join(lease=30), await store.join(lease=30)
+    await store.claim("b", first, 2)
+    await store.release("b", first)
+    assert [unit.number for unit in await store.claim("b", second, 10)] == [0, 1, 2]
+
+
+async def test_leaving_hands_back_what_the_lease_holds(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 2), SourceCheckpoint(2))
+    first = await store.join(lease=30)
+    await store.claim("b", first, 2)
+    await store.record("b", first, [success(0)])
+    await store.leave(first)
+    second = await store.join(lease=30)
+    assert [unit.number for unit in await store.claim("b", second, 10)] == [1]
+
+
+async def test_a_live_lease_keeps_its_items(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 2), SourceCheckpoint(2))
+    first, second = await store.join(lease=30), await store.join(lease=30)
+    await store.claim("b", first, 2)
+    assert await store.renew(first)
+    assert await store.recover("b", second) == 0
+    assert await store.claim("b", second, 10) == []
+
+
+async def test_a_lapsed_lease_is_fenced_off(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 2), SourceCheckpoint(2))
+    late = await store.join(lease=5)
+    await store.claim("b", late, 2)
+    await store.record("b", late, [success(0, "late's")])
+    await backend.lapse(late)
+    other = await store.join(lease=30)
+    # Its lease ran out: its unfinished item goes back, and it is told so.
+    assert await store.recover("b", other) == 1
+    assert not await store.renew(late)
+    assert await store.claim("b", late, 10) == []
+    [unit] = await store.claim("b", other, 10)
+    assert unit.number == 1
+    await store.record("b", other, [success(1, "other's")])
+    # The fenced-off worker finishes its copy anyway: the first result stands.
+    state = await store.record("b", late, [success(1, "late's")])
+    assert (state.succeeded, state.finished) == (2, 2)
+    assert [r.value for r in await gathered(store)] == ["late's", "other's"]
+
+
+async def test_recover_never_takes_the_asking_lease_s_items(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 1), SourceCheckpoint(1))
+    lease = await store.join(lease=5)
+    await store.claim("b", lease, 1)
+    await backend.lapse(lease)
+    assert await store.recover("b", lease) == 0
