@@ -37,10 +37,10 @@ import anyio.to_thread
 import asyncpg
 
 import flowstone as fs
-from flowstone.ext.postgres import PostgresStore
+from flowstone.ext.postgres import PostgresBarrierStore, PostgresStore
 from flowstone.ext.postgres._scatter import PostgresScatterCoordinator
 from flowstone.ext.postgres._worker import ScatterWorker
-from flowstone.ext.scatter import scatter
+from flowstone.ext.scatter import BarrierScatterCoordinator, scatter
 
 from .bench_postgres import Statements
 
@@ -206,6 +206,23 @@ async def w5(report: Report, dsn: str, admin: asyncpg.Connection[Any], repeat: i
             raw,
             "items/s",
             f"{both / raw:.2f}x of the baseline",
+        )
+        barriers = PostgresBarrierStore(store)
+        runtime = fs.Runtime(store=store)
+        runtime.coordinators.register("scatter", BarrierScatterCoordinator(barriers))
+        async with runtime:
+            await runtime.materialize(W5)  # warm up
+            counter.count = 0
+            engine = [await items_per_s(runtime, W5, W5_ITEMS) for _ in range(repeat)]
+            statements = counter.count / (W5_ITEMS / 1000) / repeat
+        await barriers.aclose()
+        best = max(engine)
+        report(
+            f"W5 on the barrier engine + PostgresBarrierStore, {W5_ITEMS:,} items",
+            best,
+            raw,
+            "items/s",
+            f"{best / raw:.2f}x of the baseline; {statements:.1f} statements per 1,000 items",
         )
     finally:
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -312,3 +312,12 @@ def test_checks_script_blocks_a_bad_day_and_checks_again_after_the_fix() -> None
         "history: [('2025-03-02', True), ('2025-03-02', True), ('2025-03-02', False), "
         "('2025-03-01', True)]"
     ) in out
+
+
+def test_resumable_scatter_runs_only_what_is_left() -> None:
+    out = run_example("resumable_scatter.py")
+    first = next(line for line in out.splitlines() if line.startswith("first run:"))
+    failed, succeeded = (int(word) for word in first.split() if word.isdigit())
+    assert failed == 3
+    assert f"second run: ran {30 - succeeded} items; the {succeeded} that succeeded" in out
+    assert "geocoded 30 addresses" in out

@@ -192,6 +192,12 @@ class BarrierStore(Protocol):
         """Mark the barrier cancelled: no unit is handed out any more."""
         ...
 
+    async def reopen(self, barrier_id: str) -> BarrierState:
+        """Open the barrier again after it exceeded its threshold or was cancelled (a
+        retried scatter): failed items are pending again, succeeded ones keep their
+        results."""
+        ...
+
     async def state(self, barrier_id: str) -> BarrierState:
         """The barrier's counts and decisions now.
 

@@ -25,6 +25,21 @@ async def pg_conn(pg_dsn: str) -> AsyncIterator[Any]:
         await conn.close()
 
 
+@pytest.fixture
+async def side(pg_dsn: str, pg_schema: str) -> str:
+    """The test's schema with the side table ``executions(key, pid)``, where the children of
+    the multi-process tests record each item they run (a module may define its own)."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        await conn.execute(
+            f'CREATE TABLE "{pg_schema}".executions (key text NOT NULL, pid integer NOT NULL)'
+        )
+    finally:
+        await conn.close()
+    return pg_schema
+
+
 @pytest.fixture(scope="session")
 def child_env() -> dict[str, str]:
     """Environment for child Python processes that import this checkout's flowstone."""

@@ -32,20 +32,6 @@ CHILD = Path(__file__).with_name("scatter_child.py")
 
 
 @pytest.fixture
-async def side(pg_dsn: str, pg_schema: str) -> str:
-    """The test's schema with the side table ``executions``."""
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{pg_schema}"')
-        await conn.execute(
-            f'CREATE TABLE "{pg_schema}".executions (key text NOT NULL, pid integer NOT NULL)'
-        )
-    finally:
-        await conn.close()
-    return pg_schema
-
-
-@pytest.fixture
 def spawn(python: str, child_env: dict[str, str], tmp_path: Path, pg_dsn: str, side: str) -> Any:
     def start(role: str, **options: Any) -> Child:
         args = command_args(role, pg_dsn, side, **options)

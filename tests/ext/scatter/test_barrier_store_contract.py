@@ -1,81 +1,29 @@
 """The BarrierStore contract, run against every barrier store.
 
-Each test takes the ``barriers`` fixture, parametrized as ``memory`` and ``postgres``; the
-postgres variant uses a fresh schema per test (and skips without a server, except in CI).
-``lapse`` makes a lease run out without waiting for it: the memory store's virtual clock
-moves past it, the PostgreSQL lease's expiry is set in the past (as if its worker stopped
-renewing).
+Each test takes the ``backend`` fixture (``conftest.py``), parametrized as ``memory`` and
+``postgres``; the postgres variant uses a fresh schema per test (and skips without a
+server, except in CI). ``lapse`` makes a lease run out without waiting for it: the memory
+store's virtual clock moves past it, the PostgreSQL lease's expiry is set in the past (as
+if its worker stopped renewing).
 
 A new barrier store joins by adding a parameter to ``BARRIER_STORES`` and a branch to the
-``barriers`` fixture.
+``backend`` fixture.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 import flowstone as fs
-from flowstone.ext.scatter import DuplicateScatterKeyError, MemoryBarrierStore
-from flowstone.protocols import (
-    BarrierLease,
-    BarrierStore,
-    ScatterItemResult,
-    SourceCheckpoint,
-)
-from flowstone.testing import VirtualClock
+from flowstone.ext.scatter import DuplicateScatterKeyError
+from flowstone.protocols import BarrierStore, ScatterItemResult, SourceCheckpoint
 
-BARRIER_STORES = [
-    pytest.param("memory", id="memory"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
+from .conftest import Backend
 
 OK = fs.Status.SUCCEEDED
 FAILED = fs.Status.FAILED
-
-
-@dataclass
-class Backend:
-    store: BarrierStore
-    lapse: Callable[[BarrierLease], Awaitable[None]]
-
-
-@pytest.fixture
-async def pg_backend(pg_store: Any) -> AsyncIterator[Backend]:
-    """The PostgreSQL barrier store on a fresh schema; its leases' sessions closed after."""
-    from flowstone.ext.postgres import PostgresScatterCoordinator
-
-    coordinator = PostgresScatterCoordinator(pg_store)
-    sql = (
-        f"UPDATE {coordinator.ops.q.workers} SET lease_until = now() - interval '1 second' "
-        "WHERE worker_no = $1"
-    )
-
-    async def lapse(lease: BarrierLease) -> None:
-        async with pg_store.pool.acquire() as conn:
-            await conn.execute(sql, lease.worker)
-
-    try:
-        yield Backend(coordinator.barriers, lapse)
-    finally:
-        await coordinator.aclose()
-
-
-@pytest.fixture(params=BARRIER_STORES)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    """A barrier store of each kind, empty, and how to make a lease run out."""
-    if request.param == "memory":
-        clock = VirtualClock()
-
-        async def lapse(lease: BarrierLease) -> None:
-            await clock.advance(lease.seconds + 1)
-
-        return Backend(MemoryBarrierStore(clock=clock), lapse)
-    result: Backend = request.getfixturevalue("pg_backend")
-    return result
 
 
 async def open_barrier(store: BarrierStore, tolerated: float = 0, **kwargs: Any) -> None:
@@ -298,3 +246,18 @@ async def test_recover_never_takes_the_asking_lease_s_items(backend: Backend) ->
     await store.claim("b", lease, 1)
     await backend.lapse(lease)
     assert await store.recover("b", lease) == 0
+
+
+async def test_reopening_runs_the_failed_items_again(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store, tolerated=0)
+    await store.add_items("b", items(0, 3), SourceCheckpoint(3, exhausted=True))
+    lease = await store.join(lease=30)
+    await store.claim("b", lease, 3)
+    state = await store.record("b", lease, [success(0, "kept"), failure(1)])
+    assert state.exceeded
+    await store.release("b", lease)
+    state = await store.reopen("b")
+    assert (state.succeeded, state.failed, state.exceeded, state.cancelled) == (1, 0, False, False)
+    assert [unit.number for unit in await store.claim("b", lease, 10)] == [1, 2]
+    assert [r.value for r in await gathered(store)] == ["kept"]

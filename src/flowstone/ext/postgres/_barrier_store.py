@@ -194,6 +194,17 @@ class PostgresBarrierStore:
         row = await self.row(barrier_id)
         await self.ops.set_status(row.id, "cancelled", reason, when=("open",))
 
+    async def reopen(self, barrier_id: str) -> BarrierState:
+        """Open the barrier again: failed items pending, succeeded ones kept."""
+        row = await self.row(barrier_id)
+        sql = self.ops.q.reopen_barrier
+        found = await self.ops.call(
+            f"reopen scatter barrier {barrier_id!r}",
+            lambda conn: conn.fetchrow(sql, row.id, row.attempt),
+        )
+        assert found is not None
+        return barrier_state(barrier_id, BarrierRow.from_row(found).counts)
+
     async def state(self, barrier_id: str) -> BarrierState:
         """The barrier's stored counts and decisions."""
         row = await self.row(barrier_id)

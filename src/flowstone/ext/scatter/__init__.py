@@ -17,6 +17,9 @@ For coordinator authors (a durable coordinator reuses these rather than copying 
 * :class:`OrderedStream`, :func:`call_gather` — gathering in source order with bounded
   memory, and calling a ``gather=`` function;
 * :class:`ScatterReporter` — events and the progress bar;
+* :class:`BarrierScatterCoordinator` — scatter assets whose items live in any
+  :class:`~flowstone.protocols.BarrierStore` (resumable; shared with other engines through
+  :func:`work_on_barrier`), run by :class:`BarrierScatter` on the :class:`BarrierEngine`;
 * :class:`MemoryBarrierStore` — the in-memory :class:`~flowstone.protocols.BarrierStore`
   (items, source checkpoint, claims under leases, one result per item);
 * :func:`open_feed` / :class:`ItemFeed` — sources read lazily, page by page;
@@ -28,6 +31,10 @@ For coordinator authors (a durable coordinator reuses these rather than copying 
 
 from __future__ import annotations
 
+from ._barrier_coordinator import BarrierScatterCoordinator as BarrierScatterCoordinator
+from ._barrier_engine import BarrierEngine as BarrierEngine
+from ._barrier_scatter import BarrierScatter as BarrierScatter
+from ._barrier_scatter import work_on_barrier as work_on_barrier
 from ._batch import Batch as Batch
 from ._batch import Batcher as Batcher
 from ._batch import BatchInfo as BatchInfo
@@ -39,6 +46,7 @@ from ._coordinator import run_scatter as run_scatter
 from ._coordinator import scatter_spec_of as scatter_spec_of
 from ._decorator import scatter as scatter
 from ._engine import ScatterEngine as ScatterEngine
+from ._errors import BarrierLeaseLostError as BarrierLeaseLostError
 from ._errors import BatchResultError as BatchResultError
 from ._errors import DuplicateScatterKeyError as DuplicateScatterKeyError
 from ._errors import InvalidBatchError as InvalidBatchError
@@ -76,6 +84,10 @@ __all__ = (
     "DEFAULT_PAGE_SIZE",
     "FIRST_ERRORS",
     "MAX_LISTED_FAILURES",
+    "BarrierEngine",
+    "BarrierLeaseLostError",
+    "BarrierScatter",
+    "BarrierScatterCoordinator",
     "Batch",
     "BatchInfo",
     "BatchResultError",
@@ -113,5 +125,6 @@ __all__ = (
     "scatter_map",
     "scatter_spec_of",
     "threshold_exceeded",
+    "work_on_barrier",
     "window_for",
 )

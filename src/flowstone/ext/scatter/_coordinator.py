@@ -45,6 +45,8 @@ __all__ = [
     "dependency_values",
     "pinned_coordinator",
     "run_scatter",
+    "scatter_reporter",
+    "scatter_source",
     "scatter_spec_of",
 ]
 
@@ -117,28 +119,28 @@ async def _evaluate(value: Any, deps: Mapping[str, Any]) -> Any:
     return value
 
 
-async def run_scatter(invocation: Invocation, spec: ScatterSpec) -> Any:
-    """Run a scatter invocation in this process and return the gathered value.
+def scatter_source(invocation: Invocation, spec: ScatterSpec, deps: Mapping[str, Any]) -> Any:
+    """What a scatter asset's items come from: ``items=`` called with ``deps``, or its
+    ``reader=`` (a registered reader's name resolved).
 
-    The summary is added to the asset's record as ``metadata["scatter"]``, whether the
-    scatter succeeds or fails.
+    :raises InvalidAssetError: the reader is not an ``ItemReader``
     """
-    run = invocation.run
-    runtime = run.runtime
-    context = invocation.context
-    deps = await dependency_values(invocation)
-    source: Any
     if spec.items is not None:
-        source = spec.items(deps)
-    else:
-        reader = spec.reader
-        source = runtime.item_readers.get(reader) if isinstance(reader, str) else reader
-        if not isinstance(source, ItemReader):  # pragma: no cover - registries hold readers
-            raise InvalidAssetError(context.asset, f"reader {reader!r} is not an ItemReader")
-    feed = await open_feed(source, page_size=spec.page_size)
-    batch_input = await _evaluate(spec.batch.batch_input, deps) if spec.batch is not None else None
-    sinks = runtime.has_sinks
-    reporter = ScatterReporter(
+        return spec.items(deps)
+    reader = spec.reader
+    source = invocation.run.runtime.item_readers.get(reader) if isinstance(reader, str) else reader
+    if not isinstance(source, ItemReader):  # pragma: no cover - registries hold readers
+        raise InvalidAssetError(invocation.context.asset, f"reader {reader!r} is not an ItemReader")
+    return source
+
+
+def scatter_reporter(invocation: Invocation, spec: ScatterSpec) -> ScatterReporter:
+    """The events and progress bar of a scatter asset's run (per-item events only when the
+    runtime has sinks)."""
+    run = invocation.run
+    context = invocation.context
+    sinks = run.runtime.has_sinks
+    return ScatterReporter(
         emit=run.emit if sinks else None,
         per_item=sinks,
         bar=spec.progress,
@@ -146,6 +148,20 @@ async def run_scatter(invocation: Invocation, spec: ScatterSpec) -> Any:
         asset=context.asset,
         partition=context.partition,
     )
+
+
+async def run_scatter(invocation: Invocation, spec: ScatterSpec) -> Any:
+    """Run a scatter invocation in this process and return the gathered value.
+
+    The summary is added to the asset's record as ``metadata["scatter"]``, whether the
+    scatter succeeds or fails.
+    """
+    run = invocation.run
+    context = invocation.context
+    deps = await dependency_values(invocation)
+    feed = await open_feed(scatter_source(invocation, spec, deps), page_size=spec.page_size)
+    batch_input = await _evaluate(spec.batch.batch_input, deps) if spec.batch is not None else None
+    reporter = scatter_reporter(invocation, spec)
     call = invocation_call(invocation, own_task=True)
     runner = ItemRunner(
         call,

@@ -28,7 +28,13 @@ from ._batch import Batch, Batcher, BatchInfo, Pair, precompute_batches
 from ._errors import DuplicateScatterKeyError, ScatterFailureThresholdExceeded
 from ._gather import OrderedStream, SlotResults, call_gather, window_for
 from ._progress import PROGRESS_INTERVAL, ScatterReporter
-from ._summary import FIRST_ERRORS, MAX_LISTED_FAILURES, ScatterSummary, allowed_failures
+from ._summary import (
+    FIRST_ERRORS,
+    MAX_LISTED_FAILURES,
+    ScatterSummary,
+    allowed_failures,
+    error_text,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -41,10 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["ScatterEngine"]
 
 _YIELD_EVERY = 256  # items a worker runs before it lets other tasks in (a power of two)
-
-
-def _error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
 
 
 class _StreamingBatches:
@@ -340,7 +342,7 @@ class ScatterEngine:
         if attempts > 1:
             self._retried += 1
         if len(self._failures) < MAX_LISTED_FAILURES:
-            self._failures.append((key, _error_text(error)))
+            self._failures.append((key, error_text(error)))
         if self._stream is not None:
             self._stream.skip(index)
         reporter = self._reporter

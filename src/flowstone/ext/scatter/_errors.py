@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "BarrierLeaseLostError",
     "BatchResultError",
     "DuplicateScatterKeyError",
     "InvalidBatchError",
@@ -99,6 +100,26 @@ class DuplicateScatterKeyError(ExecutionError, ValueError):
         super().__init__(
             f"{_where(asset, partition)}: duplicate scatter key {key!r} (item at position "
             f"{index}); give key= a function that returns a unique string per item"
+        )
+
+
+class BarrierLeaseLostError(ExecutionError):
+    """This process's lease on a scatter's barrier ran out before every item was terminal
+    (the process was paused, or could not reach the store, for longer than the lease).
+
+    Its items may be running elsewhere, so it stopped; what it stored is kept, and running
+    the asset again (a retry, or the same ``run_id``) continues the scatter.
+
+    :param asset: the scatter asset's name
+    :param partition: the partition key, or ``None``
+    """
+
+    def __init__(self, asset: str, partition: str | None = None) -> None:
+        self.asset = asset
+        self.partition = partition
+        super().__init__(
+            f"{_where(asset, partition)}: this process's lease on the scatter's barrier ran "
+            "out before every item was finished; run the asset again to continue"
         )
 
 

@@ -159,6 +159,23 @@ class MemoryBarrierStore:
         barrier = self._barrier(barrier_id)
         barrier.state = replace(barrier.state, cancelled=True)
 
+    async def reopen(self, barrier_id: str) -> BarrierState:
+        """Open the barrier again: failed items pending, succeeded ones kept."""
+        barrier = self._barrier(barrier_id)
+        failed = [r for r in barrier.results.values() if r.status is not Status.SUCCEEDED]
+        for result in failed:
+            del barrier.results[result.index]
+            heapq.heappush(barrier.pending, result.index)
+        state = barrier.state
+        barrier.state = replace(
+            state,
+            failed=0,
+            retried=state.retried - sum(1 for r in failed if r.attempts > 1),
+            exceeded=False,
+            cancelled=False,
+        )
+        return barrier.state
+
     async def state(self, barrier_id: str) -> BarrierState:
         """The barrier's counts and decisions now."""
         return self._barrier(barrier_id).state

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flowstone import MissingExtraError, Status
 
 from ._events import ScatterFinished, ScatterItemFinished, ScatterProgress, ScatterStarted
+from ._summary import error_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,10 +39,6 @@ def load_tqdm() -> Any:
     except ImportError as exc:
         raise MissingExtraError("flowstone.ext.scatter progress bar", "tqdm", "progress") from exc
     return tqdm
-
-
-def _error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
 
 
 class ScatterReporter:
@@ -111,7 +108,7 @@ class ScatterReporter:
                 index=index,
                 status=Status.SUCCEEDED if ok else Status.FAILED,
                 attempts=attempts,
-                error=None if error is None else _error_text(error),
+                error=None if error is None else error_text(error),
             )
         )
 

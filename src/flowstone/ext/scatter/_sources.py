@@ -114,19 +114,23 @@ class ItemFeed:
                 continue
             self._refilling = done = anyio.Event()
             try:
-                assert self._fetch is not None
-                page, last = await self._fetch()
-                start = self._next_index
-                count = len(page)
-                self._next_index = start + count
-                if count:
-                    self.current = enumerate(page, start)
-                if last:
-                    self.exhausted = True
-                    self._set_total(self._next_index)
+                await self._take_page()
             finally:
                 self._refilling = None
                 done.set()
+
+    async def _take_page(self) -> None:
+        """Fetch the next page and make it current (once at a time, see :meth:`refill`)."""
+        assert self._fetch is not None
+        page, last = await self._fetch()
+        start = self._next_index
+        count = len(page)
+        self._next_index = start + count
+        if count:
+            self.current = enumerate(page, start)
+        if last:
+            self.exhausted = True
+            self._set_total(self._next_index)
 
     async def drain(self) -> list[Pair]:
         """Read every remaining item (for ``batch_fn``, which needs them all)."""

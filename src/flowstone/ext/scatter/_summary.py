@@ -28,6 +28,7 @@ __all__ = [
     "ScatterSummary",
     "allowed_failures",
     "check_tolerated_failure",
+    "error_text",
     "threshold_exceeded",
 ]
 
@@ -35,6 +36,11 @@ __all__ = [
 FIRST_ERRORS = 10
 #: How many failed items a summary lists (keys and errors); the counts are always complete.
 MAX_LISTED_FAILURES = 100
+
+
+def error_text(error: BaseException) -> str:
+    """``"Type: message"`` of a failure, as results, events and summaries show it."""
+    return f"{type(error).__name__}: {error}"
 
 
 def check_tolerated_failure(value: object) -> int | float:

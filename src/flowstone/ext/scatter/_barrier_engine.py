@@ -1,0 +1,372 @@
+"""The scatter engine over a :class:`~flowstone.protocols.BarrierStore`: claim, run, record.
+
+:class:`BarrierEngine` is the :class:`~._engine.ScatterEngine` (the same worker pool,
+runner, retries, timeouts, rate limit, counters, progress and stopping) with two parts
+swapped for the store's:
+
+* its feed is a :class:`ClaimFeed`: pages are claims of the barrier's pending items for
+  this process's lease, so several processes (or engines) sharing a store run disjoint
+  items. With nothing to claim it watches the barrier, putting back the items of leases
+  that ran out, until every item is terminal (``stay=True``: the process that started the
+  scatter) or until nothing is left to claim (a worker that joined);
+* its results go to a :class:`ResultRecorder`, which writes them in batches (a third of
+  ``max_concurrent`` results, or ``flush_interval`` after the first one waits, or at once
+  after a failure); the store decides the failure threshold, and the engine stops as
+  soon as a write says the barrier is no longer open.
+
+A kill loses at most the in-flight items and the unwritten results: their items are
+still held by the dead lease, and go back to pending once it runs out.
+"""
+
+from __future__ import annotations
+
+import math
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from flowstone import StorageError
+from flowstone._core.protocols import ScatterItemResult
+from flowstone._core.records import Status
+
+from ._engine import ScatterEngine
+from ._sources import ItemFeed
+from ._summary import MAX_LISTED_FAILURES, error_text
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from flowstone._core.barrier_store import BarrierLease, BarrierStore
+    from flowstone._core.protocols import BarrierState
+
+    from ._progress import ScatterReporter
+    from ._runner import ItemRunner
+
+__all__ = ["BarrierEngine", "ClaimFeed", "ResultRecorder"]
+
+_FIRST_POLL = 0.01
+_YIELD_EVERY = 256
+
+
+class ClaimFeed(ItemFeed):
+    """Pages of ``(index, item)`` claimed from a barrier for one lease.
+
+    :param store: the barrier store
+    :param barrier_id: the barrier
+    :param lease: this process's lease
+    :param limit: items per claim
+    :param stay: keep watching until every item is terminal (else: leave once nothing
+        is left to claim and the source is read)
+    :param poll_interval: the longest wait between two looks while nothing is pending
+    :param reap_interval: the least time between two recoveries of lapsed leases' items
+    """
+
+    __slots__ = (
+        "_barrier_id",
+        "_claimed",
+        "_last_reap",
+        "_lease",
+        "_limit",
+        "_on_state",
+        "_poll_interval",
+        "_reap_interval",
+        "_stay",
+        "_wake",
+        "keys",
+        "lost",
+        "stopping",
+        "store",
+    )
+
+    def __init__(
+        self,
+        store: BarrierStore,
+        barrier_id: str,
+        lease: BarrierLease,
+        *,
+        limit: int,
+        stay: bool,
+        poll_interval: float = 0.5,
+        reap_interval: float = 0.5,
+    ) -> None:
+        super().__init__(None)  # pages come from claims (see refill)
+        self.exhausted = False
+        #: The barrier store claimed from.
+        self.store = store
+        self._barrier_id = barrier_id
+        self._lease = lease
+        self._limit = max(1, limit)
+        self._stay = stay
+        self._poll_interval = poll_interval
+        self._reap_interval = reap_interval
+        self._last_reap = -math.inf
+        self._claimed = 0
+        self._wake = anyio.Event()
+        self._on_state: Callable[[BarrierState], None] | None = None
+        #: The keys of the items claimed and not finished yet, by index.
+        self.keys: dict[int, str] = {}
+        #: Set to claim nothing more (the engine stops, or the lease was lost).
+        self.stopping = False
+        #: Set when the lease ran out (the store refused to renew it).
+        self.lost = False
+
+    @property
+    def read(self) -> int:
+        """Items claimed here so far."""
+        return self._claimed
+
+    def watch(self, on_state: Callable[[BarrierState], None]) -> None:
+        """Pass every state of the barrier this feed reads to ``on_state``."""
+        self._on_state = on_state
+
+    def poke(self) -> None:
+        """Look for pending items now (the source added some)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Claim nothing more; a waiting refill ends the feed."""
+        self.stopping = True
+        self._wake.set()
+
+    async def _take_page(self) -> None:
+        """Make the next claim current (its positions are not one contiguous run)."""
+        pairs = await self._claim_page()
+        if pairs is None:
+            self.exhausted = True
+        else:
+            self._claimed += len(pairs)
+            self.current = iter(pairs)
+
+    async def _claim_page(self) -> list[tuple[int, Any]] | None:
+        store, barrier_id, lease = self.store, self._barrier_id, self._lease
+        delay = _FIRST_POLL
+        while not self.stopping:
+            units = await store.claim(barrier_id, lease, self._limit)
+            if units:
+                keys = self.keys
+                pairs: list[tuple[int, Any]] = []
+                for unit in units:
+                    for index, key, item in zip(unit.indexes, unit.keys, unit.items, strict=True):
+                        keys[index] = key
+                        pairs.append((index, item))
+                return pairs
+            state = await store.state(barrier_id)
+            if self._on_state is not None:
+                self._on_state(state)
+            if state.exceeded or state.cancelled or state.done:
+                return None
+            if await self._recover(force=not self._stay and state.total is not None):
+                delay = _FIRST_POLL
+                continue
+            if not self._stay and state.total is not None:
+                return None  # the source is read and nothing is pending: leave
+            self._wake = wake = anyio.Event()
+            with anyio.move_on_after(delay):
+                await wake.wait()
+            delay = min(delay * 2, self._poll_interval)
+        return None
+
+    async def _recover(self, *, force: bool) -> bool:
+        now = monotonic()
+        if not force and now - self._last_reap < self._reap_interval:
+            return False
+        self._last_reap = now
+        return await self.store.recover(self._barrier_id, self._lease) > 0
+
+
+class ResultRecorder:
+    """Writes an engine's finished results to the barrier store in batches.
+
+    :param store: the barrier store
+    :param barrier_id: the barrier
+    :param lease: the lease the results come under
+    :param max_concurrent: the engine's workers (a batch is a third of them)
+    :param flush_interval: seconds a result may wait before it is written
+    :param on_state: takes the barrier's state after every write
+    """
+
+    def __init__(
+        self,
+        store: BarrierStore,
+        barrier_id: str,
+        lease: BarrierLease,
+        *,
+        max_concurrent: int,
+        flush_interval: float,
+        on_state: Callable[[BarrierState], None],
+    ) -> None:
+        self._store = store
+        self._barrier_id = barrier_id
+        self._lease = lease
+        self._flush_interval = flush_interval
+        self._on_state = on_state
+        self._flush_size = max(1, min(1000, max_concurrent // 3))
+        self._max_waiting = max(1, max_concurrent)
+        self._waiting: list[ScatterItemResult] = []
+        self._first_waiting = 0.0
+        self._urgent = False
+        self._due = anyio.Event()
+        self._written = anyio.Event()
+        #: Results the store counted (others were terminal already).
+        self.recorded = 0
+
+    async def add(self, result: ScatterItemResult) -> None:
+        """Queue one result; wait while ``max_concurrent`` results are unwritten."""
+        while len(self._waiting) >= self._max_waiting:
+            self._due.set()
+            await self._written.wait()
+        waiting = self._waiting
+        if not waiting:
+            self._first_waiting = monotonic()
+            self._due.set()
+        waiting.append(result)
+        if result.status is not Status.SUCCEEDED:
+            self._urgent = True
+            self._due.set()
+        elif len(waiting) >= self._flush_size:
+            self._due.set()
+
+    async def run(self) -> None:
+        """Write batches as they fall due, until cancelled."""
+        while True:
+            if not self._waiting:
+                self._due = due = anyio.Event()
+                await due.wait()
+                continue
+            remaining = self._first_waiting + self._flush_interval - monotonic()
+            if not self._urgent and len(self._waiting) < self._flush_size and remaining > 0:
+                self._due = due = anyio.Event()
+                with anyio.move_on_after(remaining):
+                    await due.wait()
+                continue
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every waiting result now."""
+        batch, self._waiting = self._waiting, []
+        self._urgent = False
+        if not batch:
+            return
+        try:
+            state = await self._record(batch)
+        finally:
+            written, self._written = self._written, anyio.Event()
+            written.set()
+        self._on_state(state)
+
+    async def _record(self, batch: list[ScatterItemResult]) -> BarrierState:
+        store, barrier_id, lease = self._store, self._barrier_id, self._lease
+        try:
+            state = await store.record(barrier_id, lease, batch)
+        except StorageError:
+            # One of them cannot be stored: record them one by one, that one as failed.
+            for result in batch:
+                try:
+                    state = await store.record(barrier_id, lease, [result])
+                except StorageError as exc:
+                    failed = ScatterItemResult(
+                        result.key,
+                        result.index,
+                        Status.FAILED,
+                        error=error_text(exc),
+                        attempts=result.attempts,
+                    )
+                    state = await store.record(barrier_id, lease, [failed])
+        return state
+
+
+class BarrierEngine(ScatterEngine):
+    """The scatter engine on a barrier store's claims (see the module documentation).
+
+    :param feed: the claims
+    :param runner: executes one item
+    :param recorder: where the results go
+    :param max_concurrent: items in flight at most (the number of workers)
+    :param reporter: events and progress (``None``: silent)
+    :param asset: the asset's name
+    :param partition: the partition key
+    :param run_id: the run's id
+    :param attempt: the asset's attempt
+    """
+
+    def __init__(
+        self,
+        feed: ClaimFeed,
+        runner: ItemRunner,
+        recorder: ResultRecorder,
+        *,
+        max_concurrent: int,
+        reporter: ScatterReporter | None = None,
+        asset: str = "scatter",
+        partition: str | None = None,
+        run_id: str | None = None,
+        attempt: int = 1,
+    ) -> None:
+        super().__init__(
+            feed,
+            runner,
+            max_concurrent=max_concurrent,
+            reporter=reporter,
+            asset=asset,
+            partition=partition,
+            run_id=run_id,
+            attempt=attempt,
+        )
+        #: The claims the workers pull from.
+        self.claims = feed
+        #: Where the results go.
+        self.recorder = recorder
+        self._allowed = None  # the store decides the threshold
+        #: The barrier's latest state seen here.
+        self.state: BarrierState | None = None
+        feed.watch(self.observe)
+
+    def observe(self, state: BarrierState) -> None:
+        """Take the barrier's state; stop once it is no longer open."""
+        self.state = state
+        if state.exceeded or state.cancelled:
+            self.halt()
+
+    def halt(self) -> None:
+        """Stop: in-flight items are cancelled, nothing more is claimed."""
+        self.claims.stop()
+        self._stop()
+
+    async def _item_worker(self) -> None:
+        feed = self.claims
+        keys = feed.keys
+        runner = self._runner
+        add = self.recorder.add
+        reporter = self._reporter
+        per_item = reporter is not None and reporter.per_item
+        failures = self._failures
+        count = 0
+        while True:
+            page = feed.current
+            for index, item in page:
+                if self._stopped:
+                    return
+                key = keys.pop(index)
+                ok, value, attempts = await runner.run(key, item)
+                if attempts > 1:
+                    self._retried += 1
+                if ok:
+                    self._succeeded += 1
+                    result = ScatterItemResult(key, index, Status.SUCCEEDED, value, None, attempts)
+                else:
+                    self._failed += 1
+                    error = error_text(value)
+                    if len(failures) < MAX_LISTED_FAILURES:
+                        failures.append((key, error))
+                    result = ScatterItemResult(key, index, Status.FAILED, None, error, attempts)
+                if per_item:
+                    assert reporter is not None
+                    reporter.item(index, key, ok, attempts, None if ok else value)
+                await add(result)
+                count += 1
+                if not count % _YIELD_EVERY:
+                    await anyio.lowlevel.checkpoint()
+            if not await feed.refill(page):
+                return
