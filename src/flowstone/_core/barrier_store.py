@@ -19,6 +19,13 @@ the scatter engine decides what runs where. What it stores:
   result of an item and ignores later ones, whichever lease sends them. So a unit that ran
   twice (its first holder was fenced off after a pause, then finished anyway) is counted
   once, and the counts, the failure threshold and :meth:`BarrierStore.gather` agree;
+* **items run before they are stored** — a worker alone on a barrier (no other lease could
+  take its items, :meth:`BarrierStore.has_other_workers`) may run a page it read before
+  storing it, then store the page, its results and the checkpoint after it in one step
+  (:meth:`BarrierStore.add_finished`): one write per item instead of three (add, claim,
+  record). A crash before that step loses only the work: the checkpoint is still before
+  the page, so the page is read and run again. When another worker appears, it stores
+  such a page at once, the items still running held by its lease;
 * **the barrier's state** — counts, whether the failure threshold is exceeded (decided by
   the store on every record, so all workers see the same decision), and cancellation: a
   barrier that is not open hands out no more units.
@@ -39,7 +46,13 @@ if TYPE_CHECKING:
 
     from .protocols import BarrierState, ScatterItemResult
 
-__all__ = ["BarrierLease", "BarrierStore", "BarrierUnit", "SourceCheckpoint"]
+__all__ = [
+    "BarrierLease",
+    "BarrierStore",
+    "BarrierUnit",
+    "SourceCheckpoint",
+    "check_finished_page",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +146,31 @@ class BarrierStore(Protocol):
         """Where reading the barrier's source stands."""
         ...
 
+    async def add_finished(
+        self,
+        barrier_id: str,
+        lease: BarrierLease,
+        items: Sequence[tuple[int, str, Any]],
+        results: Sequence[ScatterItemResult],
+        checkpoint: SourceCheckpoint,
+    ) -> BarrierState:
+        """Add one page of items that ``lease`` ran before storing them, with the terminal
+        results it has, and move the source checkpoint to ``checkpoint``, as one step.
+
+        An item with a result in ``results`` is stored terminal; one without is stored held
+        by ``lease`` (it is still running it: its result comes through :meth:`record`, and
+        it goes back to pending if the lease runs out). An item stored already keeps its
+        result (the first one wins). A failed item keeps its item, so a reopened barrier
+        runs it again.
+
+        :return: the counts and the threshold decision after the page
+        :raises DuplicateScatterKeyError: a key is already stored at another index (nothing
+            of the page is stored)
+        :raises StorageError: an item or a result cannot be stored (nothing is stored)
+        :raises ValueError: a result is of no item of the page, or two are of one item
+        """
+        ...
+
     async def join(self, *, lease: float) -> BarrierLease:
         """Join as a worker whose claims last ``lease`` seconds past its last renewal."""
         ...
@@ -143,6 +181,12 @@ class BarrierStore(Protocol):
         :return: ``False`` when the lease had already run out or ended: the worker must
             claim no more under it (units it held may be running elsewhere)
         """
+        ...
+
+    async def has_other_workers(self, lease: BarrierLease) -> bool:
+        """Whether a lease other than ``lease`` is running (a worker that could claim
+        pending items): when there is none, ``lease`` may run what it reads before storing
+        it (:meth:`add_finished`)."""
         ...
 
     async def leave(self, lease: BarrierLease) -> None:
@@ -204,3 +248,21 @@ class BarrierStore(Protocol):
         :raises KeyError: no barrier has this id
         """
         ...
+
+
+def check_finished_page(
+    items: Sequence[tuple[int, str, Any]], results: Sequence[ScatterItemResult]
+) -> None:
+    """Check that the results for ``BarrierStore.add_finished`` are of the page's items,
+    at most one each.
+
+    :raises ValueError: a result is of no item of the page, or two are of one item
+    """
+    indexes = {index for index, _, _ in items}
+    answered = {result.index for result in results}
+    if len(results) != len(answered) or not answered <= indexes:
+        extra = sorted(answered - indexes)[:5]
+        raise ValueError(
+            "add_finished takes at most one result per item of the page; results without "
+            f"an item: {extra}, {len(results) - len(answered)} repeated"
+        )

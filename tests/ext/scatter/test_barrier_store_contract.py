@@ -261,3 +261,101 @@ async def test_reopening_runs_the_failed_items_again(backend: Backend) -> None:
     assert (state.succeeded, state.failed, state.exceeded, state.cancelled) == (1, 0, False, False)
     assert [unit.number for unit in await store.claim("b", lease, 10)] == [1, 2]
     assert [r.value for r in await gathered(store)] == ["kept"]
+
+
+async def test_a_finished_page_goes_in_with_its_results_and_checkpoint(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store, tolerated=1)
+    lease = await store.join(lease=30)
+    page = [(0, "0", 10), *items(1, 3)]  # a default key, and keys of their own
+    results = [success(1, "one"), ScatterItemResult("0", 0, OK, value="zero"), failure(2)]
+    state = await store.add_finished("b", lease, page, results, SourceCheckpoint(3, "c3"))
+    assert (state.succeeded, state.failed, state.exceeded) == (2, 1, False)
+    assert await store.checkpoint("b") == SourceCheckpoint(3, "c3", False)
+    assert await store.claim("b", lease, 10) == []  # nothing of it is pending
+    assert [(r.key, r.value, r.error) for r in await gathered(store)] == [
+        ("0", "zero", None),
+        ("k1", "one", None),
+        ("k2", None, "ValueError: no"),
+    ]
+    # The same page again (a resumed run) keeps the first results; the end is recorded.
+    again = [success(0, "late"), success(1, "late"), success(2, "late")]
+    page_again = [(0, "0", 10), *items(1, 3)]
+    state = await store.add_finished(
+        "b",
+        lease,
+        page_again,
+        [ScatterItemResult("0", 0, OK, "late"), *again[1:]],
+        SourceCheckpoint(3, None, exhausted=True),
+    )
+    assert (state.total, state.succeeded, state.failed, state.done) == (3, 2, 1, True)
+    # The failed item kept its item: reopened, it is claimed with it.
+    await store.reopen("b")
+    [unit] = await store.claim("b", lease, 10)
+    assert (unit.number, unit.keys, unit.items) == (2, ("k2",), ({"n": 2},))
+
+
+async def test_a_finished_page_with_a_duplicate_key_stores_nothing(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 2), SourceCheckpoint(2))
+    lease = await store.join(lease=30)
+    page = [(2, "k2", 2), (3, "k0", 3)]  # k0 is stored at index 0
+    with pytest.raises(DuplicateScatterKeyError, match="'k0'"):
+        await store.add_finished(
+            "b", lease, page, [success(2), ScatterItemResult("k0", 3, OK)], SourceCheckpoint(4)
+        )
+    assert await store.checkpoint("b") == SourceCheckpoint(2)
+    state = await store.state("b")
+    assert state.finished == 0
+    assert [unit.number for unit in await store.claim("b", lease, 10)] == [0, 1]
+
+
+async def test_a_finished_page_takes_one_result_per_item_at_most(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    lease = await store.join(lease=30)
+    with pytest.raises(ValueError, match=r"without an item: \[5\]"):
+        await store.add_finished(
+            "b", lease, items(0, 2), [success(0), success(5)], SourceCheckpoint(2)
+        )
+    with pytest.raises(ValueError, match="1 repeated"):
+        await store.add_finished(
+            "b", lease, items(0, 2), [success(0), success(0)], SourceCheckpoint(2)
+        )
+    assert await store.checkpoint("b") == SourceCheckpoint(0)
+    assert (await store.state("b")).finished == 0
+
+
+async def test_items_of_a_page_without_a_result_stay_held_by_the_lease(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    mine = await store.join(lease=5)
+    other = await store.join(lease=30)
+    state = await store.add_finished(
+        "b", mine, items(0, 3), [success(1, "one")], SourceCheckpoint(3, exhausted=True)
+    )
+    assert (state.total, state.succeeded, state.done) == (3, 1, False)
+    assert await store.claim("b", other, 10) == []  # 0 and 2 run under ``mine``
+    state = await store.record("b", mine, [success(0, "zero")])
+    assert state.succeeded == 2
+    await backend.lapse(mine)  # its lease ran out before item 2 finished
+    await store.recover("b", other)
+    [unit] = await store.claim("b", other, 10)
+    assert (unit.number, unit.keys, unit.items) == (2, ("k2",), ({"n": 2},))
+    state = await store.record("b", other, [success(2, "two")])
+    assert state.done
+    assert [r.value for r in await gathered(store)] == ["zero", "one", "two"]
+
+
+async def test_other_workers_are_the_live_leases_but_the_asking_one(backend: Backend) -> None:
+    store = backend.store
+    mine = await store.join(lease=30)
+    assert not await store.has_other_workers(mine)
+    other = await store.join(lease=5)
+    assert await store.has_other_workers(mine)
+    assert await store.has_other_workers(other)
+    await backend.lapse(other)
+    assert not await store.has_other_workers(mine)
+    await store.leave(other)
+    assert not await store.has_other_workers(mine)

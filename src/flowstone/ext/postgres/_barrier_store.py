@@ -24,7 +24,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowstone import Status, StorageError
-from flowstone._core.barrier_store import BarrierLease, BarrierUnit, SourceCheckpoint
+from flowstone._core.barrier_store import (
+    BarrierLease,
+    BarrierUnit,
+    SourceCheckpoint,
+    check_finished_page,
+)
 from flowstone.ext.scatter import DuplicateScatterKeyError, check_tolerated_failure
 from flowstone.protocols import BarrierState, ScatterItemResult
 
@@ -37,7 +42,7 @@ from ._scatter_session import WorkerSession, namespace_for
 if TYPE_CHECKING:
     import asyncpg
 
-    from ._barrier_rows import ItemRow, Outcome
+    from ._barrier_rows import ItemRow, LocalOutcome, Outcome
     from ._store import PostgresStore
 
 __all__ = ["PostgresBarrierStore", "barrier_state"]
@@ -183,6 +188,58 @@ class PostgresBarrierStore:
             ) from None
         return barrier_state(barrier_id, counts)
 
+    async def add_finished(
+        self,
+        barrier_id: str,
+        lease: BarrierLease,
+        items: Sequence[tuple[int, str, Any]],
+        results: Sequence[ScatterItemResult],
+        checkpoint: SourceCheckpoint,
+    ) -> BarrierState:
+        """Insert a page of items run here with the results there are (and a failed or
+        running item's item) and move the checkpoint, in one transaction; items without
+        a result go in running, held by ``lease``.
+
+        :raises DuplicateScatterKeyError: a key is stored at another index (or an index
+            holds another key); nothing of the page is stored
+        :raises StorageError: an item or a result cannot be stored
+        :raises ValueError: a result is of no item of the page, or two are of one item
+        """
+        check_finished_page(items, results)
+        row = await self.row(barrier_id)
+        by_index = {result.index: result for result in results}
+        outcomes: list[LocalOutcome] = []
+        keys: list[str | None] = []
+        for index, key, item in sorted(items, key=lambda entry: entry[0]):
+            result = by_index.get(index)
+            if result is None:
+                text, raw = self._encode(row, "value", key, item)
+                outcomes.append((index, "running", None, None, None, 0, text, raw))
+            elif result.status is Status.SUCCEEDED:
+                text, raw = self._encode(row, "result", key, result.value)
+                outcomes.append((index, "succeeded", text, raw, None, result.attempts, None, None))
+            else:
+                text, raw = self._encode(row, "value", key, item)
+                outcomes.append(
+                    (index, "failed", None, None, result.error, result.attempts, text, raw)
+                )
+            keys.append(None if key == str(index) else key)
+        try:
+            counts = await self.ops.add_finished(
+                row.id,
+                outcomes,
+                keys,
+                lease.worker,
+                enumerated=checkpoint.read,
+                cursor=checkpoint.cursor,
+                last=checkpoint.exhausted,
+            )
+        except SourceConflict as conflict:
+            raise DuplicateScatterKeyError(
+                row.asset, conflict.key, conflict.index, row.partition
+            ) from None
+        return barrier_state(barrier_id, counts)
+
     async def checkpoint(self, barrier_id: str) -> SourceCheckpoint:
         """Where reading the barrier's source stands."""
         row = await self.row(barrier_id)
@@ -240,6 +297,15 @@ class PostgresBarrierStore:
             lambda conn: conn.execute(sql, lease.worker, lease.seconds),
         )
         return bool(answer == "UPDATE 1")
+
+    async def has_other_workers(self, lease: BarrierLease) -> bool:
+        """Whether another worker of the schema is alive (its lock held, its lease
+        running)."""
+        session = self._sessions.get(lease.worker)
+        namespace = (
+            session.namespace if session is not None else namespace_for(self.ops.store.schema)
+        )
+        return await self.ops.others_alive(namespace, lease.worker)
 
     async def leave(self, lease: BarrierLease) -> None:
         """Hand back the lease's items, release its lock and forget the worker."""

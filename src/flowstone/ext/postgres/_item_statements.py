@@ -399,6 +399,42 @@ class ItemStatements(StatementRunner):
         assert row is not None
         return Counts.from_row(row), int(row["applied"])
 
+    async def add_finished(
+        self,
+        barrier_id: int,
+        outcomes: Sequence[LocalOutcome],
+        keys: Sequence[str | None],
+        worker_no: int,
+        *,
+        enumerated: int,
+        cursor: str | None,
+        last: bool,
+    ) -> Counts:
+        """Insert finished rows with their keys and move the checkpoint, in one transaction.
+
+        Like :meth:`complete_local`, with keys (``None``: the default key); a row that is
+        stored already must be the same item (a resumed page).
+
+        :raises SourceConflict: a duplicate key, or a stored item that differs (nothing of
+            the page is written)
+        """
+        q = self.q
+        args: list[Any] = [barrier_id, worker_no, enumerated, cursor, last, None]
+        args += [*_columns(outcomes, 8), list(keys)]
+        rows: list[ItemRow] = [(o[0], k, None, None) for o, k in zip(outcomes, keys, strict=True)]
+
+        async def add(conn: Connection) -> asyncpg.Record | None:
+            async with conn.transaction():
+                found = await conn.fetchrow(q.complete_local_keyed, *args)
+                assert found is not None
+                if int(found["applied"]) != len(rows):
+                    await _check_conflicts(conn, q, barrier_id, rows)
+                return found
+
+        row = await self.call(f"add finished items of scatter barrier {barrier_id}", add)
+        assert row is not None
+        return Counts.from_row(row)
+
     async def ensure_items(self, barrier_id: int, idx: Sequence[int], keys: Sequence[str]) -> None:
         """Insert rows for items not registered yet (barrier API)."""
         sql = self.q.ensure_items

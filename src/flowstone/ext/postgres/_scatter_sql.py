@@ -428,27 +428,35 @@ class ScatterQueries:
                 SELECT count(*) AS s FROM ins
             ){local_update("c.s", "0", "0")}
             RETURNING {state_columns}, c.s AS applied"""
-        # Any batch: columns as arrays from $7 on (position, status, result, raw result,
-        # error, attempts, item, raw item).
-        self.complete_local = f"""
+
+        def local_insert(keys: str) -> str:
+            return f"""
             WITH input AS (
                 SELECT * FROM unnest($7::bigint[], $8::text[], $9::jsonb[], $10::bytea[],
-                    $11::text[], $12::integer[], $13::jsonb[], $14::bytea[])
-                    AS t(idx, status, result, result_raw, error, attempts, item, item_raw)
+                    $11::text[], $12::integer[], $13::jsonb[], $14::bytea[], {keys})
+                    AS t(idx, status, result, result_raw, error, attempts, item, item_raw, key)
             ), ins AS (
-                INSERT INTO {items} ({local_columns})
+                INSERT INTO {items} ({local_columns}, key)
                 SELECT {lo} + t.idx, $1, t.idx, true, t.idx, t.status, t.result, t.result_raw,
-                    t.error, t.attempts, 1, $2::bigint, now(), t.item, t.item_raw
+                    t.error, t.attempts, 1, $2::bigint,
+                    CASE WHEN t.status <> 'running' THEN now() END, t.item, t.item_raw, t.key
                 FROM input t
                 ON CONFLICT DO NOTHING
                 RETURNING status, attempts
             ), c AS (
                 SELECT count(*) FILTER (WHERE status = 'succeeded') AS s,
                     count(*) FILTER (WHERE status = 'failed') AS f,
-                    count(*) FILTER (WHERE attempts > 1) AS r
+                    count(*) FILTER (WHERE attempts > 1) AS r, count(*) AS n
                 FROM ins
             ){local_update("c.s", "c.f", "c.r")}
-            RETURNING {state_columns}, c.s + c.f AS applied"""
+            RETURNING {state_columns}, c.n AS applied"""
+
+        # Any batch: columns as arrays from $7 on (position, status, result, raw result,
+        # error, attempts, item, raw item); default keys. A row may go in 'running' (held
+        # by worker $2, attempts 0): an item the worker runs still.
+        self.complete_local = local_insert("NULL::text[]")
+        # The same with each item's key ($15, NULL for the default key).
+        self.complete_local_keyed = local_insert("$15::text[]")
         # The highest position stored in a barrier (-1 when none): where a resumed
         # enumeration may find items stored past its checkpoint.
         self.max_idx = f"""

@@ -17,7 +17,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from flowstone._core.barrier_store import BarrierLease, BarrierUnit, SourceCheckpoint
+from flowstone._core.barrier_store import (
+    BarrierLease,
+    BarrierUnit,
+    SourceCheckpoint,
+    check_finished_page,
+)
 from flowstone._core.clock import Clock, SystemClock
 from flowstone._core.protocols import BarrierState, ScatterItemResult
 from flowstone._core.records import Status
@@ -154,6 +159,34 @@ class MemoryBarrierStore:
         """Where reading the barrier's source stands."""
         return self._barrier(barrier_id).checkpoint
 
+    async def add_finished(
+        self,
+        barrier_id: str,
+        lease: BarrierLease,
+        items: Sequence[tuple[int, str, Any]],
+        results: Sequence[ScatterItemResult],
+        checkpoint: SourceCheckpoint,
+    ) -> BarrierState:
+        """Add a page of items run before they were stored, with the results there are,
+        and move the checkpoint, all or nothing; items without a result are held by
+        ``lease``.
+
+        :raises DuplicateScatterKeyError: a key is stored (or repeated) at another index
+        :raises ValueError: a result is of no item of the page, or two are of one item
+        """
+        check_finished_page(items, results)
+        # No step awaits anything, so no other task sees the page half stored.
+        await self.add_items(barrier_id, items, checkpoint)
+        barrier = self._barrier(barrier_id)
+        answered = {result.index for result in results}
+        held = barrier.held.setdefault(lease.worker, set())
+        for index, _, _ in items:
+            entry = barrier.items[index]
+            if index not in answered and index not in barrier.results and entry.holder is None:
+                entry.holder = lease.worker  # its pending entry is stale now
+                held.add(index)
+        return await self.record(barrier_id, lease, results)
+
     async def cancel(self, barrier_id: str, reason: str) -> None:
         """Mark the barrier cancelled; no unit is handed out any more."""
         barrier = self._barrier(barrier_id)
@@ -202,6 +235,11 @@ class MemoryBarrierStore:
             return False
         self._leases[lease.worker] = now + lease.seconds
         return True
+
+    async def has_other_workers(self, lease: BarrierLease) -> bool:
+        """Whether a lease other than ``lease`` has not run out."""
+        now = self._now()
+        return any(w != lease.worker and e > now for w, e in self._leases.items())
 
     async def leave(self, lease: BarrierLease) -> None:
         """End the lease and hand back its units in every barrier."""
