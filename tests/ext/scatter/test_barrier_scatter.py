@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import flowstone as fs
@@ -222,3 +223,31 @@ async def test_a_starter_whose_lease_ran_out_stops_and_says_so() -> None:
     assert "'stuck'" in str(error.__cause__)
     state = await store.state(f'["{error.run_id}", "stuck", null]')
     assert state.finished == 0
+
+
+async def test_a_worker_leaves_only_after_its_last_results_are_written() -> None:
+    store = MemoryBarrierStore()
+    barrier = '["s", "slow", null]'
+    await store.open_barrier(barrier, run_id="s", asset="slow", partition=None, tolerated_failure=0)
+    await store.add_items(
+        barrier, [(i, str(i), i) for i in range(6)], SourceCheckpoint(6, exhausted=True)
+    )
+    record = store.record
+
+    async def slow_record(*args: Any) -> Any:
+        for _ in range(100):  # a slow write: the engine finishes meanwhile
+            await anyio.lowlevel.checkpoint()
+        return await record(*args)
+
+    store.record = slow_record  # type: ignore[method-assign]
+    ran: list[int] = []
+
+    async def work(item: int) -> int:
+        ran.append(item)
+        return item
+
+    coordinator = BarrierScatterCoordinator(store)
+    summary = await coordinator.work("s", "slow", None, work, max_concurrent=2)
+    assert sorted(ran) == list(range(6)) and summary.succeeded == 6
+    state = await store.state(barrier)
+    assert (state.succeeded, state.done) == (6, True)  # nothing handed back unwritten

@@ -32,6 +32,7 @@ from flowstone._core.protocols import ScatterItemResult
 from flowstone._core.records import Status
 
 from ._engine import ScatterEngine
+from ._errors import DuplicateScatterKeyError
 from ._sources import ItemFeed
 from ._summary import MAX_LISTED_FAILURES, error_text
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from ._progress import ScatterReporter
     from ._runner import ItemRunner
+    from ._unstored_pages import UnstoredPage, UnstoredPages
 
 __all__ = ["BarrierEngine", "ClaimFeed", "ResultRecorder"]
 
@@ -61,6 +63,7 @@ class ClaimFeed(ItemFeed):
         is left to claim and the source is read)
     :param poll_interval: the longest wait between two looks while nothing is pending
     :param reap_interval: the least time between two recoveries of lapsed leases' items
+    :param unstored: pages this process runs before storing them, taken before any claim
     """
 
     __slots__ = (
@@ -78,6 +81,7 @@ class ClaimFeed(ItemFeed):
         "lost",
         "stopping",
         "store",
+        "unstored",
     )
 
     def __init__(
@@ -90,6 +94,7 @@ class ClaimFeed(ItemFeed):
         stay: bool,
         poll_interval: float = 0.5,
         reap_interval: float = 0.5,
+        unstored: UnstoredPages | None = None,
     ) -> None:
         super().__init__(None)  # pages come from claims (see refill)
         self.exhausted = False
@@ -111,6 +116,8 @@ class ClaimFeed(ItemFeed):
         self.stopping = False
         #: Set when the lease ran out (the store refused to renew it).
         self.lost = False
+        #: Pages run before they are stored (the starting process's own items).
+        self.unstored = unstored
 
     @property
     def read(self) -> int:
@@ -142,7 +149,15 @@ class ClaimFeed(ItemFeed):
     async def _claim_page(self) -> list[tuple[int, Any]] | None:
         store, barrier_id, lease = self.store, self._barrier_id, self._lease
         delay = _FIRST_POLL
+        unstored = self.unstored
         while not self.stopping:
+            if unstored is not None:
+                page = unstored.take()
+                if page is not None:
+                    keys = self.keys
+                    for index, key, _ in page.items:
+                        keys[index] = key
+                    return [(index, item) for index, _, item in page.items]
             units = await store.claim(barrier_id, lease, self._limit)
             if units:
                 keys = self.keys
@@ -185,6 +200,10 @@ class ResultRecorder:
     :param max_concurrent: the engine's workers (a batch is a third of them)
     :param flush_interval: seconds a result may wait before it is written
     :param on_state: takes the barrier's state after every write
+    :param unstored: pages run before they were stored: their results are kept until the
+        page is finished, then stored with it
+    :param on_refused: called when the store refuses such a page (a duplicate key); the
+        error is kept in :attr:`refused`
     """
 
     def __init__(
@@ -196,6 +215,8 @@ class ResultRecorder:
         max_concurrent: int,
         flush_interval: float,
         on_state: Callable[[BarrierState], None],
+        unstored: UnstoredPages | None = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._barrier_id = barrier_id
@@ -209,11 +230,20 @@ class ResultRecorder:
         self._urgent = False
         self._due = anyio.Event()
         self._written = anyio.Event()
-        #: Results the store counted (others were terminal already).
-        self.recorded = 0
+        self._unstored = unstored
+        self._storing = anyio.Lock()
+        self._writing = anyio.Lock()
+        self._on_refused = on_refused
+        #: The error a page run before it was stored could not be stored with.
+        self.refused: DuplicateScatterKeyError | None = None
+        if unstored is not None:
+            unstored.on_ready(lambda: self._due.set())
 
     async def add(self, result: ScatterItemResult) -> None:
         """Queue one result; wait while ``max_concurrent`` results are unwritten."""
+        unstored = self._unstored
+        if unstored is not None and unstored.finish(result):
+            return
         while len(self._waiting) >= self._max_waiting:
             self._due.set()
             await self._written.wait()
@@ -230,7 +260,11 @@ class ResultRecorder:
 
     async def run(self) -> None:
         """Write batches as they fall due, until cancelled."""
+        unstored = self._unstored
         while True:
+            if unstored is not None and unstored.ready():
+                await self._store_pages()
+                continue
             if not self._waiting:
                 self._due = due = anyio.Event()
                 await due.wait()
@@ -244,17 +278,60 @@ class ResultRecorder:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write every waiting result now."""
-        batch, self._waiting = self._waiting, []
-        self._urgent = False
-        if not batch:
-            return
-        try:
-            state = await self._record(batch)
-        finally:
-            written, self._written = self._written, anyio.Event()
-            written.set()
+        """Write every waiting result, and the finished unstored pages, now."""
+        await self._store_pages()
+        # One write at a time: a last flush waits for the one in progress, so the writer
+        # is not cancelled with results it took and did not write.
+        async with self._writing:
+            batch, self._waiting = self._waiting, []
+            self._urgent = False
+            if not batch:
+                return
+            try:
+                state = await self._record(batch)
+            finally:
+                written, self._written = self._written, anyio.Event()
+                written.set()
         self._on_state(state)
+
+    async def _store_pages(self) -> None:
+        """Store the unstored pages that are ready, in source order."""
+        unstored = self._unstored
+        if unstored is None:
+            return
+        store, barrier_id = self._store, self._barrier_id
+        async with self._storing:  # one at a time: the checkpoint only moves forwards
+            while (page := unstored.pop_ready()) is not None:
+                try:
+                    if page.taken or page.finished:  # it ran (or it is the empty end)
+                        state = await self._store_page(page)
+                    else:  # handed over before it ran: anyone may claim it
+                        state = await store.add_items(barrier_id, page.items, page.checkpoint)
+                except DuplicateScatterKeyError as exc:
+                    self.refused = exc
+                    unstored.close()
+                    if self._on_refused is not None:
+                        self._on_refused()
+                    return
+                except BaseException:
+                    # Not stored (a cancelled or failed write rolls back): the next flush
+                    # stores it first. Storing it again is harmless (first result wins).
+                    unstored.put_back(page)
+                    raise
+                unstored.stored()
+                self._on_state(state)
+
+    async def _store_page(self, page: UnstoredPage) -> BarrierState:
+        store, barrier_id, lease = self._store, self._barrier_id, self._lease
+        try:
+            return await store.add_finished(
+                barrier_id, lease, page.items, page.results, page.checkpoint
+            )
+        except StorageError:
+            # A result cannot be stored: the page goes in pending, then its results one by
+            # one (that one as failed); a crash in between runs the page again.
+            await store.add_items(barrier_id, page.items, page.checkpoint)
+            return await self._record(page.results)
 
     async def _record(self, batch: list[ScatterItemResult]) -> BarrierState:
         store, barrier_id, lease = self._store, self._barrier_id, self._lease
@@ -328,6 +405,8 @@ class BarrierEngine(ScatterEngine):
         self.state = state
         if state.exceeded or state.cancelled:
             self.halt()
+        elif state.done:
+            self.claims.poke()  # a waiting feed ends now
 
     def halt(self) -> None:
         """Stop: in-flight items are cancelled, nothing more is claimed."""

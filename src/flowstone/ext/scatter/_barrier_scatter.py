@@ -7,10 +7,14 @@ partition) in the store it is given. The process that starts the scatter:
 1. opens the barrier (or the stored one: a retried asset, a resumed run), reopening it
    when it had exceeded its threshold or was cancelled: failed items run again,
    succeeded ones keep their results;
-2. reads the source from the barrier's checkpoint in pages, storing each page with the
-   checkpoint after it in one step;
-3. meanwhile claims and runs items like any worker, renewing its lease, and stays until
-   every item is terminal;
+2. reads the source from the barrier's checkpoint in pages. While no other worker is
+   alive it runs each page before storing it, then stores the page with its results and
+   the checkpoint after it in one step (its own items first: one write per item, see
+   :mod:`._unstored_pages`); once another worker is alive it stores the pages it holds at
+   once (the running ones held by itself) and each further page pending with the
+   checkpoint, for anyone to claim;
+3. meanwhile claims and runs stored items like any worker, renewing its lease, and stays
+   until every item is terminal;
 4. gathers the stored results in source order.
 
 Other engines sharing the store (in this process or, with a shared store such as
@@ -34,10 +38,15 @@ from flowstone._core.protocols import ItemReader
 from flowstone._core.records import Status
 
 from ._barrier_engine import BarrierEngine, ClaimFeed, ResultRecorder
-from ._errors import BarrierLeaseLostError, ScatterFailureThresholdExceeded
+from ._errors import (
+    BarrierLeaseLostError,
+    DuplicateScatterKeyError,
+    ScatterFailureThresholdExceeded,
+)
 from ._gather import call_gather
 from ._sources import open_feed
 from ._summary import FIRST_ERRORS, MAX_LISTED_FAILURES, ScatterSummary
+from ._unstored_pages import UnstoredPages
 
 if TYPE_CHECKING:
     from flowstone._core.barrier_store import BarrierLease, BarrierStore
@@ -50,6 +59,8 @@ __all__ = ["BarrierScatter", "barrier_id_of", "work_on_barrier"]
 
 #: Seconds a process's claims outlive its last renewal (it renews every third of that).
 DEFAULT_LEASE = 30.0
+#: Seconds between two looks for other workers while a page read waits to run unstored.
+_LOOK_FOR_WORKERS = 0.05
 
 
 def barrier_id_of(run_id: str, asset: str, partition: str | None) -> str:
@@ -126,6 +137,9 @@ class BarrierScatter:
         self._max_concurrent = max_concurrent
         self._key = _key_maker(key, asset)
         self._page_size = page_size
+        # Pages read (and claimed) at a time: small enough that a failure among the items
+        # run before they are stored is decided at most a page later.
+        self._claim_size = max(1, min(page_size, max_concurrent * 2))
         self._gather = gather
         self._reporter = reporter
         self._lease = lease
@@ -170,17 +184,21 @@ class BarrierScatter:
             state = await store.reopen(barrier_id)
         checkpoint = await store.checkpoint(barrier_id)
         lease = await store.join(lease=self._lease)
+        unstored = UnstoredPages() if not checkpoint.exhausted else None
         feed = ClaimFeed(
             store,
             barrier_id,
             lease,
-            limit=min(self._page_size, self._max_concurrent * 2),
+            limit=self._claim_size,
             stay=True,
             poll_interval=self._poll_interval,
+            unstored=unstored,
         )
         try:
             await self._work(feed, lease, source, checkpoint)
         finally:
+            if unstored is not None:
+                unstored.close()
             with anyio.CancelScope(shield=True):
                 await store.leave(lease)
         if self._fatal is not None:
@@ -208,20 +226,28 @@ class BarrierScatter:
 
             async def read_source() -> None:
                 try:
-                    await self._read_source(source, checkpoint, feed)
+                    await self._read_source(source, checkpoint, feed, lease)
                 except Exception as exc:  # a duplicate key, a failing reader
                     self._fatal = exc
                     tg.cancel_scope.cancel()
 
             if not checkpoint.exhausted:
                 tg.start_soon(read_source)
-            await _run_engine(engine, lease)
+            try:
+                await _run_engine(engine, lease)
+            except DuplicateScatterKeyError as exc:  # found storing a page it ran first
+                self._fatal = exc
+            tg.cancel_scope.cancel()  # done, stopped or fenced off: read no further
 
     async def _read_source(
-        self, source: Any, checkpoint: SourceCheckpoint, feed: ClaimFeed
+        self, source: Any, checkpoint: SourceCheckpoint, feed: ClaimFeed, lease: BarrierLease
     ) -> None:
         """Store the source's items from the checkpoint on, a page at a time."""
-        store, barrier_id, key, size = self.store, self.barrier_id, self._key, self._page_size
+        key, size = self._key, self._claim_size
+
+        async def add_items(items: list[tuple[int, str, Any]], at: SourceCheckpoint) -> None:
+            await self._add_page(items, at, feed, lease)
+
         index = checkpoint.read
         if _is_reader(source):
             cursor = checkpoint.cursor
@@ -232,10 +258,7 @@ class BarrierScatter:
                     (index + n, key(item, index + n), item) for n, item in enumerate(page.items)
                 ]
                 index += len(items)
-                await store.add_items(
-                    barrier_id, items, SourceCheckpoint(index, cursor, exhausted=cursor is None)
-                )
-                feed.poke()
+                await add_items(items, SourceCheckpoint(index, cursor, exhausted=cursor is None))
                 if cursor is None:
                     return
         pairs = await open_feed(source, page_size=size)
@@ -248,15 +271,33 @@ class BarrierScatter:
                         continue  # stored before the checkpoint
                     chunk.append((position, key(item, position), item))
                     if len(chunk) >= size:
-                        await store.add_items(barrier_id, chunk, SourceCheckpoint(position + 1))
-                        feed.poke()
+                        await add_items(chunk, SourceCheckpoint(position + 1))
                         chunk = []
                 if not await pairs.refill(page):
                     break
         finally:
             await pairs.aclose()
         end = max(index, pairs.read)
-        await store.add_items(barrier_id, chunk, SourceCheckpoint(end, exhausted=True))
+        await add_items(chunk, SourceCheckpoint(end, exhausted=True))
+
+    async def _add_page(
+        self,
+        items: list[tuple[int, str, Any]],
+        checkpoint: SourceCheckpoint,
+        feed: ClaimFeed,
+        lease: BarrierLease,
+    ) -> None:
+        """Hand a page to this process's workers unstored while no other worker is alive
+        (looking again while it waits for room), else hand the unstored pages over and
+        store it pending, after them (so the checkpoint stays in order)."""
+        unstored, store = feed.unstored, self.store
+        if unstored is not None:
+            while not await store.has_other_workers(lease):
+                if await unstored.put(items, checkpoint, within=_LOOK_FOR_WORKERS):
+                    feed.poke()
+                    return
+            await unstored.hand_over()
+        await store.add_items(self.barrier_id, items, checkpoint)
         feed.poke()
 
     async def _finish(self, *, lost: bool) -> Any:
@@ -313,6 +354,10 @@ def _engine(
         if engine is not None:
             engine.observe(state)
 
+    def refused() -> None:
+        if engine is not None:
+            engine.halt()
+
     recorder = ResultRecorder(
         store,
         barrier_id,
@@ -320,6 +365,8 @@ def _engine(
         max_concurrent=max_concurrent,
         flush_interval=flush_interval,
         on_state=observe,
+        unstored=feed.unstored,
+        on_refused=refused,
     )
     engine = BarrierEngine(
         feed,
@@ -348,6 +395,8 @@ async def _run_engine(engine: BarrierEngine, lease: BarrierLease) -> None:
             with anyio.CancelScope(shield=True):
                 await recorder.flush()
             helpers.cancel_scope.cancel()
+    if recorder.refused is not None:
+        raise recorder.refused
 
 
 async def _renew(store: BarrierStore, lease: BarrierLease, engine: BarrierEngine) -> None:

@@ -1,0 +1,239 @@
+"""A scatter's starting process runs its own items before it stores them, while alone."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import anyio
+import pytest
+
+import flowstone as fs
+from flowstone.ext.scatter import (
+    BarrierScatterCoordinator,
+    DuplicateScatterKeyError,
+    ScatterFailureThresholdExceeded,
+    scatter,
+)
+from flowstone.protocols import BarrierLease, BarrierState, BarrierStore, BarrierUnit
+
+from .conftest import Backend
+
+
+class CountingStore:
+    """A barrier store that counts the calls that store items, and the units claimed."""
+
+    def __init__(self, store: BarrierStore) -> None:
+        self._store = store
+        self.calls: Counter[str] = Counter()
+        self.claimed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def add_items(self, *args: Any) -> BarrierState:
+        self.calls["add_items"] += 1
+        return await self._store.add_items(*args)
+
+    async def add_finished(self, *args: Any) -> BarrierState:
+        self.calls["add_finished"] += 1
+        return await self._store.add_finished(*args)
+
+    async def claim(self, barrier_id: str, lease: BarrierLease, limit: int) -> list[BarrierUnit]:
+        units = await self._store.claim(barrier_id, lease, limit)
+        self.claimed += len(units)
+        return units
+
+
+def runtime(store: Any, **options: Any) -> fs.Runtime:
+    coordinator = BarrierScatterCoordinator(store, **options)
+    return fs.Runtime(coordinators={"scatter": coordinator})
+
+
+async def test_a_lone_starter_stores_each_page_with_its_results(backend: Backend) -> None:
+    store = CountingStore(backend.store)
+
+    @fs.asset
+    @scatter(items=lambda deps: range(50), max_concurrent=5)  # pages of 10 items
+    async def doubled(item: int) -> int:
+        return item * 2
+
+    async with runtime(store) as rt:
+        result = await rt.materialize([doubled], run_id="alone")
+    assert result["doubled"] == [n * 2 for n in range(50)]
+    # Five full pages and the empty one that ends the source; nothing went in pending.
+    assert store.calls == Counter(add_finished=6)
+    assert store.claimed == 0
+    state = await backend.store.state('["alone", "doubled", null]')
+    assert (state.total, state.succeeded, state.done) == (50, 50, True)
+
+
+async def test_a_failure_among_the_unstored_items_stops_the_scatter(backend: Backend) -> None:
+    ran: list[int] = []
+
+    @fs.asset
+    @scatter(items=lambda deps: range(400), max_concurrent=2)  # pages of 4 items
+    async def fragile(item: int) -> int:
+        ran.append(item)
+        if item == 5:
+            raise ValueError("five")
+        return item
+
+    async with runtime(backend.store) as rt:
+        result = await rt.materialize([fragile], raise_on_error=False)
+    error = result.outcomes["fragile"].error
+    assert isinstance(error, ScatterFailureThresholdExceeded)
+    assert error.first_errors == (("5", "ValueError: five"),)
+    # Decided when its page was stored: a few pages later at most, not at the end.
+    assert 6 <= len(ran) <= 40
+
+
+async def test_a_duplicate_key_in_a_later_page_fails_the_asset(backend: Backend) -> None:
+    @fs.asset
+    @scatter(items=lambda deps: range(20), max_concurrent=2, key=lambda n: f"k{n % 15}")
+    async def clashing(item: int) -> int:
+        return item
+
+    async with runtime(backend.store) as rt:
+        result = await rt.materialize([clashing], raise_on_error=False)
+    error = result.outcomes["clashing"].error
+    assert isinstance(error, fs.AssetExecutionError)
+    cause = error.__cause__
+    assert isinstance(cause, DuplicateScatterKeyError)
+    assert (cause.key, cause.index) == ("k0", 15)
+
+
+async def test_a_cancelled_scatter_runs_again_only_what_was_not_stored(
+    backend: Backend,
+) -> None:
+    runs: Counter[int] = Counter()
+    reached = anyio.Event()
+    first_attempt = True
+
+    @fs.asset
+    @scatter(items=lambda deps: range(40), max_concurrent=2)
+    async def counted(item: int) -> int:
+        runs[item] += 1
+        if first_attempt and item == 21:
+            reached.set()
+            await anyio.sleep_forever()
+        return item
+
+    barrier = '["c", "counted", null]'
+    async with runtime(backend.store) as rt:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: rt.materialize([counted], run_id="c", raise_on_error=False))
+            await reached.wait()
+            tg.cancel_scope.cancel()
+        stored = {r.index async for r in backend.store.gather(barrier)}
+        assert stored and max(stored) < 21  # some pages were stored before the cancel
+        first_attempt = False
+        result = await rt.materialize([counted], run_id="c", raise_on_error=False)
+    assert result["counted"] == list(range(40))
+    twice = {item for item, count in runs.items() if count > 1}
+    assert twice and not twice & stored
+    assert set(runs) == set(range(40))
+
+
+class StallingStore(CountingStore):
+    """Its first ``add_finished`` of the page at ``index`` waits until it is cancelled, as
+    a write cut off by a cancel (nothing of the page is stored)."""
+
+    def __init__(self, store: BarrierStore, index: int) -> None:
+        super().__init__(store)
+        self._index = index
+        self.stalled = anyio.Event()
+
+    async def add_finished(self, *args: Any) -> BarrierState:
+        items = args[2]
+        if items and items[0][0] == self._index and not self.stalled.is_set():
+            self.stalled.set()
+            await anyio.sleep_forever()
+        return await super().add_finished(*args)
+
+
+async def test_a_page_whose_write_was_cut_off_is_stored_before_the_pages_after_it(
+    backend: Backend,
+) -> None:
+    # Regression: the last flush stored the finished page after it, moving the checkpoint
+    # past items stored nowhere, and the resumed scatter waited for them forever.
+    store = StallingStore(backend.store, index=8)  # pages of 4 items
+    first_attempt = True
+    reached = anyio.Event()
+
+    @fs.asset
+    @scatter(items=lambda deps: range(40), max_concurrent=2)
+    async def cut(item: int) -> int:
+        if first_attempt and item == 21:
+            reached.set()
+            await anyio.sleep_forever()
+        return item
+
+    async with runtime(store) as rt:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: rt.materialize([cut], run_id="w", raise_on_error=False))
+            await store.stalled.wait()
+            await reached.wait()  # pages 12-15 and 16-19 have finished meanwhile
+            tg.cancel_scope.cancel()
+        stored = {r.index async for r in backend.store.gather('["w", "cut", null]')}
+        assert set(range(8, 20)) <= stored
+        first_attempt = False
+        with anyio.fail_after(10):
+            result = await rt.materialize([cut], run_id="w", raise_on_error=False)
+    assert result["cut"] == list(range(40))
+
+
+async def test_a_worker_that_joins_leaves_the_starters_running_items_alone(
+    backend: Backend,
+) -> None:
+    worker_ran = anyio.Event()
+    started = anyio.Event()
+    by_starter: list[int] = []
+    by_worker: list[int] = []
+
+    @fs.asset
+    @scatter(items=lambda deps: range(30), max_concurrent=1)  # pages of 2 items
+    async def shared(item: int) -> int:
+        by_starter.append(item)
+        started.set()
+        await worker_ran.wait()
+        return item
+
+    async def work(item: int) -> int:
+        by_worker.append(item)
+        worker_ran.set()
+        return item
+
+    coordinator = BarrierScatterCoordinator(backend.store, poll_interval=0.05)
+    async with fs.Runtime(coordinators={"scatter": coordinator}) as rt:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: rt.materialize([shared], run_id="j"))
+            await started.wait()  # the starter runs item 0, unstored
+            await coordinator.work("j", "shared", None, work, max_concurrent=2)
+    assert by_starter[0] == 0 and 0 not in by_worker and by_worker
+    assert not set(by_starter) & set(by_worker)
+    values = [r.value async for r in backend.store.gather('["j", "shared", null]')]
+    assert values == list(range(30))
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_pages_wait_for_room_and_are_stored_in_source_order(limit: int) -> None:
+    from flowstone.ext.scatter._unstored_pages import UnstoredPages
+    from flowstone.protocols import ScatterItemResult, SourceCheckpoint
+
+    pages = UnstoredPages(limit=limit)
+    ready: list[bool] = []
+    pages.on_ready(lambda: ready.append(True))
+    for n in range(limit):
+        assert await pages.put([(n, str(n), n)], SourceCheckpoint(n + 1))
+    assert not await pages.put([(9, "9", 9)], SourceCheckpoint(10), within=0)
+    first = pages.take()
+    last = pages.take() if limit > 1 else first
+    assert first is not None and last is not None
+    if limit > 1:
+        assert pages.finish(ScatterItemResult(str(last.start), last.start, fs.Status.SUCCEEDED))
+        assert pages.pop_ready() is None  # the head page has not finished
+    assert pages.finish(ScatterItemResult("0", 0, fs.Status.SUCCEEDED))
+    assert ready and pages.pop_ready() is first
+    pages.stored()
+    assert not pages.finish(ScatterItemResult("0", 0, fs.Status.SUCCEEDED))  # stored
