@@ -463,7 +463,9 @@ class EventSink(Protocol):
     Contract: ``emit`` is called on the event loop and must not block; a sink that does
     I/O buffers and writes in its own task. An exception from ``emit`` is logged and
     ignored, so a broken sink never fails a run. A sink that is an async context manager is
-    entered when the runtime opens and exited when it closes.
+    entered when the runtime opens and exited when it closes. A sink that ignores per-item
+    events (such as ``ScatterItemFinished``) may say so with a class attribute
+    ``item_events = False``: when no sink takes them, they are not built at all.
     """
 
     def emit(self, event: Event) -> None:

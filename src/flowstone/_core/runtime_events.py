@@ -42,6 +42,13 @@ class RuntimeEvents:
         return bool(self._sinks)
 
     @property
+    def has_item_sinks(self) -> bool:
+        """Whether a registered sink takes per-item events (a sink says it does not with
+        ``item_events = False``, see :class:`~flowstone.protocols.EventSink`); plugins
+        build events for every item only then."""
+        return any(getattr(sink, "item_events", True) for sink in self._sinks)
+
+    @property
     def event_sinks(self) -> tuple[EventSink, ...]:
         """The registered event sinks."""
         return tuple(self._sinks)

@@ -12,7 +12,6 @@ import pytest
 import flowstone as fs
 from flowstone.ext.postgres import PostgresStore
 from flowstone.ext.postgres._barrier_statements import BarrierStatements
-from flowstone.ext.postgres._events import item_events_wanted
 from flowstone.ext.postgres._scatter import PostgresScatterCoordinator
 from flowstone.ext.postgres._scatter_session import WorkerSession
 from flowstone.ext.postgres._scatter_sql import ScatterQueries
@@ -55,12 +54,12 @@ def pending_inserts(queries: list[str], schema: str) -> int:
 async def test_only_the_event_relay_takes_no_item_events(pg_store: PostgresStore) -> None:
     async with fs.Runtime(store=pg_store) as runtime:
         assert runtime.has_sinks  # the store's relay
-        assert not item_events_wanted(runtime)
+        assert not runtime.has_item_sinks
         async with runtime.subscribe():
-            assert item_events_wanted(runtime)
-        assert not item_events_wanted(runtime)
+            assert runtime.has_item_sinks
+        assert not runtime.has_item_sinks
     async with fs.Runtime(store=pg_store, event_sinks=[fs.MemoryEventSink()]) as runtime:
-        assert item_events_wanted(runtime)
+        assert runtime.has_item_sinks
 
 
 async def test_a_subscriber_still_sees_every_item_of_a_durable_scatter(

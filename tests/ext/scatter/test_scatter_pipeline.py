@@ -240,6 +240,32 @@ async def test_events_go_to_the_sinks() -> None:
     assert (finished.succeeded, finished.failed) == (5, 1)  # type: ignore[attr-defined]
 
 
+class CoarseSink(fs.MemoryEventSink):
+    """A sink that says it takes no per-item events."""
+
+    item_events = False
+
+
+async def test_per_item_events_are_built_only_for_a_sink_that_takes_them() -> None:
+    coarse = CoarseSink()
+
+    @fs.asset
+    @scatter(items=lambda deps: range(4))
+    async def counted(item: int) -> int:
+        return item
+
+    async with fs.Runtime(event_sinks=[coarse]) as runtime:
+        assert runtime.has_sinks and not runtime.has_item_sinks
+        await runtime.materialize([counted])
+        everything = fs.MemoryEventSink()
+        runtime.add_event_sink(everything)
+        assert runtime.has_item_sinks
+        await runtime.materialize([counted], run_id="again")
+    assert coarse.of_type(ScatterFinished) and len(coarse.of_type(ScatterFinished)) == 2
+    assert len(coarse.of_type(ScatterItemFinished)) == 4  # only while the other sink was on
+    assert len(everything.of_type(ScatterItemFinished)) == 4
+
+
 async def test_the_logging_sink_logs_failed_items(caplog: pytest.LogCaptureFixture) -> None:
     @fs.asset
     @scatter(items=lambda deps: range(4), tolerated_failure=1)

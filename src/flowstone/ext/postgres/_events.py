@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ._database import PostgresDatabase
     from ._sql import Connection
 
-__all__ = ["PostgresEvents", "item_events_wanted"]
+__all__ = ["PostgresEvents"]
 
 _log = logging.getLogger("flowstone.postgres")
 
@@ -75,6 +75,9 @@ class PostgresEvents:
         connection of its own; needs the store's DSN); ``False`` only publishes
     :raises ConfigurationError: an interval is negative
     """
+
+    #: It relays coarse events only: per-item scatter events are not built for it.
+    item_events = False
 
     def __init__(
         self,
@@ -270,13 +273,3 @@ class PostgresEvents:
             return
         self.received += 1
         self._runtime.deliver_to_subscribers(event)
-
-
-def item_events_wanted(runtime: Runtime) -> bool:
-    """Whether a sink of ``runtime`` takes per-item scatter events.
-
-    A relay (:class:`PostgresEvents`) takes only coarse events, so a runtime whose only
-    sinks are relays builds no :class:`~flowstone.ext.scatter.ScatterItemFinished` per item
-    (subscriptions and other sinks still get them).
-    """
-    return any(not isinstance(sink, PostgresEvents) for sink in runtime.event_sinks)

@@ -34,7 +34,6 @@ from flowstone.ext.scatter import (
 from ._barrier_executor import BarrierExecutor
 from ._barrier_rows import BarrierInit, BarrierRow, Counts
 from ._errors import describe
-from ._events import item_events_wanted
 from ._rows import where_names
 from ._scatter_codec import Unstorable, decode
 from ._scatter_source import Enumerator
@@ -250,7 +249,7 @@ class StarterRun:
         sinks = run.runtime.has_sinks
         reporter = ScatterReporter(
             emit=run.emit if sinks else None,
-            per_item=sinks and item_events_wanted(run.runtime),
+            per_item=run.runtime.has_item_sinks,
             bar=spec.progress,
             run_id=self.run_id,
             asset=self.asset,

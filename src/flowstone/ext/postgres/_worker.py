@@ -32,7 +32,6 @@ from flowstone.protocols import Invocation, IOContext
 from ._barrier_executor import DEFAULT_FLUSH_INTERVAL, DEFAULT_POLL_INTERVAL, BarrierExecutor
 from ._barrier_statements import BarrierStatements
 from ._errors import describe
-from ._events import item_events_wanted
 from ._rows import where_names
 from ._scatter import evaluate_batch_input
 from ._scatter_session import DEFAULT_LEASE, WorkerSession
@@ -303,7 +302,7 @@ class ScatterWorker:
         reporter = (
             ScatterReporter(
                 emit=runtime.emit,
-                per_item=item_events_wanted(runtime),
+                per_item=runtime.has_item_sinks,
                 bar=False,
                 run_id=row.run_id,
                 asset=row.asset,

@@ -135,14 +135,14 @@ def scatter_source(invocation: Invocation, spec: ScatterSpec, deps: Mapping[str,
 
 
 def scatter_reporter(invocation: Invocation, spec: ScatterSpec) -> ScatterReporter:
-    """The events and progress bar of a scatter asset's run (per-item events only when the
-    runtime has sinks)."""
+    """The events and progress bar of a scatter asset's run (per-item events only when a
+    sink of the runtime takes them)."""
     run = invocation.run
     context = invocation.context
     sinks = run.runtime.has_sinks
     return ScatterReporter(
         emit=run.emit if sinks else None,
-        per_item=sinks,
+        per_item=run.runtime.has_item_sinks,
         bar=spec.progress,
         run_id=run.run_id,
         asset=context.asset,
