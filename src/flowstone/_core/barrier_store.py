@@ -47,12 +47,16 @@ if TYPE_CHECKING:
     from .protocols import BarrierState, ScatterItemResult
 
 __all__ = [
+    "AS_STORED",
     "BarrierLease",
     "BarrierStore",
     "BarrierUnit",
     "SourceCheckpoint",
     "check_finished_page",
 ]
+
+#: The result types every barrier store gathers back exactly as they were recorded.
+AS_STORED = (int, str, float, bool, type(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +233,11 @@ class BarrierStore(Protocol):
         ...
 
     def gather(self, barrier_id: str) -> AsyncIterator[ScatterItemResult]:
-        """The terminal results, in source order."""
+        """The terminal results, in source order.
+
+        A succeeded result whose value is an ``int``, ``str``, ``float``, ``bool`` or
+        ``None`` comes back as it was recorded (so a process that stored every result
+        itself may gather from memory, see :data:`AS_STORED`)."""
         ...
 
     async def cancel(self, barrier_id: str, reason: str) -> None:

@@ -295,6 +295,62 @@ async def test_a_finished_page_goes_in_with_its_results_and_checkpoint(backend: 
     assert (unit.number, unit.keys, unit.items) == (2, ("k2",), ({"n": 2},))
 
 
+def positions(start: int, stop: int) -> list[tuple[int, str, Any]]:
+    """Items with the default key (their position)."""
+    return [(index, str(index), index) for index in range(start, stop)]
+
+
+def done(index: int, value: Any) -> ScatterItemResult:
+    return ScatterItemResult(str(index), index, OK, value=value)
+
+
+async def test_a_page_that_all_succeeded_goes_in_once(backend: Backend) -> None:
+    # The common page: default keys, every item succeeded at its first attempt.
+    store = backend.store
+    await open_barrier(store)
+    lease = await store.join(lease=30)
+    first = [done(1, 10), done(0, 0), done(2, 20)]  # in the order they finished
+    state = await store.add_finished("b", lease, positions(0, 3), first, SourceCheckpoint(3))
+    assert (state.succeeded, state.finished) == (3, 3)
+    again = [done(0, -1), done(1, -1), done(2, -1), done(3, 30)]
+    end = SourceCheckpoint(4, exhausted=True)
+    state = await store.add_finished("b", lease, positions(0, 4), again, end)
+    assert (state.total, state.succeeded, state.done) == (4, 4, True)
+    assert [(r.key, r.value) for r in await gathered(store)] == [
+        ("0", 0),
+        ("1", 10),
+        ("2", 20),
+        ("3", 30),
+    ]
+
+
+async def test_a_page_at_positions_that_hold_other_keys_stores_nothing(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)
+    await store.add_items("b", items(0, 2), SourceCheckpoint(2))  # keys k0 and k1
+    lease = await store.join(lease=30)
+    with pytest.raises(DuplicateScatterKeyError):
+        await store.add_finished(
+            "b", lease, positions(1, 3), [done(1, 1), done(2, 2)], SourceCheckpoint(3)
+        )
+    assert await store.checkpoint("b") == SourceCheckpoint(2)
+    assert (await store.state("b")).finished == 0
+
+
+@pytest.mark.parametrize("value", [7, -(10**30), "text", "nul\x00", 0.1, 1e300, True, None])
+async def test_a_scalar_result_gathers_back_as_it_was(backend: Backend, value: Any) -> None:
+    store = backend.store
+    await open_barrier(store)
+    lease = await store.join(lease=30)
+    await store.add_finished("b", lease, positions(0, 1), [done(0, value)], SourceCheckpoint(1))
+    await store.add_items("b", positions(1, 2), SourceCheckpoint(2, exhausted=True))
+    await store.claim("b", lease, 1)
+    await store.record("b", lease, [done(1, value)])
+    values = [r.value for r in await gathered(store)]
+    assert values == [value, value]
+    assert all(type(v) is type(value) for v in values)
+
+
 async def test_a_finished_page_with_a_duplicate_key_stores_nothing(backend: Backend) -> None:
     store = backend.store
     await open_barrier(store)

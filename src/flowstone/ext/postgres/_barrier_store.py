@@ -20,6 +20,7 @@ you trust).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from flowstone.protocols import BarrierState, ScatterItemResult
 from ._barrier_rows import BarrierInit, BarrierRow, Counts, SourceConflict
 from ._barrier_statements import BarrierStatements
 from ._rows import where_names
-from ._scatter_codec import Unstorable, decode, encode
+from ._scatter_codec import MAX_PLAIN_INT, Unstorable, decode, encode
 from ._scatter_session import WorkerSession, namespace_for
 
 if TYPE_CHECKING:
@@ -107,9 +108,13 @@ class PostgresBarrierStore:
             self._rows[barrier_id] = row
         return row
 
-    def _encode(self, row: BarrierRow, what: str, key: str, value: Any) -> tuple[Any, Any]:
+    def _encode(
+        self, row: BarrierRow, what: str, key: str, value: Any, allow_pickle: bool | None = None
+    ) -> tuple[Any, Any]:
         try:
-            return encode(value, allow_pickle=self._allow_pickle())
+            return encode(
+                value, allow_pickle=self._allow_pickle() if allow_pickle is None else allow_pickle
+            )
         except Unstorable as exc:
             raise StorageError(
                 f"{where_names(row.asset, row.partition)}: the {what} of item {key!r} cannot be "
@@ -210,16 +215,23 @@ class PostgresBarrierStore:
         by_index = {result.index: result for result in results}
         outcomes: list[LocalOutcome] = []
         keys: list[str | None] = []
-        for index, key, item in sorted(items, key=lambda entry: entry[0]):
+        allow = self._allow_pickle()
+        if any(items[n][0] > items[n + 1][0] for n in range(len(items) - 1)):
+            items = sorted(items, key=lambda entry: entry[0])
+        for index, key, item in items:
             result = by_index.get(index)
             if result is None:
-                text, raw = self._encode(row, "value", key, item)
+                text, raw = self._encode(row, "value", key, item, allow)
                 outcomes.append((index, "running", None, None, None, 0, text, raw))
             elif result.status is Status.SUCCEEDED:
-                text, raw = self._encode(row, "result", key, result.value)
+                value = result.value
+                if value.__class__ is int and -MAX_PLAIN_INT < value < MAX_PLAIN_INT:
+                    text, raw = str(value), None  # the common result, as encode makes it
+                else:
+                    text, raw = self._encode(row, "result", key, value, allow)
                 outcomes.append((index, "succeeded", text, raw, None, result.attempts, None, None))
             else:
-                text, raw = self._encode(row, "value", key, item)
+                text, raw = self._encode(row, "value", key, item, allow)
                 outcomes.append(
                     (index, "failed", None, None, result.error, result.attempts, text, raw)
                 )
@@ -400,37 +412,72 @@ class PostgresBarrierStore:
 
 
 class _StoredResults(AsyncIterator[ScatterItemResult]):
-    """Terminal results of a barrier in source order, a page at a time."""
+    """Terminal results of a barrier in source order, a page at a time (a page whose
+    results are all JSON text is decoded with one parse)."""
 
     def __init__(self, store: PostgresBarrierStore, barrier_id: str) -> None:
         self._store = store
         self._key = barrier_id
-        self._page: list[asyncpg.Record] = []
+        self._page: list[ScatterItemResult] = []
         self._after = -1
         self._done = False
 
     async def __anext__(self) -> ScatterItemResult:
-        store = self._store
         if not self._page:
             if self._done:
                 raise StopAsyncIteration
-            row = await store.row(self._key)
-            self._page = list(await store.ops.results_page(row.id, self._after, _PAGE))
-            self._page.reverse()
-            if len(self._page) < _PAGE:
-                self._done = True
+            await self._read_page()
             if not self._page:
                 raise StopAsyncIteration
-        record = self._page.pop()
-        self._after = record["idx"]
-        ok = record["status"] == "succeeded"
-        return ScatterItemResult(
-            key=record["key"] if record["key"] is not None else str(record["idx"]),
-            index=record["idx"],
-            status=Status.SUCCEEDED if ok else Status.FAILED,
-            value=decode(record["result"], record["result_raw"], allow_pickle=store._allow_pickle())
-            if ok
-            else None,
-            error=None if ok else record["error"],
-            attempts=record["attempts"],
-        )
+        return self._page.pop()
+
+    async def _read_page(self) -> None:
+        store = self._store
+        row = await store.row(self._key)
+        records = await store.ops.results_page(row.id, self._after, _PAGE)
+        if len(records) < _PAGE:
+            self._done = True
+        if not records:
+            return
+        self._after = records[-1]["idx"]
+        texts = [r["result"] for r in records if r["status"] == "succeeded"]
+        if None not in texts:
+            values = iter(json.loads("[" + ",".join(texts) + "]"))
+        else:
+            values = iter([self._decode(row, r) for r in records if r["status"] == "succeeded"])
+        page: list[ScatterItemResult] = []
+        for r in records:
+            key, idx = r["key"], r["idx"]
+            if r["status"] == "succeeded":
+                result = ScatterItemResult(
+                    key if key is not None else str(idx),
+                    idx,
+                    Status.SUCCEEDED,
+                    next(values),
+                    None,
+                    r["attempts"],
+                )
+            else:
+                result = ScatterItemResult(
+                    key if key is not None else str(idx),
+                    idx,
+                    Status.FAILED,
+                    None,
+                    r["error"],
+                    r["attempts"],
+                )
+            page.append(result)
+        page.reverse()
+        self._page = page
+
+    def _decode(self, row: BarrierRow, record: asyncpg.Record) -> Any:
+        try:
+            return decode(
+                record["result"], record["result_raw"], allow_pickle=self._store._allow_pickle()
+            )
+        except Unstorable as exc:
+            key = record["key"] if record["key"] is not None else str(record["idx"])
+            raise StorageError(
+                f"{where_names(row.asset, row.partition)}: cannot load the result of item "
+                f"{key!r}: {exc.problem}"
+            ) from None

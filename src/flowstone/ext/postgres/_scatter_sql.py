@@ -397,7 +397,8 @@ class ScatterQueries:
         # items keep their item, so that reopening the barrier can run them again.
         total_local = "CASE WHEN $5 THEN $3 ELSE coalesce($6, b.total) END"
 
-        def local_update(succeeded: str, failed: str, retried: str) -> str:
+        def local_update(succeeded: str, failed: str, retried: str, guarded: bool = False) -> str:
+            sources, condition = ("c, guard g", " AND NOT g.bad") if guarded else ("c", "")
             return f"""
             UPDATE {barriers} b SET succeeded = b.succeeded + {succeeded},
                 failed = b.failed + {failed}, retried = b.retried + {retried},
@@ -408,8 +409,8 @@ class ScatterQueries:
                     AND {exceeded_sql(f"b.failed + {failed}", total_local)}
                     THEN 'exceeded' ELSE b.status END,
                 updated_at = now()
-            FROM c
-            WHERE b.id = $1"""
+            FROM {sources}
+            WHERE b.id = $1{condition}"""
 
         local_columns = """item_id, barrier_id, idx, head, unit, status, result, result_raw,
                     error, attempts, claims, worker, finished_at, item, item_raw"""
@@ -427,6 +428,28 @@ class ScatterQueries:
             ), c AS (
                 SELECT count(*) AS s FROM ins
             ){local_update("c.s", "0", "0")}
+            RETURNING {state_columns}, c.s AS applied"""
+
+        # The same for a page the starting process ran before storing it, unless a row
+        # at one of its positions ($9 to $10) has a key of its own (then nothing is
+        # written and no row comes back: the caller tells a conflict in a transaction).
+        self.add_finished_json = f"""
+            WITH guard AS (
+                SELECT EXISTS (
+                    SELECT 1 FROM {items}
+                    WHERE item_id BETWEEN {lo} + $9 AND {lo} + $10 AND key IS NOT NULL
+                ) AS bad
+            ), input AS ({_zipped("idx", "$7", "$8")}
+            ), ins AS (
+                INSERT INTO {items} ({local_columns})
+                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, 'succeeded', t.result, NULL,
+                    NULL, 1, 1, $2::bigint, now(), NULL, NULL
+                FROM input t, guard g WHERE NOT g.bad
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            ), c AS (
+                SELECT count(*) AS s FROM ins
+            ){local_update("c.s", "0", "0", guarded=True)}
             RETURNING {state_columns}, c.s AS applied"""
 
         def local_insert(keys: str) -> str:

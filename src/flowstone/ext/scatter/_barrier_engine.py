@@ -28,6 +28,7 @@ import anyio
 import anyio.lowlevel
 
 from flowstone import StorageError
+from flowstone._core.barrier_store import AS_STORED
 from flowstone._core.protocols import ScatterItemResult
 from flowstone._core.records import Status
 
@@ -78,7 +79,9 @@ class ClaimFeed(ItemFeed):
         "_stay",
         "_wake",
         "keys",
+        "barrier_done",
         "lost",
+        "only_unstored",
         "stopping",
         "store",
         "unstored",
@@ -118,6 +121,12 @@ class ClaimFeed(ItemFeed):
         self.lost = False
         #: Pages run before they are stored (the starting process's own items).
         self.unstored = unstored
+        #: Set while no stored item can be pending (the barrier was empty and every page
+        #: is run by this process before it is stored): the feed then waits for those
+        #: pages instead of claiming. Cleared when pages are handed over.
+        self.only_unstored = False
+        #: Set when a write found every item of the barrier terminal.
+        self.barrier_done = False
 
     @property
     def read(self) -> int:
@@ -158,6 +167,13 @@ class ClaimFeed(ItemFeed):
                     for index, key, _ in page.items:
                         keys[index] = key
                     return [(index, item) for index, _, item in page.items]
+                if self.only_unstored:
+                    if self.barrier_done:
+                        return None
+                    self._wake = wake = anyio.Event()  # a page is put, or the end
+                    with anyio.move_on_after(self._poll_interval):
+                        await wake.wait()
+                    continue
             units = await store.claim(barrier_id, lease, self._limit)
             if units:
                 keys = self.keys
@@ -236,13 +252,23 @@ class ResultRecorder:
         self._on_refused = on_refused
         #: The error a page run before it was stored could not be stored with.
         self.refused: DuplicateScatterKeyError | None = None
+        #: Every result this recorder stored, while all of them came with the pages run
+        #: before they were stored and each gathers back as it is (see ``AS_STORED``);
+        #: ``None`` once one did not.
+        self.kept: list[ScatterItemResult] | None = [] if unstored is not None else None
         if unstored is not None:
             unstored.on_ready(lambda: self._due.set())
 
-    async def add(self, result: ScatterItemResult) -> None:
-        """Queue one result; wait while ``max_concurrent`` results are unwritten."""
+    def keep(self, result: ScatterItemResult) -> bool:
+        """Keep ``result`` with its page when the page is not stored yet (it is stored
+        with the page); ``False``: it is of a stored item, :meth:`add` it."""
         unstored = self._unstored
-        if unstored is not None and unstored.finish(result):
+        return unstored is not None and unstored.finish(result)
+
+    async def add(self, result: ScatterItemResult) -> None:
+        """Queue one result (kept with its page when that is not stored yet, see
+        :meth:`keep`); wait while ``max_concurrent`` results are unwritten."""
+        if self.keep(result):
             return
         while len(self._waiting) >= self._max_waiting:
             self._due.set()
@@ -287,6 +313,7 @@ class ResultRecorder:
             self._urgent = False
             if not batch:
                 return
+            self.kept = None  # results of claimed items: gather from the store
             try:
                 state = await self._record(batch)
             finally:
@@ -306,6 +333,7 @@ class ResultRecorder:
                     if page.taken or page.finished:  # it ran (or it is the empty end)
                         state = await self._store_page(page)
                     else:  # handed over before it ran: anyone may claim it
+                        self.kept = None
                         state = await store.add_items(barrier_id, page.items, page.checkpoint)
                 except DuplicateScatterKeyError as exc:
                     self.refused = exc
@@ -324,14 +352,22 @@ class ResultRecorder:
     async def _store_page(self, page: UnstoredPage) -> BarrierState:
         store, barrier_id, lease = self._store, self._barrier_id, self._lease
         try:
-            return await store.add_finished(
+            state = await store.add_finished(
                 barrier_id, lease, page.items, page.results, page.checkpoint
             )
         except StorageError:
+            self.kept = None
             # A result cannot be stored: the page goes in pending, then its results one by
             # one (that one as failed); a crash in between runs the page again.
             await store.add_items(barrier_id, page.items, page.checkpoint)
             return await self._record(page.results)
+        kept = self.kept
+        if kept is not None:
+            if page.remaining or not all(r.value.__class__ in AS_STORED for r in page.results):
+                self.kept = None
+            else:
+                kept.extend(page.results)
+        return state
 
     async def _record(self, batch: list[ScatterItemResult]) -> BarrierState:
         store, barrier_id, lease = self._store, self._barrier_id, self._lease
@@ -406,6 +442,7 @@ class BarrierEngine(ScatterEngine):
         if state.exceeded or state.cancelled:
             self.halt()
         elif state.done:
+            self.claims.barrier_done = True
             self.claims.poke()  # a waiting feed ends now
 
     def halt(self) -> None:
@@ -417,6 +454,8 @@ class BarrierEngine(ScatterEngine):
         feed = self.claims
         keys = feed.keys
         runner = self._runner
+        call = runner.call if runner.plain else None  # one call per item: no runner frames
+        keep = self.recorder.keep
         add = self.recorder.add
         reporter = self._reporter
         per_item = reporter is not None and reporter.per_item
@@ -428,7 +467,15 @@ class BarrierEngine(ScatterEngine):
                 if self._stopped:
                     return
                 key = keys.pop(index)
-                ok, value, attempts = await runner.run(key, item)
+                if call is not None:
+                    attempts = 1
+                    try:
+                        value = await call(key, item, None)
+                        ok = True
+                    except Exception as exc:
+                        ok, value = False, exc
+                else:
+                    ok, value, attempts = await runner.run(key, item)
                 if attempts > 1:
                     self._retried += 1
                 if ok:
@@ -443,7 +490,8 @@ class BarrierEngine(ScatterEngine):
                 if per_item:
                     assert reporter is not None
                     reporter.item(index, key, ok, attempts, None if ok else value)
-                await add(result)
+                if not keep(result):
+                    await add(result)
                 count += 1
                 if not count % _YIELD_EVERY:
                     await anyio.lowlevel.checkpoint()

@@ -26,6 +26,7 @@ in any process.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -150,6 +151,8 @@ class BarrierScatter:
         self._started = 0.0
         self._state: BarrierState | None = None
         self._failures: list[tuple[str, str]] = []
+        self._alone_until = -math.inf
+        self._kept: list[ScatterItemResult] | None = None
 
     def summary(self) -> ScatterSummary:
         """The barrier's counts (final once :meth:`run` returned or raised)."""
@@ -183,6 +186,7 @@ class BarrierScatter:
         if state.exceeded or state.cancelled:
             state = await store.reopen(barrier_id)
         checkpoint = await store.checkpoint(barrier_id)
+        fresh = checkpoint.read == 0 and state.finished == 0
         lease = await store.join(lease=self._lease)
         unstored = UnstoredPages() if not checkpoint.exhausted else None
         feed = ClaimFeed(
@@ -194,6 +198,7 @@ class BarrierScatter:
             poll_interval=self._poll_interval,
             unstored=unstored,
         )
+        feed.only_unstored = fresh and unstored is not None
         try:
             await self._work(feed, lease, source, checkpoint)
         finally:
@@ -203,7 +208,7 @@ class BarrierScatter:
                 await store.leave(lease)
         if self._fatal is not None:
             raise self._fatal
-        return await self._finish(lost=feed.lost)
+        return await self._finish(lost=feed.lost, kept=self._kept if fresh else None)
 
     async def _work(
         self, feed: ClaimFeed, lease: BarrierLease, source: Any, checkpoint: SourceCheckpoint
@@ -237,6 +242,7 @@ class BarrierScatter:
                 await _run_engine(engine, lease)
             except DuplicateScatterKeyError as exc:  # found storing a page it ran first
                 self._fatal = exc
+            self._kept = engine.recorder.kept
             tg.cancel_scope.cancel()  # done, stopped or fenced off: read no further
 
     async def _read_source(
@@ -290,22 +296,40 @@ class BarrierScatter:
         """Hand a page to this process's workers unstored while no other worker is alive
         (looking again while it waits for room), else hand the unstored pages over and
         store it pending, after them (so the checkpoint stays in order)."""
-        unstored, store = feed.unstored, self.store
+        unstored = feed.unstored
         if unstored is not None:
-            while not await store.has_other_workers(lease):
+            while await self._alone(lease):
                 if await unstored.put(items, checkpoint, within=_LOOK_FOR_WORKERS):
                     feed.poke()
                     return
+            feed.only_unstored = False  # stored pages may be pending from now on
             await unstored.hand_over()
-        await store.add_items(self.barrier_id, items, checkpoint)
+        await self.store.add_items(self.barrier_id, items, checkpoint)
         feed.poke()
 
-    async def _finish(self, *, lost: bool) -> Any:
+    async def _alone(self, lease: BarrierLease) -> bool:
+        """Whether no other worker is alive, asking the store at most every
+        ``_LOOK_FOR_WORKERS`` seconds (a worker that joins gets pages that much later)."""
+        if anyio.current_time() < self._alone_until:
+            return True
+        if await self.store.has_other_workers(lease):
+            return False
+        self._alone_until = anyio.current_time() + _LOOK_FOR_WORKERS
+        return True
+
+    async def _finish(self, *, lost: bool, kept: list[ScatterItemResult] | None) -> Any:
+        """Gather the stored results: from ``kept`` when they are every result of the
+        barrier (this process stored them all, each gathers back as it is), else from the
+        store."""
         store, barrier_id = self.store, self.barrier_id
         self._state = state = await store.state(barrier_id)
         if lost and not (state.done or state.exceeded or state.cancelled):
             raise BarrierLeaseLostError(self._asset, self._partition)
-        results: list[ScatterItemResult] = [r async for r in store.gather(barrier_id)]
+        results: list[ScatterItemResult]
+        if kept is not None and state.done and len(kept) == state.finished:
+            results = sorted(kept, key=_by_index)
+        else:
+            results = [r async for r in store.gather(barrier_id)]
         self._failures = [
             (r.key, r.error or "") for r in results if r.status is not Status.SUCCEEDED
         ][:MAX_LISTED_FAILURES]
@@ -325,6 +349,10 @@ class BarrierScatter:
         if self._gather is None:
             return [value for _, value in values]
         return await call_gather(self._gather, _Pairs(values))
+
+
+def _by_index(result: ScatterItemResult) -> int:
+    return result.index
 
 
 def _is_reader(source: Any) -> bool:
