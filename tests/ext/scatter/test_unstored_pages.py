@@ -88,10 +88,15 @@ async def test_a_failure_among_the_unstored_items_stops_the_scatter(backend: Bac
     assert 6 <= len(ran) <= 40
 
 
-async def test_a_duplicate_key_in_a_later_page_fails_the_asset(backend: Backend) -> None:
+async def test_a_duplicate_key_fails_the_asset_before_its_page_runs(backend: Backend) -> None:
+    # Keyed items are stored before they run (only the store knows every key): a page
+    # with a key stored before is refused as it goes in.
+    runs: list[int] = []
+
     @fs.asset
     @scatter(items=lambda deps: range(20), max_concurrent=2, key=lambda n: f"k{n % 15}")
     async def clashing(item: int) -> int:
+        runs.append(item)
         return item
 
     async with runtime(backend.store) as rt:
@@ -101,6 +106,7 @@ async def test_a_duplicate_key_in_a_later_page_fails_the_asset(backend: Backend)
     cause = error.__cause__
     assert isinstance(cause, DuplicateScatterKeyError)
     assert (cause.key, cause.index) == ("k0", 15)
+    assert not {12, 13, 14, 15} & set(runs)  # the page of four that holds it
 
 
 async def test_a_cancelled_scatter_runs_again_only_what_was_not_stored(
@@ -257,3 +263,57 @@ async def test_a_lone_starter_gathers_what_a_rerun_reads_back(backend: Backend, 
     assert first == stored == again
     assert [type(v) for v in first] == [type(v) for v in stored]
     assert store.claimed == 0
+
+
+class RefusingStore(CountingStore):
+    """Refuses to store any page from position ``index`` on, as a full disk would."""
+
+    def __init__(self, store: BarrierStore, index: int) -> None:
+        super().__init__(store)
+        self._index = index
+
+    def _refuse(self, items: Any) -> None:
+        if items and items[0][0] >= self._index:
+            raise fs.StorageError(f"no room for item {items[0][0]}")
+
+    async def add_items(self, *args: Any) -> BarrierState:
+        self._refuse(args[1])
+        return await super().add_items(*args)
+
+    async def add_finished(self, *args: Any) -> BarrierState:
+        self._refuse(args[2])
+        return await super().add_finished(*args)
+
+
+async def test_a_store_that_refuses_a_page_fails_the_asset_with_its_error(
+    backend: Backend,
+) -> None:
+    store = RefusingStore(backend.store, index=8)
+
+    @fs.asset
+    @scatter(items=lambda deps: range(20), max_concurrent=2)
+    async def refused(item: int) -> int:
+        return item
+
+    async with runtime(store) as rt:
+        with pytest.raises(fs.AssetExecutionError, match="no room for item 8") as caught:
+            await rt.materialize([refused], run_id="f")
+    assert isinstance(caught.value.__cause__, fs.StorageError)
+    stored = [r.index async for r in backend.store.gather('["f", "refused", null]')]
+    assert stored == list(range(8))  # the pages before it keep their results
+
+
+async def test_a_result_postgresql_cannot_store_fails_its_item_only(pg_backend: Backend) -> None:
+    @fs.asset
+    @scatter(items=lambda deps: range(6), max_concurrent=2, tolerated_failure=1)
+    async def objects(item: int) -> Any:
+        return object() if item == 4 else item
+
+    async with runtime(pg_backend.store) as rt:
+        result = await rt.materialize([objects], run_id="o")
+    assert result["objects"] == [0, 1, 2, 3, 5]
+    [failed] = [
+        r async for r in pg_backend.store.gather('["o", "objects", null]') if r.error is not None
+    ]
+    assert failed.key == "4" and failed.error is not None
+    assert "'objects'" in failed.error and "allow_pickle=True" in failed.error

@@ -111,14 +111,19 @@ class PostgresBarrierStore:
     def _encode(
         self, row: BarrierRow, what: str, key: str, value: Any, allow_pickle: bool | None = None
     ) -> tuple[Any, Any]:
+        allow = self._allow_pickle() if allow_pickle is None else allow_pickle
         try:
-            return encode(
-                value, allow_pickle=self._allow_pickle() if allow_pickle is None else allow_pickle
-            )
+            return encode(value, allow_pickle=allow)
         except Unstorable as exc:
+            hint = (
+                ""
+                if allow
+                else "; return JSON-able data, or opt in to pickle with "
+                "PostgresBarrierStore(store, allow_pickle=True)"
+            )
             raise StorageError(
                 f"{where_names(row.asset, row.partition)}: the {what} of item {key!r} cannot be "
-                f"stored: {exc.problem}"
+                f"stored: {exc.problem}{hint}"
             ) from None
 
     # -- barriers ------------------------------------------------------------------------

@@ -8,7 +8,8 @@ partition) in the store it is given. The process that starts the scatter:
    when it had exceeded its threshold or was cancelled: failed items run again,
    succeeded ones keep their results;
 2. reads the source from the barrier's checkpoint in pages. While no other worker is
-   alive it runs each page before storing it, then stores the page with its results and
+   alive it runs each page of default-keyed items before storing it (items with keys of
+   their own are stored first: only the store knows whether a key is taken), then stores the page with its results and
    the checkpoint after it in one step (its own items first: one write per item, see
    :mod:`._unstored_pages`); once another worker is alive it stores the pages it holds at
    once (the running ones held by itself) and each further page pending with the
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,6 @@ from flowstone._core.records import Status
 from ._barrier_engine import BarrierEngine, ClaimFeed, ResultRecorder
 from ._errors import (
     BarrierLeaseLostError,
-    DuplicateScatterKeyError,
     ScatterFailureThresholdExceeded,
 )
 from ._gather import call_gather
@@ -137,6 +137,7 @@ class BarrierScatter:
         self._tolerated = tolerated_failure
         self._max_concurrent = max_concurrent
         self._key = _key_maker(key, asset)
+        self._keyed = key is not None
         self._page_size = page_size
         # Pages read (and claimed) at a time: small enough that a failure among the items
         # run before they are stored is decided at most a page later.
@@ -188,7 +189,9 @@ class BarrierScatter:
         checkpoint = await store.checkpoint(barrier_id)
         fresh = checkpoint.read == 0 and state.finished == 0
         lease = await store.join(lease=self._lease)
-        unstored = UnstoredPages() if not checkpoint.exhausted else None
+        # Pages run before they are stored only with default keys: a key of the
+        # source's own could be stored already, which only storing the page tells.
+        unstored = UnstoredPages() if not checkpoint.exhausted and not self._keyed else None
         feed = ClaimFeed(
             store,
             barrier_id,
@@ -240,7 +243,7 @@ class BarrierScatter:
                 tg.start_soon(read_source)
             try:
                 await _run_engine(engine, lease)
-            except DuplicateScatterKeyError as exc:  # found storing a page it ran first
+            except Exception as exc:  # a page the store refused, a duplicate key found late
                 self._fatal = exc
             self._kept = engine.recorder.kept
             tg.cancel_scope.cancel()  # done, stopped or fenced off: read no further
@@ -414,15 +417,26 @@ async def _run_engine(engine: BarrierEngine, lease: BarrierLease) -> None:
     """Run ``engine`` with its result writer and lease renewal beside it."""
     recorder = engine.recorder
     store = engine.claims.store
+    errors: list[Exception] = []
+
+    async def guarded(work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        except Exception as exc:  # the store refused a write: stop, and raise it as it is
+            errors.append(exc)
+            engine.halt()
+
     async with anyio.create_task_group() as helpers:
-        helpers.start_soon(recorder.run)
-        helpers.start_soon(_renew, store, lease, engine)
+        helpers.start_soon(guarded, recorder.run)
+        helpers.start_soon(guarded, lambda: _renew(store, lease, engine))
         try:
             await engine.run()
         finally:
             with anyio.CancelScope(shield=True):
-                await recorder.flush()
+                await guarded(recorder.flush)
             helpers.cancel_scope.cancel()
+    if errors:
+        raise errors[0]
     if recorder.refused is not None:
         raise recorder.refused
 
