@@ -115,6 +115,54 @@ async def test_reading_resumes_from_the_stored_checkpoint(backend: Backend) -> N
     assert pages == ["4", "8"]  # the first page came from the checkpoint
 
 
+async def test_a_reader_is_read_in_the_asset_s_pages(backend: Backend) -> None:
+    # Claims are smaller (twice max_concurrent), but a reader's page goes in whole, with
+    # its cursor as the checkpoint.
+    pages: list[str | None] = []
+
+    class Numbers:
+        async def read_page(self, cursor: str | None, limit: int) -> ItemPage[int]:
+            pages.append(cursor)
+            start = int(cursor or 0)
+            end = min(start + limit, 25)
+            return ItemPage(list(range(start, end)), str(end) if end < 25 else None)
+
+        async def count(self) -> int | None:
+            return None
+
+    @fs.asset
+    @scatter(reader=Numbers(), page_size=10, max_concurrent=2)
+    async def paged(item: int) -> int:
+        return item
+
+    async with runtime(backend) as rt:
+        result = await rt.materialize([paged], run_id="p")
+    assert result["paged"] == list(range(25))
+    assert pages == [None, "10", "20"]
+    assert await backend.store.checkpoint('["p", "paged", null]') == SourceCheckpoint(
+        25, None, exhausted=True
+    )
+
+
+async def test_a_duplicate_in_the_first_page_fails_before_any_item_runs(
+    backend: Backend,
+) -> None:
+    runs: list[int] = []
+
+    @fs.asset
+    @scatter(items=lambda deps: range(30), key=lambda n: f"k{n % 9}", max_concurrent=1)
+    async def clashing(item: int) -> int:
+        runs.append(item)
+        return item
+
+    async with runtime(backend) as rt:
+        result = await rt.materialize([clashing], raise_on_error=False)
+    error = result.outcomes["clashing"].error
+    assert isinstance(error, fs.AssetExecutionError)
+    assert isinstance(error.__cause__, DuplicateScatterKeyError)
+    assert runs == []  # the first page of page_size=1000 holds the duplicate
+
+
 async def test_a_duplicate_key_fails_the_asset(backend: Backend) -> None:
     @fs.asset
     @scatter(items=lambda deps: ["a", "b", "a"], key=lambda item: item)

@@ -99,7 +99,8 @@ class BarrierScatter:
     :param tolerated_failure: a count or fraction of items that may fail
     :param max_concurrent: items in flight here at most
     :param key: ``key(item)`` makes an item's key (default: its position)
-    :param page_size: items read from the source (and claimed) at a time
+    :param page_size: items read from the source (and stored) at a time; claims, and
+        pages run before they are stored, hold at most ``2 * max_concurrent`` items
     :param gather: a ``gather=`` function (``None``: the list of results in source order)
     :param reporter: events and progress (``None``: silent)
     :param lease: seconds this process's claims outlive its last renewal
@@ -139,8 +140,9 @@ class BarrierScatter:
         self._key = _key_maker(key, asset)
         self._keyed = key is not None
         self._page_size = page_size
-        # Pages read (and claimed) at a time: small enough that a failure among the items
-        # run before they are stored is decided at most a page later.
+        # Items claimed (and pages run before they are stored) at a time: small enough
+        # that a failure among the items run before they are stored is decided at most a
+        # page later.
         self._claim_size = max(1, min(page_size, max_concurrent * 2))
         self._gather = gather
         self._reporter = reporter
@@ -252,13 +254,18 @@ class BarrierScatter:
         self, source: Any, checkpoint: SourceCheckpoint, feed: ClaimFeed, lease: BarrierLease
     ) -> None:
         """Store the source's items from the checkpoint on, a page at a time."""
-        key, size = self._key, self._claim_size
+        # A reader's pages (each stored with its cursor) and pages stored before they run
+        # go in as the asset's pages; pages run before they are stored are smaller, so a
+        # failure among them is decided at most that much later.
+        key = self._key
+        reader = _is_reader(source)
+        size = self._claim_size if feed.unstored is not None and not reader else self._page_size
 
         async def add_items(items: list[tuple[int, str, Any]], at: SourceCheckpoint) -> None:
             await self._add_page(items, at, feed, lease)
 
         index = checkpoint.read
-        if _is_reader(source):
+        if reader:
             cursor = checkpoint.cursor
             while True:
                 page = await source.read_page(cursor, size)
