@@ -38,11 +38,12 @@ keeps barriers in memory, ``flowstone.ext.postgres.PostgresBarrierStore`` in Pos
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     from .protocols import BarrierState, ScatterItemResult
 
@@ -53,6 +54,7 @@ __all__ = [
     "BarrierUnit",
     "SourceCheckpoint",
     "check_finished_page",
+    "recipe_of",
 ]
 
 #: The result types every barrier store gathers back exactly as they were recorded.
@@ -119,12 +121,18 @@ class BarrierStore(Protocol):
         partition: str | None,
         tolerated_failure: int | float | None,
         total: int | None = None,
+        recipe: str | None = None,
     ) -> BarrierState:
         """Create the barrier, or return the existing one's state (a resumed scatter).
 
         :param tolerated_failure: a count (``int``) or fraction (``float``) of items that
             may fail; ``None`` is 0
         :param total: the number of items, when known up front
+        :param recipe: what the barrier's items and results are valid for (the asset's
+            code and input versions, see :func:`recipe_of`): a stored barrier of another
+            recipe is started over, its items, results and checkpoint dropped (one stored
+            without a recipe takes this one); ``None`` continues a stored barrier whatever
+            its recipe
         :raises ValueError: ``tolerated_failure`` is out of range
         """
         ...
@@ -274,3 +282,14 @@ def check_finished_page(
             "add_finished takes at most one result per item of the page; results without "
             f"an item: {extra}, {len(results) - len(answered)} repeated"
         )
+
+
+def recipe_of(code_version: str, partition: str | None, input_versions: Mapping[str, str]) -> str:
+    """What makes a scatter barrier's items and results valid: the asset's code version,
+    the partition and the versions of its inputs (a short digest)."""
+    digest = hashlib.blake2b(digest_size=10)
+    digest.update(code_version.encode())
+    digest.update(b"\x00" + (partition or "").encode())
+    for name in sorted(input_versions):
+        digest.update(b"\x00" + name.encode() + b"=" + str(input_versions[name]).encode())
+    return digest.hexdigest()

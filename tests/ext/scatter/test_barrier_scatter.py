@@ -163,6 +163,34 @@ async def test_a_duplicate_in_the_first_page_fails_before_any_item_runs(
     assert runs == []  # the first page of page_size=1000 holds the duplicate
 
 
+async def test_changed_code_starts_the_barrier_over(backend: Backend) -> None:
+    runs: list[int] = []
+
+    def version(code_version: str, factor: int) -> fs.AssetDef:
+        @fs.asset(name="scaled", code_version=code_version)
+        @scatter(items=lambda deps: range(5), max_concurrent=2)
+        async def scaled(item: int) -> int:
+            runs.append(item)
+            return item * factor
+
+        return scaled
+
+    async with runtime(backend) as rt:
+        assert (await rt.materialize([version("1", 2)], run_id="v"))["scaled"] == [
+            0,
+            2,
+            4,
+            6,
+            8,
+        ]
+        runs.clear()
+        same = await rt.materialize([version("1", 2)], run_id="v", force=True)
+        assert same["scaled"] == [0, 2, 4, 6, 8] and runs == []  # the stored results
+        changed = await rt.materialize([version("2", 3)], run_id="v", force=True)
+    assert changed["scaled"] == [0, 3, 6, 9, 12]
+    assert sorted(runs) == [0, 1, 2, 3, 4]
+
+
 async def test_a_duplicate_key_fails_the_asset(backend: Backend) -> None:
     @fs.asset
     @scatter(items=lambda deps: ["a", "b", "a"], key=lambda item: item)

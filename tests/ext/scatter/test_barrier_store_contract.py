@@ -415,3 +415,32 @@ async def test_other_workers_are_the_live_leases_but_the_asking_one(backend: Bac
     assert not await store.has_other_workers(mine)
     await store.leave(other)
     assert not await store.has_other_workers(mine)
+
+
+async def test_a_barrier_of_another_recipe_starts_over(backend: Backend) -> None:
+    store = backend.store
+    await open_barrier(store)  # stored without a recipe: the next one opened with is kept
+    await store.add_items("b", items(0, 2), SourceCheckpoint(2, "c2"))
+    lease = await store.join(lease=30)
+    await store.claim("b", lease, 2)
+    await store.record("b", lease, [success(0, "old")])
+    for _ in range(2):
+        state = await store.open_barrier(
+            "b", run_id="r", asset="a", partition=None, tolerated_failure=0, recipe="v1"
+        )
+        assert state.succeeded == 1  # taken up, then the same recipe: continued
+    state = await store.open_barrier(
+        "b", run_id="r", asset="a", partition=None, tolerated_failure=0, recipe=None
+    )
+    assert state.succeeded == 1  # no recipe: continued whatever the stored one
+    state = await store.open_barrier(
+        "b", run_id="r", asset="a", partition=None, tolerated_failure=0, recipe="v2"
+    )
+    assert (state.succeeded, state.finished, state.total) == (0, 0, None)
+    assert await store.checkpoint("b") == SourceCheckpoint(0)
+    assert await gathered(store) == []
+    assert await store.claim("b", lease, 10) == []
+    await store.add_items("b", items(0, 1), SourceCheckpoint(1, exhausted=True))
+    [unit] = await store.claim("b", lease, 10)
+    state = await store.record("b", lease, [success(0, "new")])
+    assert state.done and [r.value for r in await gathered(store)] == ["new"]

@@ -76,14 +76,33 @@ class BarrierStatements(ItemStatements):
             open_,
         )
 
-    async def create_manual(self, init: BarrierInit) -> BarrierRow:
-        """Create a barrier driven through the barrier API, or return the stored one."""
+    async def create_manual(self, init: BarrierInit, *, restart: bool = False) -> BarrierRow:
+        """Create a barrier driven through the barrier API, or return the stored one.
+
+        :param restart: start a stored barrier of another recipe over (its items and
+            counts deleted, its row reset), in the same transaction; one stored without a
+            recipe takes this one
+        """
         q = self.q
         args = init.arguments()
 
         async def create(conn: Connection) -> BarrierRow:
             row = await conn.fetchrow(q.insert_barrier, *args)
-            if row is None:
+            if row is None and restart:
+                async with conn.transaction():
+                    row = await conn.fetchrow(q.barrier_by_key, init.key)
+                    assert row is not None
+                    barrier = BarrierRow.from_row(row)
+                    if barrier.recipe == init.recipe:
+                        return barrier
+                    if not barrier.recipe:
+                        row = await conn.fetchrow(q.adopt_recipe, barrier.id, init.recipe)
+                        assert row is not None
+                        return BarrierRow.from_row(row)
+                    await conn.execute(q.delete_items, barrier.id)
+                    await conn.execute(q.delete_counts, barrier.id)
+                    row = await conn.fetchrow(q.reset_barrier, barrier.id, *args[5:])
+            elif row is None:
                 row = await conn.fetchrow(q.barrier_by_key_shared, init.key)
             assert row is not None
             return BarrierRow.from_row(row)

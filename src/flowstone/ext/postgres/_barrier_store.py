@@ -137,8 +137,10 @@ class PostgresBarrierStore:
         partition: str | None,
         tolerated_failure: int | float | None,
         total: int | None = None,
+        recipe: str | None = None,
     ) -> BarrierState:
-        """Create the barrier, or return the stored one's state."""
+        """Create the barrier, or return the stored one's state; one stored with another
+        ``recipe`` is started over (its items and results deleted, in one transaction)."""
         tolerated = check_tolerated_failure(0 if tolerated_failure is None else tolerated_failure)
         row = await self.ops.create_manual(
             BarrierInit(
@@ -149,7 +151,7 @@ class PostgresBarrierStore:
                 run_partition=partition,
                 pipeline=None,
                 code_version=None,
-                recipe="",
+                recipe=recipe or "",
                 input_versions={},
                 attempt=1,
                 keyed=True,
@@ -157,8 +159,12 @@ class PostgresBarrierStore:
                 tolerated=tolerated,
                 total=total,
                 managed=False,
-            )
+            ),
+            restart=recipe is not None,
         )
+        known = self._rows.get(barrier_id)
+        if known is not None and known.recipe and known.recipe != row.recipe:  # started over
+            self._held = {key: held for key, held in self._held.items() if key[0] != row.id}
         self._rows[barrier_id] = row
         return barrier_state(barrier_id, row.counts)
 

@@ -171,6 +171,9 @@ class ScatterQueries:
                 updated_at = now()
             WHERE b.id = $1
             RETURNING {barrier_columns}"""
+        # A barrier stored without a recipe takes the one it is opened with.
+        self.adopt_recipe = f"""
+            UPDATE {barriers} b SET recipe = $2 WHERE b.id = $1 RETURNING {barrier_columns}"""
         # Failed items go back to pending (a retry of the asset, or a resumed run, runs
         # them again); the counters lose them in the same statement.
         self.reopen_barrier = f"""

@@ -8,7 +8,6 @@ this process ran every item and kept its results).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from flowstone import ExecutionError, StorageError
+from flowstone._core.barrier_store import recipe_of
 from flowstone.ext.scatter import (
     FIRST_ERRORS,
     MAX_LISTED_FAILURES,
@@ -70,16 +70,6 @@ _loads = json.loads
 def barrier_key(run_id: str, asset: str, partition: str | None) -> str:
     """The key of a scatter asset's barrier: ``[run_id, asset, partition]`` as JSON."""
     return json.dumps([run_id, asset, partition], ensure_ascii=False, separators=(",", ":"))
-
-
-def recipe_of(code_version: str, partition: str | None, input_versions: Mapping[str, str]) -> str:
-    """What makes a barrier's items and results valid: code, partition and input versions."""
-    digest = hashlib.blake2b(digest_size=10)
-    digest.update(code_version.encode())
-    digest.update(b"\x00" + (partition or "").encode())
-    for name in sorted(input_versions):
-        digest.update(b"\x00" + name.encode() + b"=" + str(input_versions[name]).encode())
-    return digest.hexdigest()
 
 
 class BarrierCancelledError(ExecutionError):

@@ -8,13 +8,17 @@ with its barrier in ``store``::
 
 An asset retry, or a run resumed with the same ``run_id``, then continues the scatter:
 items that succeeded are not run again, reading the source resumes from the last stored
-page, and the items that failed run again. Other engines join a running scatter's barrier
+page, and the items that failed run again. A barrier stored for other code or inputs
+(the asset's ``code_version``, its partition or an input's version changed) is started
+over. Other engines join a running scatter's barrier
 with :meth:`BarrierScatterCoordinator.work` (or :func:`work_on_barrier`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from flowstone._core.barrier_store import recipe_of
 
 from ._barrier_scatter import (
     DEFAULT_LEASE,
@@ -109,6 +113,9 @@ class BarrierScatterCoordinator:
             flush_interval=self.flush_interval,
             poll_interval=self.poll_interval,
             attempt=context.attempt,
+            recipe=recipe_of(
+                invocation.asset.code_version, context.partition, invocation.input_versions
+            ),
         )
         try:
             return await scatter.run(source)

@@ -107,6 +107,8 @@ class BarrierScatter:
     :param flush_interval: seconds a finished result may wait before it is written
     :param poll_interval: the longest wait between looks while nothing is pending
     :param attempt: the asset's attempt
+    :param recipe: what the stored items and results are valid for (see
+        ``BarrierStore.open_barrier``); a barrier stored with another is started over
     """
 
     def __init__(
@@ -128,8 +130,10 @@ class BarrierScatter:
         flush_interval: float = 0.05,
         poll_interval: float = 0.5,
         attempt: int = 1,
+        recipe: str | None = None,
     ) -> None:
         self.store = store
+        self._recipe = recipe
         self.barrier_id = barrier_id
         self._runner = runner
         self._run_id = run_id
@@ -185,6 +189,7 @@ class BarrierScatter:
             asset=self._asset,
             partition=self._partition,
             tolerated_failure=self._tolerated,
+            recipe=self._recipe,
         )
         if state.exceeded or state.cancelled:
             state = await store.reopen(barrier_id)

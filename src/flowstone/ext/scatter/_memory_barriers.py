@@ -47,6 +47,7 @@ class _Barrier:
     run_id: str
     asset: str
     partition: str | None
+    recipe: str | None = None
     checkpoint: SourceCheckpoint = field(default_factory=SourceCheckpoint)
     keys: dict[str, int] = field(default_factory=dict)
     items: dict[int, _Item] = field(default_factory=dict)
@@ -102,18 +103,23 @@ class MemoryBarrierStore:
         partition: str | None,
         tolerated_failure: int | float | None,
         total: int | None = None,
+        recipe: str | None = None,
     ) -> BarrierState:
-        """Create the barrier, or return the existing one's state."""
-        existing = self._barriers.get(barrier_id)
-        if existing is not None:
-            return existing.state
+        """Create the barrier, or return the existing one's state; one of another
+        ``recipe`` is started over."""
         tolerated = check_tolerated_failure(0 if tolerated_failure is None else tolerated_failure)
+        existing = self._barriers.get(barrier_id)
+        if existing is not None and existing.recipe is None:
+            existing.recipe = recipe  # stored without one: it takes this one
+        if existing is not None and (recipe is None or existing.recipe == recipe):
+            return existing.state
         barrier = _Barrier(
             state=BarrierState(barrier_id=barrier_id, total=total),
             tolerated=tolerated,
             run_id=run_id,
             asset=asset,
             partition=partition,
+            recipe=recipe,
         )
         self._barriers[barrier_id] = barrier
         return barrier.state
