@@ -16,6 +16,7 @@ from flowstone.ext.scatter import (
     DuplicateScatterKeyError,
     MemoryBarrierStore,
     ScatterFailureThresholdExceeded,
+    barrier_id_of,
     scatter,
 )
 from flowstone.protocols import ItemPage, ScatterItemResult, SourceCheckpoint
@@ -41,7 +42,7 @@ async def test_results_come_back_in_source_order(backend: Backend) -> None:
     assert result["squares"] == [{"key": f"n{i}", "square": i * i} for i in range(250)]
     summary = result.records["squares"].metadata["scatter"]
     assert (summary["total"], summary["succeeded"], summary["failed"]) == (250, 250, 0)
-    state = await backend.store.state('["r", "squares", null]')
+    state = await backend.store.state(barrier_id_of("r", "squares", None))
     assert state.done and state.succeeded == 250
 
 
@@ -98,7 +99,7 @@ async def test_reading_resumes_from_the_stored_checkpoint(backend: Backend) -> N
             return None
 
     store = backend.store
-    barrier = '["c", "numbers", null]'
+    barrier = barrier_id_of("c", "numbers", None)
     await store.open_barrier(
         barrier, run_id="c", asset="numbers", partition=None, tolerated_failure=0
     )
@@ -139,7 +140,7 @@ async def test_a_reader_is_read_in_the_asset_s_pages(backend: Backend) -> None:
         result = await rt.materialize([paged], run_id="p")
     assert result["paged"] == list(range(25))
     assert pages == [None, "10", "20"]
-    assert await backend.store.checkpoint('["p", "paged", null]') == SourceCheckpoint(
+    assert await backend.store.checkpoint(barrier_id_of("p", "paged", None)) == SourceCheckpoint(
         25, None, exhausted=True
     )
 
@@ -242,14 +243,14 @@ async def test_a_worker_shares_the_items(backend: Backend) -> None:
             await started.wait()  # its items are stored
             summary = await coordinator.work("w", "shared", None, by_worker, max_concurrent=4)
     assert summary.succeeded == len(ran_by_worker) > 0
-    barrier = '["w", "shared", null]'
+    barrier = barrier_id_of("w", "shared", None)
     assert (await backend.store.state(barrier)).succeeded == 60
     assert [r.value async for r in backend.store.gather(barrier)] == list(range(60))
 
 
 async def test_the_starter_takes_over_the_items_of_a_lapsed_lease(backend: Backend) -> None:
     store = backend.store
-    barrier = '["l", "taken", null]'
+    barrier = barrier_id_of("l", "taken", None)
     await store.open_barrier(
         barrier, run_id="l", asset="taken", partition=None, tolerated_failure=0
     )
@@ -297,13 +298,13 @@ async def test_a_starter_whose_lease_ran_out_stops_and_says_so() -> None:
     error = outcome[0].outcomes["stuck"].error
     assert isinstance(error.__cause__, BarrierLeaseLostError)
     assert "'stuck'" in str(error.__cause__)
-    state = await store.state(f'["{error.run_id}", "stuck", null]')
+    state = await store.state(barrier_id_of(error.run_id, "stuck", None))
     assert state.finished == 0
 
 
 async def test_a_worker_leaves_only_after_its_last_results_are_written() -> None:
     store = MemoryBarrierStore()
-    barrier = '["s", "slow", null]'
+    barrier = barrier_id_of("s", "slow", None)
     await store.open_barrier(barrier, run_id="s", asset="slow", partition=None, tolerated_failure=0)
     await store.add_items(
         barrier, [(i, str(i), i) for i in range(6)], SourceCheckpoint(6, exhausted=True)

@@ -13,6 +13,7 @@ from flowstone.ext.scatter import (
     BarrierScatterCoordinator,
     DuplicateScatterKeyError,
     ScatterFailureThresholdExceeded,
+    barrier_id_of,
     scatter,
 )
 from flowstone.protocols import BarrierLease, BarrierState, BarrierStore, BarrierUnit
@@ -64,7 +65,7 @@ async def test_a_lone_starter_stores_each_page_with_its_results(backend: Backend
     # Five full pages and the empty one that ends the source; nothing went in pending.
     assert store.calls == Counter(add_finished=6)
     assert store.claimed == 0
-    state = await backend.store.state('["alone", "doubled", null]')
+    state = await backend.store.state(barrier_id_of("alone", "doubled", None))
     assert (state.total, state.succeeded, state.done) == (50, 50, True)
 
 
@@ -125,7 +126,7 @@ async def test_a_cancelled_scatter_runs_again_only_what_was_not_stored(
             await anyio.sleep_forever()
         return item
 
-    barrier = '["c", "counted", null]'
+    barrier = barrier_id_of("c", "counted", None)
     async with runtime(backend.store) as rt:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: rt.materialize([counted], run_id="c", raise_on_error=False))
@@ -181,7 +182,7 @@ async def test_a_page_whose_write_was_cut_off_is_stored_before_the_pages_after_i
             await store.stalled.wait()
             await reached.wait()  # pages 12-15 and 16-19 have finished meanwhile
             tg.cancel_scope.cancel()
-        stored = {r.index async for r in backend.store.gather('["w", "cut", null]')}
+        stored = {r.index async for r in backend.store.gather(barrier_id_of("w", "cut", None))}
         assert set(range(8, 20)) <= stored
         first_attempt = False
         with anyio.fail_after(10):
@@ -218,7 +219,7 @@ async def test_a_worker_that_joins_leaves_the_starters_running_items_alone(
             await coordinator.work("j", "shared", None, work, max_concurrent=2)
     assert by_starter[0] == 0 and 0 not in by_worker and by_worker
     assert not set(by_starter) & set(by_worker)
-    values = [r.value async for r in backend.store.gather('["j", "shared", null]')]
+    values = [r.value async for r in backend.store.gather(barrier_id_of("j", "shared", None))]
     assert values == list(range(30))
 
 
@@ -258,7 +259,7 @@ async def test_a_lone_starter_gathers_what_a_rerun_reads_back(backend: Backend, 
 
     async with runtime(store) as rt:
         first = (await rt.materialize([made], run_id="m"))["made"]
-        stored = [r.value async for r in backend.store.gather('["m", "made", null]')]
+        stored = [r.value async for r in backend.store.gather(barrier_id_of("m", "made", None))]
         again = (await rt.materialize([made], run_id="m", force=True))["made"]
     assert first == stored == again
     assert [type(v) for v in first] == [type(v) for v in stored]
@@ -299,7 +300,7 @@ async def test_a_store_that_refuses_a_page_fails_the_asset_with_its_error(
         with pytest.raises(fs.AssetExecutionError, match="no room for item 8") as caught:
             await rt.materialize([refused], run_id="f")
     assert isinstance(caught.value.__cause__, fs.StorageError)
-    stored = [r.index async for r in backend.store.gather('["f", "refused", null]')]
+    stored = [r.index async for r in backend.store.gather(barrier_id_of("f", "refused", None))]
     assert stored == list(range(8))  # the pages before it keep their results
 
 
@@ -313,7 +314,9 @@ async def test_a_result_postgresql_cannot_store_fails_its_item_only(pg_backend: 
         result = await rt.materialize([objects], run_id="o")
     assert result["objects"] == [0, 1, 2, 3, 5]
     [failed] = [
-        r async for r in pg_backend.store.gather('["o", "objects", null]') if r.error is not None
+        r
+        async for r in pg_backend.store.gather(barrier_id_of("o", "objects", None))
+        if r.error is not None
     ]
     assert failed.key == "4" and failed.error is not None
     assert "'objects'" in failed.error and "allow_pickle=True" in failed.error

@@ -26,6 +26,7 @@ from flowstone.ext.scatter import (
     ScatterFailureThresholdExceeded,
     ScatterReporter,
     ScatterSummary,
+    barrier_id_of,
     call_gather,
     dependency_values,
     invocation_call,
@@ -62,14 +63,12 @@ __all__ = [
 
 _log = logging.getLogger("flowstone.postgres")
 
+#: The key of a scatter asset's barrier (the one every coordinator uses).
+barrier_key = barrier_id_of
+
 _PAGE = 1000
 _GATHER_PAGE = 5000
 _loads = json.loads
-
-
-def barrier_key(run_id: str, asset: str, partition: str | None) -> str:
-    """The key of a scatter asset's barrier: ``[run_id, asset, partition]`` as JSON."""
-    return json.dumps([run_id, asset, partition], ensure_ascii=False, separators=(",", ":"))
 
 
 class BarrierCancelledError(ExecutionError):
@@ -219,7 +218,7 @@ class StarterRun:
         started = perf_counter()
         versions = dict(invocation.input_versions)
         init = BarrierInit(
-            key=barrier_key(self.run_id, self.asset, self.partition),
+            key=barrier_id_of(self.run_id, self.asset, self.partition),
             run_id=self.run_id,
             asset=self.asset,
             partition=self.partition,

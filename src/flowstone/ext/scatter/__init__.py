@@ -34,6 +34,7 @@ from __future__ import annotations
 from ._barrier_coordinator import BarrierScatterCoordinator as BarrierScatterCoordinator
 from ._barrier_engine import BarrierEngine as BarrierEngine
 from ._barrier_scatter import BarrierScatter as BarrierScatter
+from ._barrier_scatter import barrier_id_of as barrier_id_of
 from ._barrier_scatter import work_on_barrier as work_on_barrier
 from ._batch import Batch as Batch
 from ._batch import Batcher as Batcher
@@ -112,6 +113,7 @@ __all__ = (
     "ScatterSpec",
     "ScatterSummary",
     "allowed_failures",
+    "barrier_id_of",
     "check_tolerated_failure",
     "call_gather",
     "dependency_values",

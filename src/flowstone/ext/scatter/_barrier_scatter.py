@@ -65,8 +65,9 @@ _LOOK_FOR_WORKERS = 0.05
 
 
 def barrier_id_of(run_id: str, asset: str, partition: str | None) -> str:
-    """The barrier id of a scatter asset's items in one run and partition."""
-    return json.dumps([run_id, asset, partition])
+    """The barrier id of a scatter asset's items in one run and partition:
+    ``[run_id, asset, partition]`` as compact JSON (every coordinator's key)."""
+    return json.dumps([run_id, asset, partition], ensure_ascii=False, separators=(",", ":"))
 
 
 def _key_maker(key: Callable[[Any], Any] | None, asset: str) -> Callable[[Any, int], str]:
