@@ -320,3 +320,22 @@ async def test_a_result_postgresql_cannot_store_fails_its_item_only(pg_backend: 
     ]
     assert failed.key == "4" and failed.error is not None
     assert "'objects'" in failed.error and "allow_pickle=True" in failed.error
+
+
+async def test_a_finished_scatter_marks_its_postgresql_barrier_done(pg_backend: Backend) -> None:
+    from flowstone.ext.postgres import PostgresBarrierStore
+
+    store = pg_backend.store
+    assert isinstance(store, PostgresBarrierStore)
+
+    @fs.asset
+    @scatter(items=lambda deps: range(7), max_concurrent=2)
+    async def counted(item: int) -> int:
+        return item
+
+    async with runtime(store) as rt:
+        await rt.materialize([counted], run_id="d")
+        again = await rt.materialize([counted], run_id="d", force=True)
+    assert again["counted"] == list(range(7))
+    row = await store.ops.by_key(barrier_id_of("d", "counted", None))
+    assert row is not None and row.counts.status == "done"

@@ -286,9 +286,14 @@ class PostgresBarrierStore:
         return barrier_state(barrier_id, BarrierRow.from_row(found).counts)
 
     async def state(self, barrier_id: str) -> BarrierState:
-        """The barrier's stored counts and decisions."""
+        """The barrier's stored counts and decisions; an open barrier found done (every
+        item terminal, the source read) is marked ``done`` on its row."""
         row = await self.row(barrier_id)
-        return barrier_state(barrier_id, await self.ops.state(row.id))
+        counts = await self.ops.state(row.id)
+        state = barrier_state(barrier_id, counts)
+        if state.done and counts.status == "open":
+            await self.ops.set_status(row.id, "done", None, when=("open",))
+        return state
 
     async def drop(self, barrier_id: str) -> None:
         """Delete a barrier with its items and results."""
