@@ -278,6 +278,8 @@ class BarrierState:
     retried: int = 0
     exceeded: bool = False
     cancelled: bool = False
+    #: Why the barrier was cancelled, when it was (the reason ``cancel`` was given).
+    reason: str | None = None
 
     @property
     def finished(self) -> int:

@@ -10,6 +10,7 @@ import pytest
 
 import flowstone as fs
 from flowstone.ext.scatter import (
+    BarrierCancelledError,
     BarrierLeaseLostError,
     BarrierScatterCoordinator,
     Batch,
@@ -190,6 +191,35 @@ async def test_changed_code_starts_the_barrier_over(backend: Backend) -> None:
         changed = await rt.materialize([version("2", 3)], run_id="v", force=True)
     assert changed["scaled"] == [0, 3, 6, 9, 12]
     assert sorted(runs) == [0, 1, 2, 3, 4]
+
+
+async def test_a_cancelled_barrier_fails_the_asset_with_the_reason(backend: Backend) -> None:
+    started, go = anyio.Event(), anyio.Event()
+
+    @fs.asset
+    @scatter(items=lambda deps: range(12), max_concurrent=2)
+    async def stopped(item: int) -> int:
+        if item == 3:
+            started.set()
+            await go.wait()
+        return item
+
+    async with runtime(backend) as rt:
+        async with anyio.create_task_group() as tg:
+            outcome: list[Any] = []
+
+            async def run() -> None:
+                outcome.append(await rt.materialize([stopped], run_id="x", raise_on_error=False))
+
+            tg.start_soon(run)
+            await started.wait()
+            await backend.store.cancel(barrier_id_of("x", "stopped", None), "operator said so")
+            go.set()
+    error = outcome[0].outcomes["stopped"].error
+    assert isinstance(error, fs.AssetExecutionError)
+    assert isinstance(error.__cause__, BarrierCancelledError)
+    assert error.__cause__.reason == "operator said so"
+    assert "operator said so" in str(error)
 
 
 async def test_a_duplicate_key_fails_the_asset(backend: Backend) -> None:

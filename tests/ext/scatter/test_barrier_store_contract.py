@@ -178,9 +178,13 @@ async def test_a_cancelled_barrier_hands_out_nothing(backend: Backend) -> None:
     await open_barrier(store)
     await store.add_items("b", items(0, 3), SourceCheckpoint(3))
     await store.cancel("b", "stop")
-    assert (await store.state("b")).cancelled
+    await store.cancel("b", "again")  # the first reason stays
+    state = await store.state("b")
+    assert state.cancelled and state.reason == "stop"
     lease = await store.join(lease=30)
     assert await store.claim("b", lease, 10) == []
+    state = await store.reopen("b")
+    assert not state.cancelled and state.reason is None
 
 
 async def test_released_items_go_to_the_next_claim(backend: Backend) -> None:

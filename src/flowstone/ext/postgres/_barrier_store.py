@@ -61,6 +61,7 @@ def barrier_state(barrier_id: str, counts: Counts) -> BarrierState:
         retried=counts.retried,
         exceeded=counts.status == "exceeded",
         cancelled=counts.status == "cancelled",
+        reason=counts.reason if counts.status == "cancelled" else None,
     )
 
 

@@ -22,6 +22,7 @@ from flowstone._core.barrier_store import recipe_of
 from flowstone.ext.scatter import (
     FIRST_ERRORS,
     MAX_LISTED_FAILURES,
+    BarrierCancelledError,
     ItemRunner,
     ScatterFailureThresholdExceeded,
     ScatterReporter,
@@ -69,24 +70,6 @@ barrier_key = barrier_id_of
 _PAGE = 1000
 _GATHER_PAGE = 5000
 _loads = json.loads
-
-
-class BarrierCancelledError(ExecutionError):
-    """The durable scatter's barrier was cancelled (``coordinator.cancel(...)``).
-
-    :param asset: the scatter asset
-    :param partition: the partition key, or ``None``
-    :param reason: the reason given
-    """
-
-    def __init__(self, asset: str, partition: str | None, reason: str | None) -> None:
-        self.asset = asset
-        self.partition = partition
-        self.reason = reason
-        super().__init__(
-            f"{where_names(asset, partition)}: the scatter was cancelled"
-            + (f": {reason}" if reason else "")
-        )
 
 
 class ScatterBarrierFailedError(ExecutionError):

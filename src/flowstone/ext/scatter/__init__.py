@@ -47,6 +47,7 @@ from ._coordinator import run_scatter as run_scatter
 from ._coordinator import scatter_spec_of as scatter_spec_of
 from ._decorator import scatter as scatter
 from ._engine import ScatterEngine as ScatterEngine
+from ._errors import BarrierCancelledError as BarrierCancelledError
 from ._errors import BarrierLeaseLostError as BarrierLeaseLostError
 from ._errors import BatchResultError as BatchResultError
 from ._errors import DuplicateScatterKeyError as DuplicateScatterKeyError
@@ -85,6 +86,7 @@ __all__ = (
     "DEFAULT_PAGE_SIZE",
     "FIRST_ERRORS",
     "MAX_LISTED_FAILURES",
+    "BarrierCancelledError",
     "BarrierEngine",
     "BarrierLeaseLostError",
     "BarrierScatter",

@@ -84,6 +84,7 @@ class BarrierScatterCoordinator:
 
         :raises InvalidAssetError: the asset uses ``batch=``
         :raises ScatterFailureThresholdExceeded: more items failed than tolerated
+        :raises BarrierCancelledError: the barrier was cancelled
         :raises DuplicateScatterKeyError: two items have the same key
         """
         spec = scatter_spec_of(invocation)

@@ -129,6 +129,11 @@ class ClaimFeed(ItemFeed):
         self.barrier_done = False
 
     @property
+    def barrier_id(self) -> str:
+        """The barrier claimed from."""
+        return self._barrier_id
+
+    @property
     def read(self) -> int:
         """Items claimed here so far."""
         return self._claimed

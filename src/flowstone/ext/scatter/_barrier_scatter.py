@@ -41,6 +41,7 @@ from flowstone._core.records import Status
 
 from ._barrier_engine import BarrierEngine, ClaimFeed, ResultRecorder
 from ._errors import (
+    BarrierCancelledError,
     BarrierLeaseLostError,
     ScatterFailureThresholdExceeded,
 )
@@ -180,6 +181,7 @@ class BarrierScatter:
         """Store the items of ``source``, run them with whoever joins, and gather.
 
         :raises ScatterFailureThresholdExceeded: more items failed than tolerated
+        :raises BarrierCancelledError: the barrier was cancelled
         :raises DuplicateScatterKeyError: two items have the same key
         """
         self._started = perf_counter()
@@ -349,7 +351,9 @@ class BarrierScatter:
         self._failures = [
             (r.key, r.error or "") for r in results if r.status is not Status.SUCCEEDED
         ][:MAX_LISTED_FAILURES]
-        if state.exceeded or state.cancelled:
+        if state.cancelled:
+            raise BarrierCancelledError(self._asset, self._partition, state.reason)
+        if state.exceeded:
             raise ScatterFailureThresholdExceeded(
                 self._asset,
                 self._partition,
@@ -455,12 +459,15 @@ async def _run_engine(engine: BarrierEngine, lease: BarrierLease) -> None:
 
 
 async def _renew(store: BarrierStore, lease: BarrierLease, engine: BarrierEngine) -> None:
+    """Renew the lease every third of it, and look at the barrier's state then (a barrier
+    cancelled while every item here waits is noticed without a write)."""
     while True:
         await anyio.sleep(lease.seconds / 3)
         if not await store.renew(lease):
             engine.claims.lost = True
             engine.halt()  # fenced off: others may be running its items
             return
+        engine.observe(await store.state(engine.claims.barrier_id))
 
 
 async def work_on_barrier(

@@ -4,7 +4,8 @@
 ``tolerated_failure``; ``DuplicateScatterKeyError`` stops one whose source yields a key twice;
 ``ItemTimeoutError`` is recorded for an item attempt that ran past its ``timeout``;
 ``BatchResultError`` is recorded for a batch whose function returned the wrong shape;
-``InvalidBatchError`` is raised by ``Batch(...)`` for an option that cannot work.
+``InvalidBatchError`` is raised by ``Batch(...)`` for an option that cannot work;
+``BarrierCancelledError`` ends a scatter whose barrier was cancelled.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "BarrierCancelledError",
     "BarrierLeaseLostError",
     "BatchResultError",
     "DuplicateScatterKeyError",
@@ -100,6 +102,25 @@ class DuplicateScatterKeyError(ExecutionError, ValueError):
         super().__init__(
             f"{_where(asset, partition)}: duplicate scatter key {key!r} (item at position "
             f"{index}); give key= a function that returns a unique string per item"
+        )
+
+
+class BarrierCancelledError(ExecutionError):
+    """The scatter's barrier was cancelled (``coordinator.cancel(...)``, or
+    ``BarrierStore.cancel``): no more items ran.
+
+    :param asset: the scatter asset
+    :param partition: the partition key, or ``None``
+    :param reason: the reason given
+    """
+
+    def __init__(self, asset: str, partition: str | None, reason: str | None) -> None:
+        self.asset = asset
+        self.partition = partition
+        self.reason = reason
+        super().__init__(
+            f"{_where(asset, partition)}: the scatter was cancelled"
+            + (f": {reason}" if reason else "")
         )
 
 

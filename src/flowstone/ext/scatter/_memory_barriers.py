@@ -196,7 +196,8 @@ class MemoryBarrierStore:
     async def cancel(self, barrier_id: str, reason: str) -> None:
         """Mark the barrier cancelled; no unit is handed out any more."""
         barrier = self._barrier(barrier_id)
-        barrier.state = replace(barrier.state, cancelled=True)
+        if not barrier.state.cancelled:
+            barrier.state = replace(barrier.state, cancelled=True, reason=reason)
 
     async def reopen(self, barrier_id: str) -> BarrierState:
         """Open the barrier again: failed items pending, succeeded ones kept."""
@@ -212,6 +213,7 @@ class MemoryBarrierStore:
             retried=state.retried - sum(1 for r in failed if r.attempts > 1),
             exceeded=False,
             cancelled=False,
+            reason=None,
         )
         return barrier.state
 
