@@ -158,6 +158,16 @@ class BarrierStore(Protocol):
         """Where reading the barrier's source stands."""
         ...
 
+    async def check_items(self, barrier_id: str, items: Sequence[tuple[int, str, Any]]) -> None:
+        """Refuse a page whose items this store could not store, before they run.
+
+        A page run before it is stored (:meth:`add_finished`) is checked first, so that
+        an item that fails can be kept with its page, or handed to another worker.
+
+        :raises StorageError: naming the asset and the first item that cannot be stored
+        """
+        ...
+
     async def add_finished(
         self,
         barrier_id: str,

@@ -448,3 +448,28 @@ async def test_a_barrier_of_another_recipe_starts_over(backend: Backend) -> None
     [unit] = await store.claim("b", lease, 10)
     state = await store.record("b", lease, [success(0, "new")])
     assert state.done and [r.value for r in await gathered(store)] == ["new"]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "item",
+    [7, "text", {"n": [1, 2]}, "\ud800", 10**5000, _nested(5000)],
+    ids=["int", "str", "dict", "surrogate", "huge-int", "deep"],
+)
+async def test_check_items_refuses_what_add_items_refuses(backend: Backend, item: Any) -> None:
+    store = backend.store
+    await open_barrier(store)
+    page = [(0, "0", 1), (1, "1", item)]
+    try:
+        await store.add_items("b", page, SourceCheckpoint(2))
+    except fs.StorageError:
+        with pytest.raises(fs.StorageError, match=r"'a'.*item '1'"):
+            await store.check_items("b", page)
+    else:
+        await store.check_items("b", page)

@@ -339,3 +339,21 @@ async def test_a_finished_scatter_marks_its_postgresql_barrier_done(pg_backend: 
     assert again["counted"] == list(range(7))
     row = await store.ops.by_key(barrier_id_of("d", "counted", None))
     assert row is not None and row.counts.status == "done"
+
+
+async def test_an_item_postgresql_cannot_store_is_refused_before_it_runs(
+    pg_backend: Backend,
+) -> None:
+    runs: list[Any] = []
+
+    @fs.asset
+    @scatter(items=lambda deps: [1, "\ud800", 3], max_concurrent=2)
+    async def odd(item: Any) -> int:
+        runs.append(item)
+        return 1
+
+    async with runtime(pg_backend.store) as rt:
+        with pytest.raises(fs.AssetExecutionError, match=r"'odd'.*item '1'") as caught:
+            await rt.materialize([odd])
+    assert isinstance(caught.value.__cause__, fs.StorageError)
+    assert runs == []  # none of its page ran

@@ -169,6 +169,19 @@ class PostgresBarrierStore:
         self._rows[barrier_id] = row
         return barrier_state(barrier_id, row.counts)
 
+    async def check_items(self, barrier_id: str, items: Sequence[tuple[int, str, Any]]) -> None:
+        """Refuse a page with an item that cannot be stored as JSON (or pickled, when
+        allowed), before it runs.
+
+        :raises StorageError: naming the asset and the item
+        """
+        row = await self.row(barrier_id)
+        allow = self._allow_pickle()
+        for _, key, item in items:
+            if item.__class__ is int and -MAX_PLAIN_INT < item < MAX_PLAIN_INT:
+                continue  # the common item, stored as it is
+            self._encode(row, "value", key, item, allow)
+
     async def add_items(
         self,
         barrier_id: str,

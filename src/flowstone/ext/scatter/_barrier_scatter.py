@@ -316,6 +316,7 @@ class BarrierScatter:
         store it pending, after them (so the checkpoint stays in order)."""
         unstored = feed.unstored
         if unstored is not None:
+            await self.store.check_items(self.barrier_id, items)  # before any of them runs
             while await self._alone(lease):
                 if await unstored.put(items, checkpoint, within=_LOOK_FOR_WORKERS):
                     feed.poke()
