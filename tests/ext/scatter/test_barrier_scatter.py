@@ -222,6 +222,25 @@ async def test_a_cancelled_barrier_fails_the_asset_with_the_reason(backend: Back
     assert "operator said so" in str(error)
 
 
+async def test_a_sized_source_s_total_is_known_from_the_start(backend: Backend) -> None:
+    started: list[int] = []
+
+    @fs.asset
+    @scatter(items=lambda deps: range(200), max_concurrent=2, tolerated_failure=1)
+    async def fragile(item: int) -> int:
+        started.append(item)
+        if item >= 5:
+            raise ValueError("broken")
+        return item
+
+    async with runtime(backend) as rt:
+        result = await rt.materialize([fragile], run_id="t", raise_on_error=False)
+    error = result.outcomes["fragile"].error
+    assert isinstance(error, ScatterFailureThresholdExceeded)
+    assert (error.total, error.succeeded) == (200, 5) and error.failed >= 2
+    assert len(started) < 40  # stopped soon after the decision
+
+
 async def test_a_duplicate_key_fails_the_asset(backend: Backend) -> None:
     @fs.asset
     @scatter(items=lambda deps: ["a", "b", "a"], key=lambda item: item)

@@ -193,10 +193,11 @@ class ClaimFeed(ItemFeed):
                 self._on_state(state)
             if state.exceeded or state.cancelled or state.done:
                 return None
-            if await self._recover(force=not self._stay and state.total is not None):
+            read = not self._stay and (await store.checkpoint(barrier_id)).exhausted
+            if await self._recover(force=read):
                 delay = _FIRST_POLL
                 continue
-            if not self._stay and state.total is not None:
+            if read:
                 return None  # the source is read and nothing is pending: leave
             self._wake = wake = anyio.Event()
             with anyio.move_on_after(delay):

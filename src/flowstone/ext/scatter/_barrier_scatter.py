@@ -28,7 +28,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+)
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -186,12 +194,14 @@ class BarrierScatter:
         """
         self._started = perf_counter()
         store, barrier_id = self.store, self.barrier_id
+        sized = isinstance(source, Collection) and not isinstance(source, Iterator)
         state = await store.open_barrier(
             barrier_id,
             run_id=self._run_id,
             asset=self._asset,
             partition=self._partition,
             tolerated_failure=self._tolerated,
+            total=len(source) if sized else None,  # a fraction is decided from the start
             recipe=self._recipe,
         )
         if state.exceeded or state.cancelled:
