@@ -357,3 +357,34 @@ async def test_an_item_postgresql_cannot_store_is_refused_before_it_runs(
             await rt.materialize([odd])
     assert isinstance(caught.value.__cause__, fs.StorageError)
     assert runs == []  # none of its page ran
+
+
+async def test_a_slow_item_holds_up_none_of_the_items_after_it(backend: Backend) -> None:
+    store = CountingStore(backend.store)
+    release, last_ran = anyio.Event(), anyio.Event()
+    runs: Counter[int] = Counter()
+
+    @fs.asset
+    @scatter(items=lambda deps: range(40), max_concurrent=2)  # pages of 4, 3 at a time
+    async def long_tail(item: int) -> int:
+        runs[item] += 1
+        if item == 3:
+            await release.wait()
+        if item == 39:
+            last_ran.set()
+        return item
+
+    async with runtime(store) as rt:
+        async with anyio.create_task_group() as tg:
+            outcome: list[Any] = []
+
+            async def run() -> None:
+                outcome.append(await rt.materialize([long_tail], run_id="t"))
+
+            tg.start_soon(run)
+            with anyio.fail_after(10):
+                await last_ran.wait()  # the pages after item 3's were stored and run
+            release.set()
+    assert outcome[0]["long_tail"] == list(range(40))
+    assert set(runs.values()) == {1}
+    assert store.claimed == 0

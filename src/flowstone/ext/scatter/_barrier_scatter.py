@@ -71,6 +71,9 @@ __all__ = ["BarrierScatter", "barrier_id_of", "work_on_barrier"]
 DEFAULT_LEASE = 30.0
 #: Seconds between two looks for other workers while a page read waits to run unstored.
 _LOOK_FOR_WORKERS = 0.05
+#: Seconds the head page may run unfinished while the pages are full before it is stored
+#: as it stands (a slow item then holds up nothing after it).
+_STALLED_PAGE = 0.5
 
 
 def barrier_id_of(run_id: str, asset: str, partition: str | None) -> str:
@@ -331,6 +334,7 @@ class BarrierScatter:
                 if await unstored.put(items, checkpoint, within=_LOOK_FOR_WORKERS):
                     feed.poke()
                     return
+                unstored.unstick(after=_STALLED_PAGE)
             feed.only_unstored = False  # stored pages may be pending from now on
             await unstored.hand_over()
         await self.store.add_items(self.barrier_id, items, checkpoint)

@@ -11,7 +11,10 @@ the pages in flight, which a resumed scatter reads and runs again.
 
 When another worker appears, the pages are handed over (:meth:`UnstoredPages.hand_over`):
 each is stored at once, a running page with the results it has and its other items held
-by this process, a page not started yet as pending items anyone may claim.
+by this process, a page not started yet as pending items anyone may claim. A slow item
+does not hold up the pages after it either: when the pages are full and the head page has
+run for a while, it is stored as it stands (:meth:`UnstoredPages.unstick`), its running
+items held by this process, their results recorded as they come.
 """
 
 from __future__ import annotations
@@ -38,7 +41,17 @@ class UnstoredPage:
     :param checkpoint: the source checkpoint after it
     """
 
-    __slots__ = ("checkpoint", "end", "items", "remaining", "results", "start", "taken")
+    __slots__ = (
+        "checkpoint",
+        "end",
+        "items",
+        "released",
+        "remaining",
+        "results",
+        "start",
+        "taken",
+        "taken_at",
+    )
 
     def __init__(self, items: list[tuple[int, str, Any]], checkpoint: SourceCheckpoint) -> None:
         self.items = items
@@ -49,8 +62,11 @@ class UnstoredPage:
         self.results: list[ScatterItemResult] = []
         #: Items without a result yet.
         self.remaining = len(items)
-        #: Whether the feed handed it to the workers.
+        #: Whether the feed handed it to the workers, and when (the loop's clock).
         self.taken = False
+        self.taken_at = 0.0
+        #: Set to store it before it is finished (see :meth:`UnstoredPages.unstick`).
+        self.released = False
 
     @property
     def finished(self) -> bool:
@@ -110,6 +126,7 @@ class UnstoredPages:
         for page in self._pages:
             if not page.taken and page.items:
                 page.taken = True
+                page.taken_at = anyio.current_time()
                 return page
         return None
 
@@ -128,7 +145,10 @@ class UnstoredPages:
     def ready(self) -> bool:
         """Whether the head page is ready to be stored (see :meth:`pop_ready`)."""
         pages = self._pages
-        return bool(pages) and (pages[0].finished or self._handing_over)
+        if not pages:
+            return False
+        head = pages[0]
+        return head.finished or head.released or self._handing_over
 
     def pop_ready(self) -> UnstoredPage | None:
         """Take the head page out when it is ready to be stored: finished, or any page
@@ -145,6 +165,25 @@ class UnstoredPages:
         if self._pages and self._pages[0].finished:
             self._ready()
         self._wake()
+
+    def unstick(self, after: float) -> bool:
+        """Have the head page stored as it stands when the pages are full and it has run
+        for ``after`` seconds without finishing (a slow item holds it): the pages after it
+        are then stored in turn, and more are read.
+
+        :return: whether the head page was released
+        """
+        pages = self._pages
+        if len(pages) < self._limit:
+            return False
+        head = pages[0]
+        if not head.taken or head.finished or head.released:
+            return False
+        if anyio.current_time() - head.taken_at < after:
+            return False
+        head.released = True
+        self._ready()
+        return True
 
     def put_back(self, page: UnstoredPage) -> None:
         """A page from :meth:`pop_ready` was not stored (the write failed or was
