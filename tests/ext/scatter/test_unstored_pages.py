@@ -388,3 +388,30 @@ async def test_a_slow_item_holds_up_none_of_the_items_after_it(backend: Backend)
     assert outcome[0]["long_tail"] == list(range(40))
     assert set(runs.values()) == {1}
     assert store.claimed == 0
+
+
+async def test_the_next_scatter_takes_up_the_postgresql_session_the_last_one_left(
+    pg_backend: Backend,
+) -> None:
+    store = pg_backend.store
+    leases: list[BarrierLease] = []
+
+    class Joins(CountingStore):
+        async def join(self, *, lease: float) -> BarrierLease:
+            joined = await self._store.join(lease=lease)
+            leases.append(joined)
+            return joined
+
+    @fs.asset
+    @scatter(items=lambda deps: range(3))
+    async def small(item: int) -> int:
+        return item
+
+    async with runtime(Joins(store)) as rt:
+        for run_id in ("a", "b"):
+            assert (await rt.materialize([small], run_id=run_id))["small"] == [0, 1, 2]
+            other = await store.join(lease=29)  # a session of its own: the idle one
+            assert other.worker != leases[-1].worker  # (of another lease) is no worker
+            assert not await store.has_other_workers(other)
+            await store.leave(other)
+    assert leases[0].worker == leases[1].worker

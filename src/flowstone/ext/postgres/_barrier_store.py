@@ -85,6 +85,9 @@ class PostgresBarrierStore:
         self._allow_pickle_setting = allow_pickle
         self._rows: dict[str, BarrierRow] = {}
         self._sessions: dict[int, WorkerSession] = {}
+        #: A session kept after its lease left, for the next join (a new connection,
+        #: lock and registration cost more than a small scatter).
+        self._idle: list[WorkerSession] = []
         # Items each lease holds in each barrier, for a claim whose answer was lost.
         self._held: dict[tuple[int, int], set[int]] = {}
 
@@ -316,8 +319,10 @@ class PostgresBarrierStore:
             await self.ops.drop(row.id)
 
     async def aclose(self) -> None:
-        """Close the sessions of the leases still joined (their workers are forgotten)."""
-        sessions, self._sessions = list(self._sessions.values()), {}
+        """Close the sessions of the leases still joined, and the one kept idle (their
+        workers are forgotten)."""
+        sessions, self._sessions = [*self._sessions.values(), *self._idle], {}
+        self._idle = []
         self._held.clear()
         for session in sessions:
             await session.close()
@@ -325,7 +330,14 @@ class PostgresBarrierStore:
     # -- leases --------------------------------------------------------------------------
 
     async def join(self, *, lease: float) -> BarrierLease:
-        """Register a worker and take its advisory lock on a connection of its own."""
+        """Register a worker and take its advisory lock on a connection of its own (or
+        take up the session an earlier lease left, renewing its lease)."""
+        if self._idle and self._idle[-1].lease == lease:  # (another lease length waits)
+            session = self._idle.pop()
+            if await session.resume():
+                self._sessions[session.worker_no] = session
+                return BarrierLease(session.worker_no, lease)
+            await session.close()
         session = WorkerSession(self.ops, lease=lease)
         await session.start()
         self._sessions[session.worker_no] = session
@@ -350,7 +362,8 @@ class PostgresBarrierStore:
         return await self.ops.others_alive(namespace, lease.worker)
 
     async def leave(self, lease: BarrierLease) -> None:
-        """Hand back the lease's items, release its lock and forget the worker."""
+        """Hand back the lease's items and end the lease; its session is kept for the next
+        join (one at most), else its lock is released and the worker forgotten."""
         sql = self.ops.q.release_held
         await self.ops.call(
             f"release the items of scatter worker {lease.worker}",
@@ -359,8 +372,17 @@ class PostgresBarrierStore:
         for held in [key for key in self._held if key[1] == lease.worker]:
             del self._held[held]
         session = self._sessions.pop(lease.worker, None)
-        if session is not None:
+        if session is None:
+            return
+        if self._idle or session.pooled or not session.loop_is_current():
             await session.close()
+            return
+        # Kept for the next join, its lease over: other workers no longer count it alive.
+        pause = self.ops.q.pause_worker
+        await self.ops.call(
+            f"pause scatter worker {lease.worker}", lambda conn: conn.execute(pause, lease.worker)
+        )
+        self._idle.append(session)
 
     # -- claiming and recording ----------------------------------------------------------
 

@@ -542,6 +542,8 @@ class ScatterQueries:
             WHERE worker_no = $1"""
         # A lease renewed only while it has not run out (BarrierStore.renew).
         self.renew_lease = self.heartbeat + " AND lease_until > now()"
+        # A worker kept idle for the next scatter: no longer alive to the others.
+        self.pause_worker = f"UPDATE {workers} SET lease_until = now() WHERE worker_no = $1"
         self.forget_worker = f"DELETE FROM {workers} WHERE worker_no = $1"
         self.forget_old_workers = (
             f"DELETE FROM {workers} WHERE lease_until < now() - interval '1 day'"
