@@ -122,6 +122,7 @@ class BarrierStore(Protocol):
         tolerated_failure: int | float | None,
         total: int | None = None,
         recipe: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> BarrierState:
         """Create the barrier, or return the existing one's state (a resumed scatter).
 
@@ -133,6 +134,8 @@ class BarrierStore(Protocol):
             recipe is started over, its items, results and checkpoint dropped (one stored
             without a recipe takes this one); ``None`` continues a stored barrier whatever
             its recipe
+        :param metadata: the asset's metadata, where a store finds its storage options
+            for the barrier's results (``PostgresBarrierStore``: ``"compression"``)
         :raises ValueError: ``tolerated_failure`` is out of range
         """
         ...

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 import flowstone as fs
-from flowstone.ext.postgres import PostgresIOManager, PostgresStore
-from flowstone.ext.scatter import scatter
+from flowstone.ext.postgres import PostgresBarrierStore, PostgresIOManager, PostgresStore
+from flowstone.ext.scatter import BarrierScatterCoordinator, scatter
 from flowstone.protocols import IOContext
 
 pytestmark = pytest.mark.postgres
@@ -117,6 +117,26 @@ async def test_durable_scatter_results_are_compressed_as_their_asset_says(
     async with fs.Runtime(store=store) as rt:
         result = await rt.materialize([long_results])
     assert result["long_results"] == [{"item": i, "text": LONG} for i in range(30)]
+    rows = await pg_conn.fetch(f'SELECT result, result_raw FROM "{pg_schema}".scatter_items')
+    assert len(rows) == 30
+    assert all(r["result"] is None and r["result_raw"][:1] == b"Z" for r in rows)
+    assert all(len(r["result_raw"]) < len(LONG) / 5 for r in rows)
+
+
+async def test_barrier_store_results_are_compressed_as_their_asset_says(
+    pg_dsn: str, pg_schema: str, pg_conn: asyncpg.Connection
+) -> None:
+    store = PostgresStore(pg_dsn, schema=pg_schema, compression_threshold=512, max_size=4)
+    barriers = PostgresBarrierStore(store)
+    coordinator = BarrierScatterCoordinator(barriers)
+    try:
+        async with fs.Runtime(store=store, coordinators={"scatter": coordinator}) as rt:
+            first = await rt.materialize([long_results], run_id="z")
+            again = await rt.materialize([long_results], run_id="z", force=True)
+    finally:
+        await barriers.aclose()
+    expected = [{"item": i, "text": LONG} for i in range(30)]
+    assert first["long_results"] == expected and again["long_results"] == expected
     rows = await pg_conn.fetch(f'SELECT result, result_raw FROM "{pg_schema}".scatter_items')
     assert len(rows) == 30
     assert all(r["result"] is None and r["result_raw"][:1] == b"Z" for r in rows)

@@ -21,7 +21,7 @@ you trust).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowstone import Status, StorageError
@@ -37,7 +37,7 @@ from flowstone.protocols import BarrierState, ScatterItemResult
 from ._barrier_rows import BarrierInit, BarrierRow, Counts, SourceConflict
 from ._barrier_statements import BarrierStatements
 from ._rows import where_names
-from ._scatter_codec import MAX_PLAIN_INT, Unstorable, decode, encode
+from ._scatter_codec import MAX_PLAIN_INT, Unstorable, compress_result, decode, encode
 from ._scatter_session import WorkerSession, namespace_for
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ class PostgresBarrierStore:
         self._allow_pickle_setting = allow_pickle
         self._rows: dict[str, BarrierRow] = {}
         self._sessions: dict[int, WorkerSession] = {}
+        #: The codec and threshold results of each barrier opened here are compressed with.
+        self._codecs: dict[str, tuple[str | None, int]] = {}
         #: A session kept after its lease left, for the next join (a new connection,
         #: lock and registration cost more than a small scatter).
         self._idle: list[WorkerSession] = []
@@ -111,6 +113,20 @@ class PostgresBarrierStore:
                 raise KeyError(f"no scatter barrier {barrier_id!r}")
             self._rows[barrier_id] = row
         return row
+
+    def _codec_for(self, asset: str, metadata: Mapping[str, Any]) -> tuple[str | None, int]:
+        io = self.ops.store.io_manager
+        codec_of = getattr(io, "compression_for", None)
+        codec = codec_of(asset, metadata) if callable(codec_of) else None
+        return codec, int(getattr(io, "compression_threshold", 0))
+
+    def _encode_result(
+        self, row: BarrierRow, key: str, value: Any, allow_pickle: bool | None = None
+    ) -> tuple[Any, Any]:
+        """A result as stored: encoded, then compressed when the barrier's codec says so."""
+        encoded = self._encode(row, "result", key, value, allow_pickle)
+        codec, threshold = self._codecs.get(row.key) or self._codec_for(row.asset, {})
+        return compress_result(encoded, codec, threshold)
 
     def _encode(
         self, row: BarrierRow, what: str, key: str, value: Any, allow_pickle: bool | None = None
@@ -142,10 +158,18 @@ class PostgresBarrierStore:
         tolerated_failure: int | float | None,
         total: int | None = None,
         recipe: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> BarrierState:
         """Create the barrier, or return the stored one's state; one stored with another
-        ``recipe`` is started over (its items and results deleted, in one transaction)."""
+        ``recipe`` is started over (its items and results deleted, in one transaction).
+        Results are compressed as the store's IO manager compresses the asset's values
+        (its ``compression`` and ``compression_threshold``; ``metadata["compression"]``
+        overrides the codec).
+
+        :raises ConfigurationError: the asset names an unknown codec
+        """
         tolerated = check_tolerated_failure(0 if tolerated_failure is None else tolerated_failure)
+        self._codecs[barrier_id] = self._codec_for(asset, metadata or {})
         row = await self.ops.create_manual(
             BarrierInit(
                 key=barrier_id,
@@ -256,7 +280,7 @@ class PostgresBarrierStore:
                 if value.__class__ is int and -MAX_PLAIN_INT < value < MAX_PLAIN_INT:
                     text, raw = str(value), None  # the common result, as encode makes it
                 else:
-                    text, raw = self._encode(row, "result", key, value, allow)
+                    text, raw = self._encode_result(row, key, value, allow)
                 outcomes.append((index, "succeeded", text, raw, None, result.attempts, None, None))
             else:
                 text, raw = self._encode(row, "value", key, item, allow)
@@ -426,7 +450,7 @@ class PostgresBarrierStore:
         outcomes: list[Outcome] = []
         for result in results:
             if result.status is Status.SUCCEEDED:
-                text, raw = self._encode(row, "result", result.key, result.value)
+                text, raw = self._encode_result(row, result.key, result.value)
                 outcomes.append((result.index, "succeeded", text, raw, None, result.attempts))
             else:
                 outcomes.append((result.index, "failed", None, None, result.error, result.attempts))

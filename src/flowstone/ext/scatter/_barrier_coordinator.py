@@ -117,6 +117,7 @@ class BarrierScatterCoordinator:
             recipe=recipe_of(
                 invocation.asset.code_version, context.partition, invocation.input_versions
             ),
+            metadata=invocation.asset.metadata,
         )
         try:
             return await scatter.run(source)

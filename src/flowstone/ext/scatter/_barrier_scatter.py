@@ -36,6 +36,7 @@ from collections.abc import (
     Collection,
     Iterable,
     Iterator,
+    Mapping,
 )
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,7 @@ class BarrierScatter:
     :param attempt: the asset's attempt
     :param recipe: what the stored items and results are valid for (see
         ``BarrierStore.open_barrier``); a barrier stored with another is started over
+    :param metadata: the asset's metadata (the store's storage options for its results)
     """
 
     def __init__(
@@ -144,9 +146,11 @@ class BarrierScatter:
         poll_interval: float = 0.5,
         attempt: int = 1,
         recipe: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.store = store
         self._recipe = recipe
+        self._metadata = metadata
         self.barrier_id = barrier_id
         self._runner = runner
         self._run_id = run_id
@@ -206,6 +210,7 @@ class BarrierScatter:
             tolerated_failure=self._tolerated,
             total=len(source) if sized else None,  # a fraction is decided from the start
             recipe=self._recipe,
+            metadata=self._metadata,
         )
         if state.exceeded or state.cancelled:
             state = await store.reopen(barrier_id)

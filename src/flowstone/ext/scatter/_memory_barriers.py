@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import operator
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -104,6 +104,7 @@ class MemoryBarrierStore:
         tolerated_failure: int | float | None,
         total: int | None = None,
         recipe: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> BarrierState:
         """Create the barrier, or return the existing one's state; one of another
         ``recipe`` is started over."""
