@@ -117,7 +117,175 @@ def exceeded_sql(failed: str, total: str, b: str = "b") -> str:
     )
 
 
-class ScatterQueries:
+class _CompletionQueries:
+    """The statements that complete items: results of claimed items, and the finished
+    pages the starting process ran before storing them (``$1`` is the barrier's id)."""
+
+    def _add_completion(self, schema: str) -> None:
+        barriers = qualified(schema, "scatter_barriers")
+        items = qualified(schema, "scatter_items")
+        counts = qualified(schema, "scatter_counts")
+        state_columns = _columns(_STATE_FIELDS, counts)
+        lo = f"($1::bigint << {ITEM_SHIFT})"
+        hi = f"(($1::bigint + 1) << {ITEM_SHIFT})"
+
+        def barrier_items(alias: str = "") -> str:
+            return f"{alias}item_id >= {lo} AND {alias}item_id < {hi}"
+
+        new_failed = "b.failed + c.f"
+        self.complete = f"""
+            WITH input AS (
+                SELECT * FROM unnest($2::bigint[], $3::text[], $4::jsonb[], $5::bytea[],
+                    $6::text[], $7::integer[])
+                    AS t(item_id, status, result, result_raw, error, attempts)
+            ), done AS (
+                UPDATE {items} i SET status = t.status, result = t.result,
+                    result_raw = t.result_raw, error = t.error, attempts = t.attempts,
+                    finished_at = now()
+                FROM input t
+                WHERE i.item_id = t.item_id AND i.status IN ('pending', 'running')
+                RETURNING t.status, t.attempts
+            ), c AS (
+                SELECT count(*) FILTER (WHERE status = 'succeeded') AS s,
+                    count(*) FILTER (WHERE status = 'failed') AS f,
+                    count(*) FILTER (WHERE attempts > 1) AS r
+                FROM done
+            )
+            UPDATE {barriers} b SET succeeded = b.succeeded + c.s, failed = {new_failed},
+                retried = b.retried + c.r,
+                status = CASE WHEN b.status = 'open' AND {exceeded_sql(new_failed, "b.total")}
+                    THEN 'exceeded' ELSE b.status END,
+                updated_at = now()
+            FROM c
+            WHERE b.id = $1
+            RETURNING {state_columns}, c.s + c.f AS applied"""
+        # The common batch (every item succeeded at its first attempt, JSON results): ids
+        # as one array literal, results as one JSON array.
+        self.complete_json = f"""
+            WITH input AS ({_zipped("item_id", "$2", "$3")}
+            ), done AS (
+                UPDATE {items} i SET status = 'succeeded', result = t.result,
+                    result_raw = NULL, error = NULL, attempts = 1, finished_at = now()
+                FROM input t
+                WHERE i.item_id = t.item_id AND i.status IN ('pending', 'running')
+                RETURNING 1
+            ), c AS (
+                SELECT count(*) AS s FROM done
+            ), counted AS (
+                INSERT INTO {counts} AS x (barrier_id, worker_no, succeeded)
+                SELECT $1, $4, c.s FROM c WHERE c.s > 0
+                ON CONFLICT (barrier_id, worker_no)
+                    DO UPDATE SET succeeded = x.succeeded + EXCLUDED.succeeded
+            )
+            SELECT {_columns(_STATE_FIELDS, counts, " + c.s")}, c.s AS applied
+            FROM {barriers} b, c
+            WHERE b.id = $1"""
+        # Results of items the starting process ran without inserting them first (see
+        # ``_scatter_local``): one insert of finished rows, ``ON CONFLICT DO NOTHING`` (an
+        # answer lost and the statement run again counts nothing twice), the counters, the
+        # threshold decision and the enumeration checkpoint on the barrier's row, in one
+        # statement. $2 is the worker, $3 the checkpoint's position, $4 its cursor, $5
+        # whether the source is done, $6 the total when known; the results follow. Failed
+        # items keep their item, so that reopening the barrier can run them again.
+        total_local = "CASE WHEN $5 THEN $3 ELSE coalesce($6, b.total) END"
+
+        def local_update(succeeded: str, failed: str, retried: str, guarded: bool = False) -> str:
+            sources, condition = ("c, guard g", " AND NOT g.bad") if guarded else ("c", "")
+            return f"""
+            UPDATE {barriers} b SET succeeded = b.succeeded + {succeeded},
+                failed = b.failed + {failed}, retried = b.retried + {retried},
+                enumerated = greatest(b.enumerated, $3),
+                cursor = CASE WHEN $3 >= b.enumerated THEN $4 ELSE b.cursor END,
+                source_done = b.source_done OR $5, total = {total_local},
+                status = CASE WHEN b.status = 'open'
+                    AND {exceeded_sql(f"b.failed + {failed}", total_local)}
+                    THEN 'exceeded' ELSE b.status END,
+                updated_at = now()
+            FROM {sources}
+            WHERE b.id = $1{condition}"""
+
+        local_columns = """item_id, barrier_id, idx, head, unit, status, result, result_raw,
+                    error, attempts, claims, worker, finished_at, item, item_raw"""
+        # The common batch: every item succeeded at its first attempt with a JSON result;
+        # positions as one array literal ($7), results as one JSON array ($8).
+        self.complete_local_json = f"""
+            WITH input AS ({_zipped("idx", "$7", "$8")}
+            ), ins AS (
+                INSERT INTO {items} ({local_columns})
+                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, 'succeeded', t.result, NULL,
+                    NULL, 1, 1, $2::bigint, now(), NULL, NULL
+                FROM input t
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            ), c AS (
+                SELECT count(*) AS s FROM ins
+            ){local_update("c.s", "0", "0")}
+            RETURNING {state_columns}, c.s AS applied"""
+
+        # The same for a page the starting process ran before storing it, unless a row
+        # at one of its positions ($9 to $10) has a key of its own (then nothing is
+        # written and no row comes back: the caller tells a conflict in a transaction).
+        self.add_finished_json = f"""
+            WITH guard AS (
+                SELECT EXISTS (
+                    SELECT 1 FROM {items}
+                    WHERE item_id BETWEEN {lo} + $9 AND {lo} + $10 AND key IS NOT NULL
+                ) AS bad
+            ), input AS ({_zipped("idx", "$7", "$8")}
+            ), ins AS (
+                INSERT INTO {items} ({local_columns})
+                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, 'succeeded', t.result, NULL,
+                    NULL, 1, 1, $2::bigint, now(), NULL, NULL
+                FROM input t, guard g WHERE NOT g.bad
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            ), c AS (
+                SELECT count(*) AS s FROM ins
+            ){local_update("c.s", "0", "0", guarded=True)}
+            RETURNING {state_columns}, c.s AS applied"""
+
+        def local_insert(keys: str) -> str:
+            return f"""
+            WITH input AS (
+                SELECT * FROM unnest($7::bigint[], $8::text[], $9::jsonb[], $10::bytea[],
+                    $11::text[], $12::integer[], $13::jsonb[], $14::bytea[], {keys})
+                    AS t(idx, status, result, result_raw, error, attempts, item, item_raw, key)
+            ), ins AS (
+                INSERT INTO {items} ({local_columns}, key)
+                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, t.status, t.result, t.result_raw,
+                    t.error, t.attempts, 1, $2::bigint,
+                    CASE WHEN t.status <> 'running' THEN now() END, t.item, t.item_raw, t.key
+                FROM input t
+                ON CONFLICT DO NOTHING
+                RETURNING status, attempts
+            ), c AS (
+                SELECT count(*) FILTER (WHERE status = 'succeeded') AS s,
+                    count(*) FILTER (WHERE status = 'failed') AS f,
+                    count(*) FILTER (WHERE attempts > 1) AS r, count(*) AS n
+                FROM ins
+            ){local_update("c.s", "c.f", "c.r")}
+            RETURNING {state_columns}, c.n AS applied"""
+
+        # Any batch: columns as arrays from $7 on (position, status, result, raw result,
+        # error, attempts, item, raw item); default keys. A row may go in 'running' (held
+        # by worker $2, attempts 0): an item the worker runs still.
+        self.complete_local = local_insert("NULL::text[]")
+        # The same with each item's key ($15, NULL for the default key).
+        self.complete_local_keyed = local_insert("$15::text[]")
+        # The highest position stored in a barrier (-1 when none): where a resumed
+        # enumeration may find items stored past its checkpoint.
+        self.max_idx = f"""
+            SELECT coalesce(max(item_id) - {lo}, -1) AS idx FROM {items}
+            WHERE {barrier_items()}"""
+        # Rows for results recorded through the barrier API without add_keys first.
+        self.ensure_items = f"""
+            INSERT INTO {items} (item_id, barrier_id, idx, key, unit)
+            SELECT {lo} + t.idx, $1, t.idx, t.key, t.idx
+            FROM unnest($2::bigint[], $3::text[]) AS t(idx, key)
+            ON CONFLICT DO NOTHING"""
+
+
+class ScatterQueries(_CompletionQueries):
     """The durable scatter's statements for one schema (names quoted and qualified).
 
     ``$1`` is the barrier's id in every statement about one barrier. Items are looked up by
@@ -342,158 +510,8 @@ class ScatterQueries:
         # A claim whose answer was lost gives its rows back before it is tried again.
         self.release_unowned = self.release_worker + " AND NOT (item_id = ANY($3::bigint[]))"
 
-        # -- completing ----------------------------------------------------------------
-        new_failed = "b.failed + c.f"
-        self.complete = f"""
-            WITH input AS (
-                SELECT * FROM unnest($2::bigint[], $3::text[], $4::jsonb[], $5::bytea[],
-                    $6::text[], $7::integer[])
-                    AS t(item_id, status, result, result_raw, error, attempts)
-            ), done AS (
-                UPDATE {items} i SET status = t.status, result = t.result,
-                    result_raw = t.result_raw, error = t.error, attempts = t.attempts,
-                    finished_at = now()
-                FROM input t
-                WHERE i.item_id = t.item_id AND i.status IN ('pending', 'running')
-                RETURNING t.status, t.attempts
-            ), c AS (
-                SELECT count(*) FILTER (WHERE status = 'succeeded') AS s,
-                    count(*) FILTER (WHERE status = 'failed') AS f,
-                    count(*) FILTER (WHERE attempts > 1) AS r
-                FROM done
-            )
-            UPDATE {barriers} b SET succeeded = b.succeeded + c.s, failed = {new_failed},
-                retried = b.retried + c.r,
-                status = CASE WHEN b.status = 'open' AND {exceeded_sql(new_failed, "b.total")}
-                    THEN 'exceeded' ELSE b.status END,
-                updated_at = now()
-            FROM c
-            WHERE b.id = $1
-            RETURNING {state_columns}, c.s + c.f AS applied"""
-        # The common batch (every item succeeded at its first attempt, JSON results): ids
-        # as one array literal, results as one JSON array.
-        self.complete_json = f"""
-            WITH input AS ({_zipped("item_id", "$2", "$3")}
-            ), done AS (
-                UPDATE {items} i SET status = 'succeeded', result = t.result,
-                    result_raw = NULL, error = NULL, attempts = 1, finished_at = now()
-                FROM input t
-                WHERE i.item_id = t.item_id AND i.status IN ('pending', 'running')
-                RETURNING 1
-            ), c AS (
-                SELECT count(*) AS s FROM done
-            ), counted AS (
-                INSERT INTO {counts} AS x (barrier_id, worker_no, succeeded)
-                SELECT $1, $4, c.s FROM c WHERE c.s > 0
-                ON CONFLICT (barrier_id, worker_no)
-                    DO UPDATE SET succeeded = x.succeeded + EXCLUDED.succeeded
-            )
-            SELECT {_columns(_STATE_FIELDS, counts, " + c.s")}, c.s AS applied
-            FROM {barriers} b, c
-            WHERE b.id = $1"""
-        # Results of items the starting process ran without inserting them first (see
-        # ``_scatter_local``): one insert of finished rows, ``ON CONFLICT DO NOTHING`` (an
-        # answer lost and the statement run again counts nothing twice), the counters, the
-        # threshold decision and the enumeration checkpoint on the barrier's row, in one
-        # statement. $2 is the worker, $3 the checkpoint's position, $4 its cursor, $5
-        # whether the source is done, $6 the total when known; the results follow. Failed
-        # items keep their item, so that reopening the barrier can run them again.
-        total_local = "CASE WHEN $5 THEN $3 ELSE coalesce($6, b.total) END"
-
-        def local_update(succeeded: str, failed: str, retried: str, guarded: bool = False) -> str:
-            sources, condition = ("c, guard g", " AND NOT g.bad") if guarded else ("c", "")
-            return f"""
-            UPDATE {barriers} b SET succeeded = b.succeeded + {succeeded},
-                failed = b.failed + {failed}, retried = b.retried + {retried},
-                enumerated = greatest(b.enumerated, $3),
-                cursor = CASE WHEN $3 >= b.enumerated THEN $4 ELSE b.cursor END,
-                source_done = b.source_done OR $5, total = {total_local},
-                status = CASE WHEN b.status = 'open'
-                    AND {exceeded_sql(f"b.failed + {failed}", total_local)}
-                    THEN 'exceeded' ELSE b.status END,
-                updated_at = now()
-            FROM {sources}
-            WHERE b.id = $1{condition}"""
-
-        local_columns = """item_id, barrier_id, idx, head, unit, status, result, result_raw,
-                    error, attempts, claims, worker, finished_at, item, item_raw"""
-        # The common batch: every item succeeded at its first attempt with a JSON result;
-        # positions as one array literal ($7), results as one JSON array ($8).
-        self.complete_local_json = f"""
-            WITH input AS ({_zipped("idx", "$7", "$8")}
-            ), ins AS (
-                INSERT INTO {items} ({local_columns})
-                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, 'succeeded', t.result, NULL,
-                    NULL, 1, 1, $2::bigint, now(), NULL, NULL
-                FROM input t
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-            ), c AS (
-                SELECT count(*) AS s FROM ins
-            ){local_update("c.s", "0", "0")}
-            RETURNING {state_columns}, c.s AS applied"""
-
-        # The same for a page the starting process ran before storing it, unless a row
-        # at one of its positions ($9 to $10) has a key of its own (then nothing is
-        # written and no row comes back: the caller tells a conflict in a transaction).
-        self.add_finished_json = f"""
-            WITH guard AS (
-                SELECT EXISTS (
-                    SELECT 1 FROM {items}
-                    WHERE item_id BETWEEN {lo} + $9 AND {lo} + $10 AND key IS NOT NULL
-                ) AS bad
-            ), input AS ({_zipped("idx", "$7", "$8")}
-            ), ins AS (
-                INSERT INTO {items} ({local_columns})
-                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, 'succeeded', t.result, NULL,
-                    NULL, 1, 1, $2::bigint, now(), NULL, NULL
-                FROM input t, guard g WHERE NOT g.bad
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-            ), c AS (
-                SELECT count(*) AS s FROM ins
-            ){local_update("c.s", "0", "0", guarded=True)}
-            RETURNING {state_columns}, c.s AS applied"""
-
-        def local_insert(keys: str) -> str:
-            return f"""
-            WITH input AS (
-                SELECT * FROM unnest($7::bigint[], $8::text[], $9::jsonb[], $10::bytea[],
-                    $11::text[], $12::integer[], $13::jsonb[], $14::bytea[], {keys})
-                    AS t(idx, status, result, result_raw, error, attempts, item, item_raw, key)
-            ), ins AS (
-                INSERT INTO {items} ({local_columns}, key)
-                SELECT {lo} + t.idx, $1, t.idx, true, t.idx, t.status, t.result, t.result_raw,
-                    t.error, t.attempts, 1, $2::bigint,
-                    CASE WHEN t.status <> 'running' THEN now() END, t.item, t.item_raw, t.key
-                FROM input t
-                ON CONFLICT DO NOTHING
-                RETURNING status, attempts
-            ), c AS (
-                SELECT count(*) FILTER (WHERE status = 'succeeded') AS s,
-                    count(*) FILTER (WHERE status = 'failed') AS f,
-                    count(*) FILTER (WHERE attempts > 1) AS r, count(*) AS n
-                FROM ins
-            ){local_update("c.s", "c.f", "c.r")}
-            RETURNING {state_columns}, c.n AS applied"""
-
-        # Any batch: columns as arrays from $7 on (position, status, result, raw result,
-        # error, attempts, item, raw item); default keys. A row may go in 'running' (held
-        # by worker $2, attempts 0): an item the worker runs still.
-        self.complete_local = local_insert("NULL::text[]")
-        # The same with each item's key ($15, NULL for the default key).
-        self.complete_local_keyed = local_insert("$15::text[]")
-        # The highest position stored in a barrier (-1 when none): where a resumed
-        # enumeration may find items stored past its checkpoint.
-        self.max_idx = f"""
-            SELECT coalesce(max(item_id) - {lo}, -1) AS idx FROM {items}
-            WHERE {barrier_items()}"""
-        # Rows for results recorded through the barrier API without add_keys first.
-        self.ensure_items = f"""
-            INSERT INTO {items} (item_id, barrier_id, idx, key, unit)
-            SELECT {lo} + t.idx, $1, t.idx, t.key, t.idx
-            FROM unnest($2::bigint[], $3::text[]) AS t(idx, key)
-            ON CONFLICT DO NOTHING"""
+        # -- completing (see _CompletionQueries) -----------------------------------------
+        self._add_completion(schema)
 
         # -- dead workers --------------------------------------------------------------
         live = f"""
