@@ -9,16 +9,20 @@ Implement one of these protocols and register it with a :class:`flowstone.Runtim
 through an entry-point group) to add a storage backend, a coordinator or an event sink.
 An IO manager that stores values durably checks them with :func:`check_json` or
 :func:`check_storable`, the rules the ``postgres`` IO manager and the in-memory IO manager's
-strict mode share.
+strict mode share. A barrier store gathers the scalar results in :data:`AS_STORED` back
+exactly as recorded, and opens a barrier with :func:`recipe_of` the asset's code and
+inputs to start it over when they change.
 """
 
 from ._core.assets import AssetKind as AssetKind
 from ._core.assets import attach_kind as attach_kind
 from ._core.assets import code_fingerprint as code_fingerprint
+from ._core.barrier_store import AS_STORED as AS_STORED
 from ._core.barrier_store import BarrierLease as BarrierLease
 from ._core.barrier_store import BarrierStore as BarrierStore
 from ._core.barrier_store import BarrierUnit as BarrierUnit
 from ._core.barrier_store import SourceCheckpoint as SourceCheckpoint
+from ._core.barrier_store import recipe_of as recipe_of
 from ._core.check_store import CheckStore as CheckStore
 from ._core.checks import CheckRecord as CheckRecord
 from ._core.clock import Clock as Clock
@@ -67,6 +71,7 @@ from ._core.values import restore_tuples as restore_tuples
 from ._core.values import tuple_paths as tuple_paths
 
 __all__ = (
+    "AS_STORED",
     "AssetKind",
     "AssetOutcome",
     "BarrierLease",
@@ -116,6 +121,7 @@ __all__ = (
     "compression_for_asset",
     "decompress",
     "import_string",
+    "recipe_of",
     "resolve_compression",
     "restore_tuples",
     "run_in_thread",
