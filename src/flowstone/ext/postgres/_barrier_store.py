@@ -20,7 +20,6 @@ you trust).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +36,18 @@ from flowstone.protocols import BarrierState, ScatterItemResult
 from ._barrier_rows import BarrierInit, BarrierRow, Counts, SourceConflict
 from ._barrier_statements import BarrierStatements
 from ._rows import where_names
-from ._scatter_codec import MAX_PLAIN_INT, Unstorable, compress_result, decode, encode
+from ._scatter_codec import (
+    MAX_PLAIN_INT,
+    Unstorable,
+    compress_result,
+    decode,
+    decode_results,
+    encode,
+    is_plain,
+)
 from ._scatter_session import WorkerSession, namespace_for
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from ._barrier_rows import ItemRow, LocalOutcome, Outcome
     from ._store import PostgresStore
 
@@ -125,8 +130,10 @@ class PostgresBarrierStore:
     ) -> tuple[Any, Any]:
         """A result as stored: encoded, then compressed when the barrier's codec says so."""
         encoded = self._encode(row, "result", key, value, allow_pickle)
-        codec, threshold = self._codecs.get(row.key) or self._codec_for(row.asset, {})
-        return compress_result(encoded, codec, threshold)
+        chosen = self._codecs.get(row.key)
+        if chosen is None:  # a barrier this process did not open: the store's codec
+            self._codecs[row.key] = chosen = self._codec_for(row.asset, {})
+        return compress_result(encoded, *chosen)
 
     def _encode(
         self, row: BarrierRow, what: str, key: str, value: Any, allow_pickle: bool | None = None
@@ -205,9 +212,8 @@ class PostgresBarrierStore:
         row = await self.row(barrier_id)
         allow = self._allow_pickle()
         for _, key, item in items:
-            if item.__class__ is int and -MAX_PLAIN_INT < item < MAX_PLAIN_INT:
-                continue  # the common item, stored as it is
-            self._encode(row, "value", key, item, allow)
+            if not is_plain(item):  # (a plain item is stored as it is)
+                self._encode(row, "value", key, item, allow)
 
     async def add_items(
         self,
@@ -516,44 +522,26 @@ class _StoredResults(AsyncIterator[ScatterItemResult]):
         if not records:
             return
         self._after = records[-1]["idx"]
-        texts = [r["result"] for r in records if r["status"] == "succeeded"]
-        if None not in texts:
-            values = iter(json.loads("[" + ",".join(texts) + "]"))
-        else:
-            values = iter([self._decode(row, r) for r in records if r["status"] == "succeeded"])
+        values = iter(
+            decode_results(
+                records,
+                allow_pickle=store._allow_pickle(),
+                where=where_names(row.asset, row.partition),
+            )
+        )
         page: list[ScatterItemResult] = []
         for r in records:
             key, idx = r["key"], r["idx"]
-            if r["status"] == "succeeded":
-                result = ScatterItemResult(
+            ok = r["status"] == "succeeded"
+            page.append(
+                ScatterItemResult(
                     key if key is not None else str(idx),
                     idx,
-                    Status.SUCCEEDED,
-                    next(values),
-                    None,
+                    Status.SUCCEEDED if ok else Status.FAILED,
+                    next(values) if ok else None,
+                    None if ok else r["error"],
                     r["attempts"],
                 )
-            else:
-                result = ScatterItemResult(
-                    key if key is not None else str(idx),
-                    idx,
-                    Status.FAILED,
-                    None,
-                    r["error"],
-                    r["attempts"],
-                )
-            page.append(result)
+            )
         page.reverse()
         self._page = page
-
-    def _decode(self, row: BarrierRow, record: asyncpg.Record) -> Any:
-        try:
-            return decode(
-                record["result"], record["result_raw"], allow_pickle=self._store._allow_pickle()
-            )
-        except Unstorable as exc:
-            key = record["key"] if record["key"] is not None else str(record["idx"])
-            raise StorageError(
-                f"{where_names(row.asset, row.partition)}: cannot load the result of item "
-                f"{key!r}: {exc.problem}"
-            ) from None

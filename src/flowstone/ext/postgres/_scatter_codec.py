@@ -21,9 +21,15 @@ import json
 import math
 import pickle
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from flowstone import StorageError
 from flowstone.protocols import compress, decompress
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import asyncpg
 
 __all__ = [
     "MAX_DEPTH",
@@ -32,6 +38,7 @@ __all__ = [
     "Unstorable",
     "compress_result",
     "decode",
+    "decode_results",
     "encode",
     "has_surrogate",
     "is_plain",
@@ -210,3 +217,29 @@ def decode(text: str | None, raw: bytes | None, *, allow_pickle: bool) -> Any:
             )
         return pickle.loads(body)  # opted in with allow_pickle
     raise Unstorable(f"unknown stored format {tag!r}")
+
+
+def decode_results(
+    records: Sequence[asyncpg.Record], *, allow_pickle: bool, where: str
+) -> list[Any]:
+    """The results of the succeeded rows among ``records`` (with ``status``, ``result``,
+    ``result_raw``, ``key`` and ``idx``), in their order: one JSON parse when every one is
+    in the ``jsonb`` column, else row by row.
+
+    :param where: the asset and partition, for the message
+    :raises StorageError: a result cannot be loaded (naming its item)
+    """
+    rows = [r for r in records if r["status"] == "succeeded"]
+    texts = [r["result"] for r in rows]
+    if None not in texts:
+        return list(_loads("[" + ",".join(texts) + "]"))
+    values: list[Any] = []
+    for record in rows:
+        try:
+            values.append(decode(record["result"], record["result_raw"], allow_pickle=allow_pickle))
+        except Unstorable as exc:
+            shown = record["key"] if record["key"] is not None else str(record["idx"])
+            raise StorageError(
+                f"{where}: cannot load the result of item {shown!r}: {exc.problem}"
+            ) from None
+    return values

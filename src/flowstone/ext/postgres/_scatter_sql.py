@@ -17,7 +17,12 @@ or a lost connection leaves either all of it or none of it:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._sql import qualified
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "ITEM_SHIFT",
@@ -121,16 +126,18 @@ class _CompletionQueries:
     """The statements that complete items: results of claimed items, and the finished
     pages the starting process ran before storing them (``$1`` is the barrier's id)."""
 
-    def _add_completion(self, schema: str) -> None:
-        barriers = qualified(schema, "scatter_barriers")
-        items = qualified(schema, "scatter_items")
-        counts = qualified(schema, "scatter_counts")
+    def _add_completion(
+        self,
+        *,
+        barriers: str,
+        items: str,
+        counts: str,
+        lo: str,
+        barrier_items: Callable[[], str],
+    ) -> None:
+        """Add the statements, on the tables and the item range of the barrier ``$1``
+        that :class:`ScatterQueries` names."""
         state_columns = _columns(_STATE_FIELDS, counts)
-        lo = f"($1::bigint << {ITEM_SHIFT})"
-        hi = f"(($1::bigint + 1) << {ITEM_SHIFT})"
-
-        def barrier_items(alias: str = "") -> str:
-            return f"{alias}item_id >= {lo} AND {alias}item_id < {hi}"
 
         new_failed = "b.failed + c.f"
         self.complete = f"""
@@ -511,7 +518,9 @@ class ScatterQueries(_CompletionQueries):
         self.release_unowned = self.release_worker + " AND NOT (item_id = ANY($3::bigint[]))"
 
         # -- completing (see _CompletionQueries) -----------------------------------------
-        self._add_completion(schema)
+        self._add_completion(
+            barriers=barriers, items=items, counts=counts, lo=lo, barrier_items=barrier_items
+        )
 
         # -- dead workers --------------------------------------------------------------
         live = f"""

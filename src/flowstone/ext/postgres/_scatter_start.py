@@ -9,7 +9,6 @@ this process ran every item and kept its results).
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from collections.abc import AsyncIterator
 from time import perf_counter
@@ -37,7 +36,7 @@ from ._barrier_executor import BarrierExecutor
 from ._barrier_rows import BarrierInit, BarrierRow, Counts
 from ._errors import describe
 from ._rows import where_names
-from ._scatter_codec import Unstorable, decode
+from ._scatter_codec import Unstorable, decode, decode_results
 from ._scatter_source import Enumerator
 
 if TYPE_CHECKING:
@@ -69,7 +68,6 @@ barrier_key = barrier_id_of
 
 _PAGE = 1000
 _GATHER_PAGE = 5000
-_loads = json.loads
 
 
 class ScatterBarrierFailedError(ExecutionError):
@@ -151,21 +149,7 @@ async def _all_successes(
         if not page:
             return values
         after = page[-1]["idx"]
-        rows = [r for r in page if r["status"] == "succeeded"]
-        texts = [r["result"] for r in rows]
-        if None not in texts:
-            values.extend(_loads("[" + ",".join(texts) + "]"))
-        else:
-            for record in rows:
-                try:
-                    values.append(
-                        decode(record["result"], record["result_raw"], allow_pickle=allow_pickle)
-                    )
-                except Unstorable as exc:
-                    shown = record["key"] if record["key"] is not None else str(record["idx"])
-                    raise StorageError(
-                        f"{where}: cannot load the result of item {shown!r}: {exc}"
-                    ) from None
+        values.extend(decode_results(page, allow_pickle=allow_pickle, where=where))
         if len(page) < _GATHER_PAGE:
             return values
 

@@ -193,7 +193,12 @@ class ClaimFeed(ItemFeed):
                 self._on_state(state)
             if state.exceeded or state.cancelled or state.done:
                 return None
-            read = not self._stay and (await store.checkpoint(barrier_id)).exhausted
+            # (A source is read only once its total is known: ask the store only then.)
+            read = (
+                not self._stay
+                and state.total is not None
+                and (await store.checkpoint(barrier_id)).exhausted
+            )
             if await self._recover(force=read):
                 delay = _FIRST_POLL
                 continue
@@ -223,9 +228,8 @@ class ResultRecorder:
     :param flush_interval: seconds a result may wait before it is written
     :param on_state: takes the barrier's state after every write
     :param unstored: pages run before they were stored: their results are kept until the
-        page is finished, then stored with it
-    :param on_refused: called when the store refuses such a page (a duplicate key); the
-        error is kept in :attr:`refused`
+        page is finished, then stored with it (a page the store refuses, for a duplicate
+        key, drops the pages after it and raises from :meth:`run` or :meth:`flush`)
     """
 
     def __init__(
@@ -238,7 +242,6 @@ class ResultRecorder:
         flush_interval: float,
         on_state: Callable[[BarrierState], None],
         unstored: UnstoredPages | None = None,
-        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._barrier_id = barrier_id
@@ -255,9 +258,6 @@ class ResultRecorder:
         self._unstored = unstored
         self._storing = anyio.Lock()
         self._writing = anyio.Lock()
-        self._on_refused = on_refused
-        #: The error a page run before it was stored could not be stored with.
-        self.refused: DuplicateScatterKeyError | None = None
         #: Every result this recorder stored, while all of them came with the pages run
         #: before they were stored and each gathers back as it is (see ``AS_STORED``);
         #: ``None`` once one did not.
@@ -341,12 +341,9 @@ class ResultRecorder:
                     else:  # handed over before it ran: anyone may claim it
                         self.kept = None
                         state = await store.add_items(barrier_id, page.items, page.checkpoint)
-                except DuplicateScatterKeyError as exc:
-                    self.refused = exc
-                    unstored.close()
-                    if self._on_refused is not None:
-                        self._on_refused()
-                    return
+                except DuplicateScatterKeyError:
+                    unstored.close()  # nothing after it may be stored
+                    raise
                 except BaseException:
                     # Not stored (a cancelled or failed write rolls back): the next flush
                     # stores it first. Storing it again is harmless (first result wins).

@@ -33,9 +33,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Collection,
     Iterable,
-    Iterator,
     Mapping,
 )
 from time import perf_counter
@@ -55,7 +53,7 @@ from ._errors import (
     ScatterFailureThresholdExceeded,
 )
 from ._gather import call_gather
-from ._sources import open_feed
+from ._sources import open_feed, size_of
 from ._summary import FIRST_ERRORS, MAX_LISTED_FAILURES, ScatterSummary
 from ._unstored_pages import UnstoredPages
 
@@ -201,14 +199,13 @@ class BarrierScatter:
         """
         self._started = perf_counter()
         store, barrier_id = self.store, self.barrier_id
-        sized = isinstance(source, Collection) and not isinstance(source, Iterator)
         state = await store.open_barrier(
             barrier_id,
             run_id=self._run_id,
             asset=self._asset,
             partition=self._partition,
             tolerated_failure=self._tolerated,
-            total=len(source) if sized else None,  # a fraction is decided from the start
+            total=size_of(source),  # known up front: a fraction is decided from the start
             recipe=self._recipe,
             metadata=self._metadata,
         )
@@ -422,10 +419,6 @@ def _engine(
         if engine is not None:
             engine.observe(state)
 
-    def refused() -> None:
-        if engine is not None:
-            engine.halt()
-
     recorder = ResultRecorder(
         store,
         barrier_id,
@@ -434,7 +427,6 @@ def _engine(
         flush_interval=flush_interval,
         on_state=observe,
         unstored=feed.unstored,
-        on_refused=refused,
     )
     engine = BarrierEngine(
         feed,
@@ -459,7 +451,9 @@ async def _run_engine(engine: BarrierEngine, lease: BarrierLease) -> None:
     async def guarded(work: Callable[[], Awaitable[None]]) -> None:
         try:
             await work()
-        except Exception as exc:  # the store refused a write: stop, and raise it as it is
+        except Exception as exc:
+            # The store refused a write (a duplicate key found late, a full disk): stop,
+            # and raise it as it is.
             errors.append(exc)
             engine.halt()
 
@@ -474,8 +468,6 @@ async def _run_engine(engine: BarrierEngine, lease: BarrierLease) -> None:
             helpers.cancel_scope.cancel()
     if errors:
         raise errors[0]
-    if recorder.refused is not None:
-        raise recorder.refused
 
 
 async def _renew(store: BarrierStore, lease: BarrierLease, engine: BarrierEngine) -> None:

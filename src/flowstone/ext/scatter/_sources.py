@@ -31,7 +31,7 @@ import anyio
 
 from flowstone.protocols import ItemReader
 
-__all__ = ["ItemFeed", "open_feed"]
+__all__ = ["ItemFeed", "open_feed", "size_of"]
 
 Pair = tuple[int, Any]
 _Fetch = Callable[[], Awaitable[tuple[Collection[Any], bool]]]
@@ -184,6 +184,14 @@ def _pages_of_reader(reader: ItemReader[Any], page_size: int, feed_ref: list[Ite
     return fetch
 
 
+def size_of(source: Any) -> int | None:
+    """The number of items of a source that is a collection (read whole, its size known
+    up front); ``None`` for the others (iterators, async iterables, readers)."""
+    if isinstance(source, Collection) and not isinstance(source, Iterator):
+        return len(source)
+    return None
+
+
 async def open_feed(source: Any, *, page_size: int) -> ItemFeed:
     """Open a feed over a scatter source.
 
@@ -200,8 +208,9 @@ async def open_feed(source: Any, *, page_size: int) -> ItemFeed:
         holder.append(feed)
         feed.total = await source.count()
         return feed
-    if isinstance(source, Collection) and not isinstance(source, Iterator):
-        return ItemFeed(None, first=enumerate(source), total=len(source))
+    size = size_of(source)
+    if size is not None:
+        return ItemFeed(None, first=enumerate(source), total=size)
     if isinstance(source, Iterable):
         iterator = iter(source)
         close = getattr(iterator, "close", None)
